@@ -13,7 +13,8 @@
  *     64-bit element strides (not bytes). The last (innermost) stride must be 1 unless an op says otherwise.
  *     Other strides are free (a qkv-packed tensor is three strided views); a stride of 0 broadcasts where an
  *     op allows it.
- *   - Storage dtypes are fp32, fp16 and bf16; all arithmetic is fp32. Index tensors are int32 or int64.
+ *   - Storage dtypes are fp32, fp16 and bf16, with fp32 arithmetic; the CPU backend also takes fp64, computed
+ *     in fp64 (so torch.autograd.gradcheck can run in float64). Index tensors are int32 or int64.
  *   - Ops that need scratch memory have a `*_workspace_size` query; the caller passes a buffer at least that
  *     large (on the context's device). A smaller buffer returns FK_STATUS_WORKSPACE_TOO_SMALL; the library
  *     never allocates behind the caller's back during a compute call.
@@ -116,10 +117,11 @@ typedef enum fk_dtype {
     FK_DTYPE_BF16  = 2,
     FK_DTYPE_INT32 = 3, // index tensors only (cu_seqlens, positions)
     FK_DTYPE_INT64 = 4, // index tensors only
+    FK_DTYPE_F64   = 5, // CPU backend only, computed in fp64: for gradient checks and high-precision references
 } fk_dtype;
 
 FK_API size_t      fk_dtype_size(fk_dtype dtype); // bytes per element; 0 for an unknown dtype
-FK_API const char *fk_dtype_name(fk_dtype dtype); // "f32", "f16", "bf16", "i32", "i64", "?"
+FK_API const char *fk_dtype_name(fk_dtype dtype); // "f32", "f16", "bf16", "i32", "i64", "f64", "?"
 
 typedef enum fk_device_kind {
     FK_DEVICE_CPU  = 1,
@@ -189,11 +191,11 @@ FK_API int       fk_context_num_threads(fk_context_t ctx);
 // an online softmax: memory O(seqlen), never the (Sq x Sk) score matrix.
 //
 // Operands (fixed-length batch):
-//   q   : [batch, seqlen_q, nheads_q,  head_dim]   fp32 | fp16 | bf16
+//   q   : [batch, seqlen_q, nheads_q,  head_dim]   fp32 | fp16 | bf16 (| fp64 on the CPU)
 //   k   : [batch, seqlen_k, nheads_kv, head_dim]   same dtype as q
 //   v   : [batch, seqlen_k, nheads_kv, head_dim]   same dtype as q
 //   o   : [batch, seqlen_q, nheads_q,  head_dim]   same dtype as q (output)
-//   lse : [batch, nheads_q, seqlen_q]              fp32, natural-log log-sum-exp of the scaled, capped,
+//   lse : [batch, nheads_q, seqlen_q]              fp32 (fp64 when q is fp64), natural-log log-sum-exp of the scaled, capped,
 //                                                  biased, masked scores; optional in forward, required
 //                                                  in backward. A row that sees no key has lse = -inf.
 // Operands (variable length, when cu_seqlens_q.data != NULL): sequences are packed along the token axis.

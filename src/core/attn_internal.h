@@ -22,7 +22,7 @@ typedef struct fk_attn_problem {
 
     const void *q, *k, *v;
     void       *o;
-    float      *lse;                        // may be NULL in forward
+    void       *lse;                        // float* (double* when dtype is f64); may be NULL in forward
     const void *do_;
     void       *dq, *dk, *dv;
 
@@ -60,6 +60,10 @@ static inline void fk_attn_key_range(const fk_attn_problem *p, int64_t i, int64_
     *lo = l;
     *hi = h;
 }
+
+// The one selection function (src/core/attn.c): is this problem supported on ctx's backend, and how much
+// workspace does the kernel that will run need? Size queries, run calls and the memory estimator all call it.
+fk_status fk_attn_select(const struct fk_context *ctx, const fk_attn_problem *p, int backward, size_t *ws_bytes);
 
 // --- CPU backend (src/cpu/attn.c) ------------------------------------------------------------------------
 size_t    fk_cpu_attn_fwd_workspace(const struct fk_context *ctx, const fk_attn_problem *p);

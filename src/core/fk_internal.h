@@ -56,7 +56,7 @@ fk_status fk_check_optional_tensor(const char *op, const char *name, const fk_te
                                    const struct fk_context *ctx, int want_ndim);
 // t->shape[dim] == want, else FK_STATUS_BAD_PARAM_SHAPE naming both.
 fk_status fk_check_extent(const char *op, const char *name, const fk_tensor *t, int dim, int64_t want);
-// fp32/fp16/bf16, else FK_STATUS_NOT_SUPPORTED_DTYPE.
+// fp32/fp16/bf16/fp64, else FK_STATUS_NOT_SUPPORTED_DTYPE (backends reject fp64 where they lack it).
 fk_status fk_check_float_dtype(const char *op, const char *name, const fk_tensor *t);
 // a->dtype == b->dtype, else FK_STATUS_BAD_PARAM_DTYPE_MISMATCH.
 fk_status fk_check_same_dtype(const char *op, const char *name_a, const fk_tensor *a, const char *name_b,
@@ -82,6 +82,7 @@ static inline float fk_load_f(const void *p, fk_dtype dt, int64_t i) {
     switch (dt) {
     case FK_DTYPE_F16: return fk_half_to_float(((const uint16_t *)p)[i]);
     case FK_DTYPE_BF16: return fk_bf16_to_float(((const uint16_t *)p)[i]);
+    case FK_DTYPE_F64: return (float)((const double *)p)[i];
     default: return ((const float *)p)[i];
     }
 }
@@ -89,6 +90,7 @@ static inline void fk_store_f(void *p, fk_dtype dt, int64_t i, float x) {
     switch (dt) {
     case FK_DTYPE_F16: ((uint16_t *)p)[i] = fk_float_to_half(x); break;
     case FK_DTYPE_BF16: ((uint16_t *)p)[i] = fk_float_to_bf16(x); break;
+    case FK_DTYPE_F64: ((double *)p)[i] = x; break;
     default: ((float *)p)[i] = x; break;
     }
 }

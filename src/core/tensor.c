@@ -12,6 +12,7 @@ size_t fk_dtype_size(fk_dtype dt) {
     case FK_DTYPE_BF16: return 2;
     case FK_DTYPE_INT32: return 4;
     case FK_DTYPE_INT64: return 8;
+    case FK_DTYPE_F64: return 8;
     }
     return 0;
 }
@@ -23,6 +24,7 @@ const char *fk_dtype_name(fk_dtype dt) {
     case FK_DTYPE_BF16: return "bf16";
     case FK_DTYPE_INT32: return "i32";
     case FK_DTYPE_INT64: return "i64";
+    case FK_DTYPE_F64: return "f64";
     }
     return "?";
 }
@@ -127,8 +129,9 @@ fk_status fk_check_extent(const char *op, const char *name, const fk_tensor *t, 
 }
 
 fk_status fk_check_float_dtype(const char *op, const char *name, const fk_tensor *t) {
-    if (t->dtype != FK_DTYPE_F32 && t->dtype != FK_DTYPE_F16 && t->dtype != FK_DTYPE_BF16)
-        return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: %s.dtype must be f32, f16 or bf16, got %s", op, name,
+    if (t->dtype != FK_DTYPE_F32 && t->dtype != FK_DTYPE_F16 && t->dtype != FK_DTYPE_BF16 &&
+        t->dtype != FK_DTYPE_F64)
+        return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: %s.dtype must be f32, f16, bf16 or f64, got %s", op, name,
                         fk_dtype_name(t->dtype));
     return FK_STATUS_SUCCESS;
 }

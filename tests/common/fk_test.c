@@ -43,6 +43,7 @@ static double half_bits_to_double(uint16_t h) {
 }
 
 double fk_round_to(fk_dtype dt, double x) {
+    if (dt == FK_DTYPE_F64) return x;
     if (dt == FK_DTYPE_F32) return (double)(float)x;
     if (!isfinite(x)) return x;
     if (x == 0) return x;
@@ -61,7 +62,8 @@ double fk_round_to(fk_dtype dt, double x) {
 }
 
 double fk_dtype_eps(fk_dtype dt) {
-    return dt == FK_DTYPE_F16 ? ldexp(1.0, -10) : dt == FK_DTYPE_BF16 ? ldexp(1.0, -7) : ldexp(1.0, -23);
+    return dt == FK_DTYPE_F16 ? ldexp(1.0, -10) : dt == FK_DTYPE_BF16 ? ldexp(1.0, -7)
+         : dt == FK_DTYPE_F64 ? ldexp(1.0, -52) : ldexp(1.0, -23);
 }
 
 double fk_get(const void *buf, fk_dtype dt, int64_t i) {
@@ -76,6 +78,7 @@ double fk_get(const void *buf, fk_dtype dt, int64_t i) {
     }
     case FK_DTYPE_INT32: return ((const int32_t *)buf)[i];
     case FK_DTYPE_INT64: return (double)((const int64_t *)buf)[i];
+    case FK_DTYPE_F64: return ((const double *)buf)[i];
     }
     return NAN;
 }
@@ -112,6 +115,7 @@ void fk_set(void *buf, fk_dtype dt, int64_t i, double x) {
     }
     case FK_DTYPE_INT32: ((int32_t *)buf)[i] = (int32_t)x; break;
     case FK_DTYPE_INT64: ((int64_t *)buf)[i] = (int64_t)x; break;
+    case FK_DTYPE_F64: ((double *)buf)[i] = x; break;
     }
 }
 

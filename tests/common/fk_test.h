@@ -31,7 +31,7 @@ double fk_get(const void *buf, fk_dtype dt, int64_t i);       // element i as do
 void   fk_set(void *buf, fk_dtype dt, int64_t i, double x);  // store with round-to-nearest-even
 // Round a double through a dtype (what a store of that dtype keeps).
 double fk_round_to(fk_dtype dt, double x);
-// Machine epsilon of a float dtype (2^-23, 2^-10, 2^-7).
+// Machine epsilon of a float dtype (2^-23, 2^-10, 2^-7, 2^-52).
 double fk_dtype_eps(fk_dtype dt);
 
 // Error of got (dtype dt, n elements, element i at got[i * 1]) against a float64 reference.
