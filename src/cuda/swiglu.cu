@@ -1,0 +1,14 @@
+/*
+ * swiglu.cu — CUDA SwiGLU. Placeholder until the kernels land: every entry point answers "not supported",
+ * so dispatch, tests and bindings are wired end to end without a wrong result. The kernels implement
+ * fk_swiglu_problem exactly as documented in src/core/ops_internal.h.
+ */
+#include "../core/ops_internal.h"
+
+extern "C" fk_status fk_cuda_swiglu_fwd(const struct fk_context *ctx, const fk_swiglu_problem *p, void *stream) {
+    return fk_error(FK_STATUS_NOT_SUPPORTED_FEATURE, "swiglu_fwd: the CUDA kernel is not built yet");
+}
+
+extern "C" fk_status fk_cuda_swiglu_bwd(const struct fk_context *ctx, const fk_swiglu_problem *p, void *stream) {
+    return fk_error(FK_STATUS_NOT_SUPPORTED_FEATURE, "swiglu_bwd: the CUDA kernel is not built yet");
+}
