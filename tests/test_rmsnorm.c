@@ -108,7 +108,7 @@ static void run_case(const backend *be, const rms_case *c, uint64_t seed) {
     ref_view_read(&hdres, hdres.data, dres64);
     // h is what gets normalized: x, or x + residual rounded to the storage dtype.
     for (int64_t i = 0; i < n; i++) h64[i] = c->residual ? fk_round_to(dt, x64[i] + r64[i]) : x64[i];
-    char detail[900], d1[400], d2[400], d3[400], s2[260];
+    char detail[1400], d1[400], d2[400], d3[400], s2[260];
 
     // --- forward ---
     fk_rmsnorm_args a;
