@@ -25,7 +25,9 @@ extern "C" fk_status fk_cuda_device_props(int index, fk_device_props *props, int
     if (e != cudaSuccess)
         return fk_error(FK_STATUS_CUDA_ERROR, "cudaGetDeviceProperties(cuda:%d): %s", index, cudaGetErrorString(e));
     memset(props, 0, sizeof *props);
-    snprintf(props->name, sizeof props->name, "%s", p.name);
+    size_t len = strnlen(p.name, sizeof props->name - 1); // truncate explicitly: the name is longer in CUDA
+    memcpy(props->name, p.name, len);
+    props->name[len] = '\0';
     props->cc_major        = p.major;
     props->cc_minor        = p.minor;
     props->multiprocessors = p.multiProcessorCount;
