@@ -371,9 +371,9 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
 // BR query rows x BC keys per block, NW warps. Measurements: docs/PERF.md (GPU section).
 template <int D> struct FwdTile;
 template <> struct FwdTile<32> { static constexpr int BR = 128, BC = 128, NW = 4; };
-template <> struct FwdTile<64> { static constexpr int BR = 128, BC = 128, NW = 4; };
-template <> struct FwdTile<96> { static constexpr int BR = 128, BC = 64, NW = 4; };
-template <> struct FwdTile<128> { static constexpr int BR = 128, BC = 64, NW = 4; };
+template <> struct FwdTile<64> { static constexpr int BR = 128, BC = 64, NW = 4; };
+template <> struct FwdTile<96> { static constexpr int BR = 128, BC = 32, NW = 4; };
+template <> struct FwdTile<128> { static constexpr int BR = 128, BC = 32, NW = 4; };
 template <> struct FwdTile<192> { static constexpr int BR = 128, BC = 64, NW = 8; };
 template <> struct FwdTile<256> { static constexpr int BR = 128, BC = 64, NW = 8; };
 
