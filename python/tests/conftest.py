@@ -1,0 +1,90 @@
+"""Frameworks under test: NumPy always; torch on the CPU when torch is installed; torch on CUDA when a GPU is
+present (skipped otherwise); CuPy and JAX when installed."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+try:
+    import torch
+except ImportError:  # the NumPy path must work without torch
+    torch = None
+
+HAS_CUDA = torch is not None and torch.cuda.is_available()
+
+
+class Framework:
+    def __init__(self, name):
+        self.name = name
+        self.torch = name.startswith("torch")
+        self.device = "cuda" if name == "torch-cuda" else "cpu"
+
+    def __repr__(self):
+        return self.name
+
+    def arr(self, a, requires_grad=False):
+        if self.name == "numpy":
+            return np.ascontiguousarray(a)
+        if self.name == "cupy":
+            import cupy
+
+            return cupy.asarray(a)
+        if self.name == "jax":
+            import jax.numpy as jnp
+
+            return jnp.asarray(a)
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+        return t.requires_grad_(requires_grad)
+
+    def np(self, x):
+        if x is None:
+            return None
+        if self.torch:
+            return x.detach().cpu().numpy()
+        if self.name == "cupy":
+            return x.get()
+        return np.asarray(x)
+
+    def check_kind(self, x):
+        if self.torch:
+            assert isinstance(x, torch.Tensor) and x.device.type == self.device
+        elif self.name == "numpy":
+            assert isinstance(x, np.ndarray)
+        elif self.name == "cupy":
+            import cupy
+
+            assert isinstance(x, cupy.ndarray)
+
+
+def _have(mod):
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def _fw_params():
+    out = [pytest.param(Framework("numpy"), id="numpy")]
+    out.append(pytest.param(Framework("torch"), id="torch",
+                            marks=pytest.mark.skipif(torch is None, reason="torch not installed")))
+    out.append(pytest.param(Framework("torch-cuda"), id="torch-cuda",
+                            marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")))
+    return out
+
+
+FRAMEWORKS = _fw_params()
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def fw(request):
+    return request.param
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+def randn(r, *shape, dtype=np.float32):
+    return r.standard_normal(shape).astype(dtype)
