@@ -44,7 +44,8 @@ def test_every_struct_field_is_mirrored():
     path = os.path.join(HEADER_DIR, "flashkit.h")
     if not os.path.exists(path):
         pytest.skip("no include/flashkit.h next to the tests")
-    text = re.sub(r"//[^\n]*", "", open(path).read())
+    with open(path) as fh:
+        text = re.sub(r"//[^\n]*", "", fh.read())
     for name, st in _lib.ABI_STRUCTS.items():
         m = re.search(r"typedef struct %s \{(.*?)\} %s;" % (name, name), text, re.S)
         assert m, name
@@ -69,7 +70,8 @@ def test_version_matches_header():
         pytest.skip("no header")
     import re
 
-    text = open(path).read()
+    with open(path) as fh:
+        text = fh.read()
     major, minor, patch = (int(re.search(rf"#define FK_VERSION_{p} (\d+)", text).group(1))
                            for p in ("MAJOR", "MINOR", "PATCH"))
     assert _lib.fn.version_number() == major * 10000 + minor * 100 + patch

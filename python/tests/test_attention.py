@@ -28,7 +28,7 @@ FEATURES = {
     "window": {"window": (5, 2)},
     "softcap": {"softcap": 4.0},
     "alibi": {"alibi": True},
-    "all": {"causal": True, "window": (6, -1), "softcap": 3.0, "alibi": True, "scale": 0.3},
+    "all": {"causal": True, "window": (6, -1), "softcap": 3.0, "alibi": True, "scale": 0.25},
 }
 TOL = {np.float32: 2e-5, np.float64: 1e-10}
 
