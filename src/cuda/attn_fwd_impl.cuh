@@ -268,7 +268,12 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
                     }
             }
 
-            // Online softmax per row; P = exp2(s * kscale - m) overwrites S.
+            // Online softmax per row; P = exp2(s * kscale - m) overwrites S. Lazy rescaling: a row keeps its
+            // old max unless the tile's max exceeds it by more than 8 (log2 units), so P <= 2^8 (exact enough
+            // in fp32 sums and in bf16/fp16 operands); O is rescaled only when some row of the warp moved its
+            // max, which after the first tiles is rare (the rescale was 128 FMULs per tile and thread).
+            float alpha[MT][2];
+            bool  moved = false;
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -277,11 +282,14 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
 #pragma unroll
                     for (int j = 0; j < NTS; ++j) mx = fmaxf(mx, fmaxf(sc[mt][j][2 * hh], sc[mt][j][2 * hh + 1]));
                     mx                = quad_max(mx) * kscale; // kscale > 0, so max commutes with it
-                    const float m_new = fmaxf(row_m[mt][hh], mx);
-                    const float m_use = m_new == -INFINITY ? 0.f : m_new; // a row with nothing visible yet
-                    const float alpha = fast_exp2(row_m[mt][hh] - m_use);
-                    row_m[mt][hh]     = m_new;
-                    float sum         = 0.f;
+                    const float m_old = row_m[mt][hh];
+                    const bool  grow  = mx > m_old + 8.f;   // also true for the first visible key (m_old = -inf)
+                    alpha[mt][hh]     = grow ? fast_exp2(m_old - mx) : 1.f;
+                    moved |= grow;
+                    const float m_cur = grow ? mx : m_old;
+                    row_m[mt][hh]     = m_cur;
+                    const float m_use = m_cur == -INFINITY ? 0.f : m_cur; // a row with nothing visible yet
+                    float       sum   = 0.f;
 #pragma unroll
                     for (int j = 0; j < NTS; ++j) {
                         const float p0 = fast_exp2(fmaf(sc[mt][j][2 * hh], kscale, -m_use));
@@ -290,13 +298,19 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
                         sc[mt][j][2 * hh + 1] = p1;
                         sum += p0 + p1;
                     }
-                    row_l[mt][hh] = row_l[mt][hh] * alpha + sum;
+                    row_l[mt][hh] = row_l[mt][hh] * alpha[mt][hh] + sum;
+                }
+            if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                     for (int j = 0; j < NTO; ++j) {
-                        acc[mt][j][2 * hh] *= alpha;
-                        acc[mt][j][2 * hh + 1] *= alpha;
+                        acc[mt][j][0] *= alpha[mt][0];
+                        acc[mt][j][1] *= alpha[mt][0];
+                        acc[mt][j][2] *= alpha[mt][1];
+                        acc[mt][j][3] *= alpha[mt][1];
                     }
-                }
+            }
             // P as the A operand of P V: k-step ks covers score n-tiles 2ks and 2ks+1.
             uint32_t pa[MT][BC / 16][4];
 #pragma unroll
@@ -370,7 +384,7 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
 // Launch configuration per head-dim bucket (sm_80 and sm_90 share it; measured on the H100 only):
 // BR query rows x BC keys per block, NW warps. Measurements: docs/PERF.md (GPU section).
 template <int D> struct FwdTile;
-template <> struct FwdTile<32> { static constexpr int BR = 128, BC = 128, NW = 4; };
+template <> struct FwdTile<32> { static constexpr int BR = 128, BC = 64, NW = 4; };
 template <> struct FwdTile<64> { static constexpr int BR = 128, BC = 64, NW = 4; };
 template <> struct FwdTile<96> { static constexpr int BR = 128, BC = 32, NW = 4; };
 template <> struct FwdTile<128> { static constexpr int BR = 128, BC = 32, NW = 4; };
