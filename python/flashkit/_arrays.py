@@ -97,11 +97,12 @@ class NumpyBackend:
         if code is None:
             raise _unsupported_dtype(what, x.dtype)
         item = x.itemsize
-        strides = x.strides
-        if any(s % item for s in strides):
+        byte_strides = x.strides
+        strides = tuple([s // item for s in byte_strides])
+        if [s * item for s in strides] != list(byte_strides):
             raise _lib.FlashkitValueError(_lib.STATUS_BAD_PARAM, "bad parameter",
-                                          f"{what}: byte strides {strides} are not multiples of the item size")
-        return x.__array_interface__["data"][0], code, DEVICE_CPU, 0, x.shape, tuple(s // item for s in strides)
+                                          f"{what}: byte strides {byte_strides} are not multiples of the item size")
+        return x.__array_interface__["data"][0], code, DEVICE_CPU, 0, x.shape, strides
 
     def empty(self, shape, code, like):
         return self.np.empty(shape, dtype=self.dtypes[code])

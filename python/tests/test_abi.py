@@ -75,3 +75,15 @@ def test_version_matches_header():
     major, minor, patch = (int(re.search(rf"#define FK_VERSION_{p} (\d+)", text).group(1))
                            for p in ("MAJOR", "MINOR", "PATCH"))
     assert _lib.fn.version_number() == major * 10000 + minor * 100 + patch
+
+
+def test_packed_tensor_format():
+    """set_tensor writes fk_tensor with struct.pack_into: its format must land on the struct's offsets."""
+    import ctypes
+    import struct
+
+    t = _lib.fk_tensor()
+    _lib.set_tensor(t, 0x1234, _lib.F64, _lib.DEVICE_CUDA, 3, (2, 5, 7), (35, 7, 1))
+    assert struct.calcsize(_lib.TENSOR_FORMAT) == ctypes.sizeof(_lib.fk_tensor)
+    assert (t.data, t.dtype, t.device.kind, t.device.index, t.ndim) == (0x1234, _lib.F64, _lib.DEVICE_CUDA, 3, 3)
+    assert list(t.shape) == [2, 5, 7, 0] and list(t.stride) == [35, 7, 1, 0]
