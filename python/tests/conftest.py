@@ -57,6 +57,10 @@ class Framework:
             import cupy
 
             assert isinstance(x, cupy.ndarray)
+        elif self.name == "jax":
+            import jax
+
+            assert isinstance(x, jax.Array)
 
 
 def _have(mod):
@@ -71,8 +75,15 @@ def _fw_params():
                             marks=pytest.mark.skipif(torch is None, reason="torch not installed")))
     out.append(pytest.param(Framework("torch-cuda"), id="torch-cuda",
                             marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")))
+    out.append(pytest.param(Framework("jax"), id="jax",
+                            marks=pytest.mark.skipif(not _have("jax"), reason="jax not installed")))
     return out
 
+
+if _have("jax"):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # else float64 inputs silently become float32
 
 FRAMEWORKS = _fw_params()
 

@@ -121,6 +121,8 @@ def test_rope_varlen_and_inplace(fw):
     out = flashkit.apply_rotary_emb(fw.arr(x), fw.arr(cos), fw.arr(sin), seqlen_offsets=fw.arr(offs),
                                     cu_seqlens=fw.arr(cu), max_seqlen=7)
     assert rel_l2(fw.np(out), ref) < 1e-5
+    if fw.name == "jax":
+        return  # JAX arrays are immutable: no in-place
     tx = fw.arr(x.reshape(1, 11, H, D).copy())
     res = flashkit.apply_rotary_emb(tx, fw.arr(cos), fw.arr(sin), seqlen_offsets=2, inplace=True)
     assert res is tx
