@@ -6,7 +6,8 @@
 #   4. compute-sanitizer memcheck + racecheck on small cases of each CUDA kernel
 #   5. bench/bench_attn.py (flashkit vs PyTorch FA2 / cuDNN / naive), short table last
 # Options: --no-build --no-tests --no-dev --no-sanitize --no-bench --only-bench --quick-bench
-#          --time (tile-variant timing of dev/cuda) --test-filter STR (sanitizer case filter for test_attn)
+#          --time (tile-variant timing of dev/cuda) --test-filter STR (sanitizer case filter for test_attn: a
+#          substring of its case signatures; default: every CUDA case. A filter that selects no case fails)
 # Logs go to $OUT (or ./gpu_check_out when OUT is unset). Exit status: non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
 ARCH=${ARCH:-90}
 JOBS=${JOBS:-16}
-do_build=1 do_tests=1 do_dev=1 do_san=1 do_bench=1 quick=0 do_time=0 filter="D64"
+do_build=1 do_tests=1 do_dev=1 do_san=1 do_bench=1 quick=0 do_time=0 filter=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) do_build=0 ;;
@@ -61,6 +62,7 @@ tests() {
 dev_build() { J=$JOBS ARCH=$ARCH dev/cuda/build.sh > "$OUT/dev_build.log" 2>&1 || { tail -30 "$OUT/dev_build.log"; return 1; }; }
 dev_check() {
   build-cuda/dev/attn_fwd_check check > "$OUT/dev_check.log" 2>&1; local rc=$?
+  build-cuda/dev/attn_fwd_check vcheck >> "$OUT/dev_check.log" 2>&1 || rc=1
   grep -E "FAIL|check:" "$OUT/dev_check.log" | tail -30
   return $rc
 }
@@ -72,7 +74,12 @@ sanitize() {
       > "$OUT/sanitize_dev_$tool.log" 2>&1 || rc=1
     tail -3 "$OUT/sanitize_dev_$tool.log"
     if [ -x build-gpu/test_attn ]; then
-      compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/test_attn -p "$filter" -b cuda \
+      local pargs=(-b cuda); [ -n "$filter" ] && pargs+=(-p "$filter")
+      # the filter must select real cases (signatures change with the driver): count them first, unsanitized
+      if [ "$tool" = memcheck ] && ! build-gpu/test_attn "${pargs[@]}" | grep -qE ": [1-9][0-9]* passed"; then
+        echo "test_attn ${pargs[*]}: no passing CUDA case selected (filter '$filter')"; rc=1; continue
+      fi
+      timeout 480 compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/test_attn "${pargs[@]}" \
         > "$OUT/sanitize_test_attn_$tool.log" 2>&1 || rc=1
       tail -3 "$OUT/sanitize_test_attn_$tool.log"
     fi

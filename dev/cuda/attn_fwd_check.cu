@@ -3,11 +3,13 @@
  *
  * Verdicts (kept up to date; numbers in docs/PERF.md, GPU section):
  *   v1 FA2-style schedule, padded smem, reverse key walk: see PERF.md for the per-bucket tile measurements.
+ *   v2 PLAIN kernels (common case) and pipelines 0/1/2 (when the next K load is issued): PERF.md.
  *
  *   attn_fwd_check check [filter]   every case through fk_cuda_attn_fwd (the library's own dispatch) against a
  *                                   float64 reference computed on the GPU; prints one line per case.
  *   attn_fwd_check time             bf16 tile-shape variants on the BENCHMARKS.md grid (TFLOP/s, median of 30)
  *   attn_fwd_check small            one small case per kernel (for compute-sanitizer)
+ *   attn_fwd_check vcheck           every timing variant (tile shape, pipeline, PLAIN) on a few bf16 cases
  *
  * Tolerance (docs/HELPERS_COMMON.md): fp32 rel L2 <= 1e-5; fp16/bf16 max_abs <= 2 * max_abs of the naive
  * same-dtype computation (probabilities and output rounded to the dtype) + 1e-4. LSE: |err| <= 1e-4 (1e-5 fp32
@@ -180,6 +182,30 @@ static struct fk_context make_ctx() {
     return ctx;
 }
 
+typedef cudaError_t (*LaunchFn)(const fk_cuda::FwdParams &, int, int, cudaStream_t);
+// vcheck: when set, run_case launches this tile variant directly (params resolved like attn_fwd.cu's make_params)
+static LaunchFn g_variant = nullptr;
+
+static fk_cuda::FwdParams variant_params(const fk_attn_problem *p) {
+    fk_cuda::FwdParams f;
+    memset(&f, 0, sizeof f);
+    f.q = p->q, f.k = p->k, f.v = p->v, f.o = p->o, f.lse = (float *)p->lse;
+    f.q_bs = p->q_bs, f.q_rs = p->q_rs, f.q_hs = p->q_hs, f.k_bs = p->k_bs, f.k_rs = p->k_rs, f.k_hs = p->k_hs;
+    f.v_bs = p->v_bs, f.v_rs = p->v_rs, f.v_hs = p->v_hs, f.o_bs = p->o_bs, f.o_rs = p->o_rs, f.o_hs = p->o_hs;
+    f.lse_bs = p->lse_bs, f.lse_hs = p->lse_hs, f.lse_rs = p->lse_rs;
+    f.cu_q = p->cu_seqlens_q, f.cu_k = p->cu_seqlens_k, f.alibi = p->alibi, f.alibi_bs = p->alibi_bs;
+    f.seqlen_q = (int)p->seqlen_q, f.seqlen_k = (int)p->seqlen_k, f.head_dim = (int)p->head_dim;
+    f.group       = (int)(p->nheads_q / p->nheads_kv);
+    f.window_left = (int)p->window_left, f.window_right = (int)p->window_right;
+    f.scale = p->scale, f.scale_log2 = p->scale * 1.4426950408889634f;
+    f.softcap = p->softcap > 0.f ? p->softcap : 0.f;
+    f.softcap_inv = f.softcap > 0.f ? p->scale / f.softcap : 0.f, f.softcap_log2 = f.softcap * 1.4426950408889634f;
+    f.transform = (f.softcap > 0.f || p->alibi || !(p->scale > 0.f)) ? 1 : 0;
+    f.vec_in = f.vec_out = 1; // vcheck cases are aligned
+    f.plain  = !f.transform;
+    return f;
+}
+
 static int run_case(const Case &c, uint64_t seed, bool verbose) {
     char s[256];
     sig(c, s, sizeof s);
@@ -254,7 +280,13 @@ static int run_case(const Case &c, uint64_t seed, bool verbose) {
     if (st != FK_STATUS_SUCCESS) {
         printf("SKIP %s: %s\n", s, fk_last_error_message());
     } else {
-        st = fk_cuda_attn_fwd(&ctx, &p, nullptr, 0, nullptr);
+        if (g_variant) {
+            const cudaError_t e = g_variant(variant_params(&p), c.B, c.Hq, 0);
+            st = e == cudaSuccess ? FK_STATUS_SUCCESS : FK_STATUS_CUDA_ERROR;
+            if (e != cudaSuccess) printf("launch: %s\n", cudaGetErrorString(e));
+        } else {
+            st = fk_cuda_attn_fwd(&ctx, &p, nullptr, 0, nullptr);
+        }
         if (st != FK_STATUS_SUCCESS) {
             printf("FAIL %s: status %d %s\n", s, (int)st, fk_last_error_message());
             bad = 1;
@@ -390,16 +422,21 @@ static int cmd_check(const char *filter, bool verbose) {
 
 // ---- timing of tile variants ----------------------------------------------------------------------------
 
-typedef cudaError_t (*LaunchFn)(const fk_cuda::FwdParams &, int, int, cudaStream_t);
 struct Variant {
     int         D;
     const char *name;
     LaunchFn    fn;
 };
-#define VAR(D, BR, BC, NW) {D, #BR "x" #BC "w" #NW, fk_cuda::launch_fwd_tc<D, BR, BC, NW, true>}
+// name: BRxBC w(warps) p(pipeline) and g (general kernel) or p (PLAIN kernel)
+#define VAR(D, BR, BC, NW, PLAIN, PIPE)                                                                      \
+    {D, #BR "x" #BC "w" #NW "p" #PIPE "-" #PLAIN, fk_cuda::launch_fwd_tc<D, BR, BC, NW, true, PLAIN, PIPE>}
 static const Variant kVariants[] = {
-    VAR(64, 128, 128, 4), VAR(64, 128, 64, 4),  VAR(128, 128, 64, 4), VAR(128, 128, 32, 4),
-    VAR(256, 128, 64, 8), VAR(256, 64, 64, 4),  VAR(256, 64, 32, 4),
+    VAR(64, 128, 64, 4, false, 0),  VAR(64, 128, 128, 4, false, 0), VAR(64, 128, 128, 4, true, 0),
+    VAR(64, 128, 128, 4, true, 2),  VAR(64, 128, 128, 4, true, 4),
+    VAR(128, 128, 32, 4, false, 0), VAR(128, 128, 64, 4, true, 0),  VAR(128, 128, 64, 4, true, 2),
+    VAR(128, 128, 64, 4, true, 6),
+    VAR(256, 128, 64, 8, false, 0), VAR(256, 64, 64, 4, false, 0),  VAR(256, 64, 64, 4, true, 0),
+    VAR(256, 64, 64, 4, true, 1),   VAR(256, 64, 64, 4, true, 4),   VAR(256, 64, 64, 4, true, 5),
 };
 
 static int cmd_time() {
@@ -432,7 +469,7 @@ static int cmd_time() {
                 f.seqlen_q = f.seqlen_k = S, f.head_dim = D, f.group = 1;
                 f.window_left = -1, f.window_right = causal ? 0 : -1;
                 f.scale = 1.f / sqrtf((float)D), f.scale_log2 = f.scale * 1.4426950408889634f;
-                f.vec_in = f.vec_out = 1;
+                f.vec_in = f.vec_out = f.plain = 1;
                 const double flops = 4.0 * B * H * (double)S * S * D / (causal ? 2 : 1);
                 for (const Variant &var : kVariants) {
                     if (var.D != D) continue;
@@ -456,6 +493,34 @@ static int cmd_time() {
                 cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o), cudaFree(lse);
             }
     return 0;
+}
+
+// vcheck: every timing variant on aligned bf16 cases of its head dim (PLAIN-eligible: no softcap/ALiBi).
+static int cmd_vcheck() {
+    int bad = 0, n = 0;
+    uint64_t seed = 500;
+    for (const Variant &var : kVariants) {
+        g_variant = var.fn;
+        const int D = var.D;
+        const Case cs[] = {
+            // dtype, B, Sq, Sk, Hq, Hkv, D, causal, wl, wr, softcap, alibi, varlen, lse, pad, scale
+            {FK_DTYPE_BF16, 2, 200, 200, 4, 2, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
+            {FK_DTYPE_BF16, 2, 200, 200, 4, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+            {FK_DTYPE_BF16, 1, 77, 300, 2, 1, D, 1, -1, -1, 0, 0, 0, 1, 8, 0},
+            {FK_DTYPE_BF16, 1, 300, 77, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+            {FK_DTYPE_BF16, 2, 260, 190, 4, 4, D, 0, 50, 10, 0, 0, 0, 1, 0, 0},
+            {FK_DTYPE_BF16, 5, 220, 180, 4, 1, D, 1, -1, -1, 0, 0, 1, 1, 8, 0},
+            {FK_DTYPE_BF16, 1, 1024, 1024, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+            {FK_DTYPE_BF16, 1, 1, 1000, 4, 1, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
+        };
+        int vb = 0;
+        for (const Case &c : cs) vb += run_case(c, seed++, false), ++n;
+        printf("vcheck D%d %-16s %s\n", D, var.name, vb ? "FAIL" : "ok");
+        bad += vb;
+    }
+    g_variant = nullptr;
+    printf("vcheck: %d cases, %d failed\n", n, bad);
+    return bad ? 1 : 0;
 }
 
 static int cmd_small() {
@@ -510,6 +575,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "checkv")) return cmd_check(argc > 2 ? argv[2] : nullptr, true);
     if (!strcmp(cmd, "time")) return cmd_time();
     if (!strcmp(cmd, "small")) return cmd_small();
+    if (!strcmp(cmd, "vcheck")) return cmd_vcheck();
     if (!strcmp(cmd, "prof") && argc > 4)
         return cmd_prof(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), argc > 5 && !strcmp(argv[5], "f16") ? FK_DTYPE_F16 : FK_DTYPE_BF16);
     fprintf(stderr, "usage: %s check [filter] | checkv [filter] | time | small\n", argv[0]);

@@ -36,7 +36,7 @@ size_t smem_bytes(const fk_attn_problem *p, int bucket) {
     if (p->dtype == FK_DTYPE_F32) return f32_smem_bytes((int)p->head_dim);
     switch (bucket) {
 #define FK_SMEM_CASE(d)                                                                                        \
-    case d: return (size_t)TcShape<d, FwdTile<d>::BR, FwdTile<d>::BC, FwdTile<d>::NW>::SMEM;
+    case d: return (size_t)fwd_smem<d>();
         FK_SMEM_CASE(32)
         FK_SMEM_CASE(64)
         FK_SMEM_CASE(96)
@@ -91,6 +91,7 @@ FwdParams make_params(const fk_attn_problem *p) {
     f.vec_in = aligned16(p->q, p->q_bs, p->q_rs, p->q_hs) && aligned16(p->k, p->k_bs, p->k_rs, p->k_hs) &&
                aligned16(p->v, p->v_bs, p->v_rs, p->v_hs);
     f.vec_out = aligned16(p->o, p->o_bs, p->o_rs, p->o_hs);
+    f.plain   = !f.transform && f.vec_in && f.vec_out && p->head_dim == head_dim_bucket(p->head_dim);
     return f;
 }
 

@@ -13,8 +13,10 @@
  *   inside every row's range skip the per-element mask.
  * fwd_f32_kernel: fp32, plain FMA (no tf32, to stay within 1e-5 of float64), one warp per 4 query rows.
  *
- * Compile-time: head-dim bucket, tile shape, dtype. Run-time: causal/window, softcap, ALiBi, GQA, varlen,
- * head-dim tail (predicated), LSE, strides (16-byte path when aligned, element path otherwise).
+ * Compile-time: head-dim bucket, tile shape, dtype, pipeline, PLAIN (the common case: no softcap/ALiBi,
+ * head_dim == bucket, aligned; fewer live registers, so larger key tiles fit). Run-time: causal/window,
+ * softcap, ALiBi, GQA, varlen, head-dim tail (predicated), LSE, strides (16-byte path when aligned, element
+ * path otherwise).
  */
 #ifndef FK_CUDA_ATTN_FWD_IMPL_CUH
 #define FK_CUDA_ATTN_FWD_IMPL_CUH
@@ -49,6 +51,7 @@ struct FwdParams {
     float          softcap_log2;              // softcap * log2(e)
     int            transform; // 1: softcap, ALiBi or scale <= 0 -> scores go through the general path
     int            vec_in, vec_out; // 16-byte loads (q, k, v) / stores (o) are aligned
+    int            plain; // !transform, vec_in, vec_out, head_dim == bucket: the PLAIN kernel may run
 };
 
 // Visible keys [lo, hi) of row i (0-based in its sequence): fk_attn_key_range, in 32-bit (seqlens <= 2^28).
@@ -124,20 +127,54 @@ __device__ __forceinline__ void load_tile(uint16_t *s, const uint16_t *g, int64_
     }
 }
 
-template <int D, int BR, int BC, int NW> struct TcShape {
+// PLAIN loads: every 16-byte chunk in range, 16-byte aligned, head_dim == D. Thread tid copies chunk
+// (row tid / CH + it * RSTEP, column tid % CH) of the tile for it = 0.., so its shared and global offsets
+// are fixed for the whole block and are computed once (s_thr, g_thr: this thread's first chunk).
+// Rows >= rows_valid are zero-filled (src-size 0, reading nothing; the source address given is g_row0,
+// any valid row: the sequence's first).
+template <int ROWS, int D, int NT>
+__device__ __forceinline__ void load_tile_plain(uint32_t s_thr, const uint16_t *g_thr, const uint16_t *g_row0,
+                                                int64_t rs, int rows_valid_thr) {
+    constexpr int CH = D / 8, LD = D + 8, RSTEP = NT / CH, IT = ROWS / RSTEP;
+    static_assert(NT % CH == 0 && ROWS % RSTEP == 0, "plain tile load");
+    if (rows_valid_thr >= ROWS) { // full tile (all but the last key tile)
+#pragma unroll
+        for (int it = 0; it < IT; ++it) cp_async_16(s_thr + 2u * (it * RSTEP * LD), g_thr + it * RSTEP * rs, 16);
+    } else {
+#pragma unroll
+        for (int it = 0; it < IT; ++it) {
+            const bool ok = it * RSTEP < rows_valid_thr;
+            cp_async_16(s_thr + 2u * (it * RSTEP * LD), ok ? g_thr + it * RSTEP * rs : g_row0, ok ? 16 : 0);
+        }
+    }
+}
+
+// Pipelines (the PIPE template argument): when the next key tile's K load is issued.
+//   0: after the softmax, once V(n) has landed (K(n-1) overlaps P V only)
+//   1: after S = Q K^T (FlashAttention-2's order: wait V(n), then K(n-1) overlaps the softmax and P V)
+//   2: two K buffers: K(n-1) is issued with V(n) at the top of the tile and overlaps the whole tile
+//   + 4 (FRAG): the ldmatrix fragments of the next k-step are loaded before this step's products (two sets
+//   of fragment registers) instead of leaving that to the compiler's scheduler.
+template <int D, int BR, int BC, int NW, int PIPE = 0> struct TcShape {
     static constexpr int NT = NW * 32, MT = BR / (16 * NW), LD = D + 8;
-    static constexpr int SMEM = (BR + 2 * BC) * LD * 2; // Q, one K and one V tile
+    static constexpr int SMEM = (BR + ((PIPE & 3) == 2 ? 3 : 2) * BC) * LD * 2; // Q, K (one or two), V
     static_assert(BR % (16 * NW) == 0 && BC % 16 == 0 && D % 16 == 0, "tile shape");
 };
 
-template <int D, int BR, int BC, int NW, bool BF16>
+// PLAIN: compiled for the common case only (no softcap, no ALiBi, scale > 0, head_dim == D, 16-byte aligned
+// q/k/v/o): no general score path, no element loads or stores, per-thread copy offsets computed once. This
+// frees the registers that 64-key tiles at D = 128 and 128-key tiles at D = 64 need.
+template <int D, int BR, int BC, int NW, bool BF16, bool PLAIN, int PIPE_BITS>
 __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
-    using S            = TcShape<D, BR, BC, NW>;
+    using S             = TcShape<D, BR, BC, NW, PIPE_BITS>;
+    constexpr int  PIPE = PIPE_BITS & 3;
+    constexpr bool FRAG = (PIPE_BITS & 4) != 0;
     constexpr int NT   = S::NT, MT = S::MT, LD = S::LD;
     constexpr int NTS  = BC / 8; // score n-tiles per row block
     constexpr int NTO  = D / 8;  // output n-tiles
+    constexpr int CH   = D / 8;  // 16-byte chunks per row
     extern __shared__ __align__(16) uint16_t smem[];
-    uint16_t *sQ = smem, *sK = sQ + BR * LD, *sV = sK + BC * LD;
+    uint16_t *sQ = smem, *sV = sQ + BR * LD, *sK = sV + BC * LD; // sK: one or two buffers (PIPE 2)
 
     const int     m_block = gridDim.x - 1 - blockIdx.x; // heaviest (causal) blocks first
     const int     h = blockIdx.y, b = blockIdx.z;
@@ -168,27 +205,56 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
     }
 
     if (n_max > n_min) {
-        const bool vec = p.vec_in;
-        load_tile<BR, D, NT>(sQ, gQ, p.q_rs, rows, p.head_dim, vec);
-        load_tile<BC, D, NT>(sK, gK + (int64_t)(n_max - 1) * BC * p.k_rs, p.k_rs, s.sk - (n_max - 1) * BC,
-                             p.head_dim, vec);
+        // This thread's copy chunk (PLAIN): row lr, column chunk lc of every tile, then every RSTEP rows.
+        const int       lr = threadIdx.x / CH, lc = threadIdx.x % CH;
+        const uint16_t *gK_thr = gK + lr * p.k_rs + lc * 8, *gV_thr = gV + lr * p.v_rs + lc * 8;
+        const uint32_t  sK_thr = smem_addr(sK + lr * LD + lc * 8), sV_thr = smem_addr(sV + lr * LD + lc * 8);
+        constexpr uint32_t KBUF = 2u * BC * LD; // bytes between the two K buffers (PIPE 2)
+
+        // K(tile n) into K buffer buf; V(tile n).
+        auto load_k = [&](int n, int buf) {
+            const int64_t off = (int64_t)n * BC * p.k_rs;
+            if constexpr (PLAIN)
+                load_tile_plain<BC, D, NT>(sK_thr + buf * KBUF, gK_thr + off, gK, p.k_rs, s.sk - n * BC - lr);
+            else
+                load_tile<BC, D, NT>(sK + buf * (BC * LD), gK + off, p.k_rs, s.sk - n * BC, p.head_dim, p.vec_in);
+        };
+        auto load_v = [&](int n) {
+            const int64_t off = (int64_t)n * BC * p.v_rs;
+            if constexpr (PLAIN)
+                load_tile_plain<BC, D, NT>(sV_thr, gV_thr + off, gV, p.v_rs, s.sk - n * BC - lr);
+            else
+                load_tile<BC, D, NT>(sV, gV + off, p.v_rs, s.sk - n * BC, p.head_dim, p.vec_in);
+        };
+
+        if constexpr (PLAIN)
+            load_tile_plain<BR, D, NT>(smem_addr(sQ + lr * LD + lc * 8), gQ + lr * p.q_rs + lc * 8, gQ, p.q_rs,
+                                       rows - lr);
+        else
+            load_tile<BR, D, NT>(sQ, gQ, p.q_rs, rows, p.head_dim, p.vec_in);
+        load_k(n_max - 1, PIPE == 2 ? (n_max - 1) & 1 : 0);
         cp_async_commit();
 
         // Shared addresses of this lane's ldmatrix rows (tile steps are added as constants).
         const uint32_t q_frag =
             smem_addr(sQ + (wrow + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8);
-        const uint32_t k_frag = smem_addr(sK + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8);
+        const uint32_t k_frag0 = smem_addr(sK + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8);
         const uint32_t v_frag = smem_addr(sV + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8);
-        const float slope_log2 = p.alibi ? p.alibi[b * p.alibi_bs + h] * FK_LOG2E : 0.f;
-        const float kscale     = p.transform ? 1.f : p.scale_log2; // score -> log2 units, folded into exp2
+        const float slope_log2 = (!PLAIN && p.alibi) ? p.alibi[b * p.alibi_bs + h] * FK_LOG2E : 0.f;
+        const float kscale     = (!PLAIN && p.transform) ? 1.f : p.scale_log2; // score -> log2 units (in exp2)
         const int   diag_off   = s.sk - s.sq;
 
         for (int n = n_max - 1; n >= n_min; --n) {
             const int n0 = n * BC;
             cp_async_wait_all();
-            __syncthreads(); // K(n) (and Q) landed; every warp is done with V(n+1)
-            load_tile<BC, D, NT>(sV, gV + (int64_t)n0 * p.v_rs, p.v_rs, s.sk - n0, p.head_dim, vec);
+            __syncthreads(); // K(n) (and Q) landed; every warp is done with V(n+1) (and K(n+1): PIPE 2)
+            load_v(n);
             cp_async_commit();
+            if (PIPE == 2 && n > n_min) {
+                load_k(n - 1, (n - 1) & 1);
+                cp_async_commit();
+            }
+            const uint32_t k_frag = PIPE == 2 ? k_frag0 + (n & 1) * KBUF : k_frag0;
 
             // S = Q K^T for this warp's rows: [MT*16 x BC], fp32.
             float sc[MT][NTS][4];
@@ -196,6 +262,31 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                 for (int j = 0; j < NTS; ++j) sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.f;
+            if constexpr (FRAG) {
+                // Fragments of step i + 1 are loaded before the products of step i (i over (ks, np)).
+                constexpr int NP = BC / 16, STEPS = D / 16 * NP;
+                uint32_t      a[2][MT][4], bk[2][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(a[0][mt], q_frag + 2u * (mt * 16 * LD));
+                ldmatrix_x4(bk[0], k_frag);
+#pragma unroll
+                for (int i = 0; i < STEPS; ++i) {
+                    const int ks = i / NP, np = i % NP;
+                    if (i + 1 < STEPS) {
+                        const int ks1 = (i + 1) / NP, np1 = (i + 1) % NP;
+                        if (np1 == 0)
+#pragma unroll
+                            for (int mt = 0; mt < MT; ++mt)
+                                ldmatrix_x4(a[ks1 & 1][mt], q_frag + 2u * (mt * 16 * LD + ks1 * 16));
+                        ldmatrix_x4(bk[(i + 1) & 1], k_frag + 2u * (np1 * 16 * LD + ks1 * 16));
+                    }
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma_16816<BF16>(sc[mt][2 * np], a[ks & 1][mt], bk[i & 1][0], bk[i & 1][1]);
+                        mma_16816<BF16>(sc[mt][2 * np + 1], a[ks & 1][mt], bk[i & 1][2], bk[i & 1][3]);
+                    }
+                }
+            } else {
 #pragma unroll
             for (int ks = 0; ks < D / 16; ++ks) {
                 uint32_t a[MT][4];
@@ -213,10 +304,19 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
                     }
                 }
             }
+            }
+            if (PIPE == 1) {
+                cp_async_wait_all();
+                __syncthreads(); // V(n) landed; every warp is done with K(n)
+                if (n > n_min) {
+                    load_k(n - 1, 0);
+                    cp_async_commit();
+                }
+            }
 
             // General score path (softcap, ALiBi, non-positive scale): scores become log2 units here.
             // Each feature is its own flat loop: one unrolled loop with every branch inside spilled registers.
-            if (p.transform) {
+            if (!PLAIN && p.transform) {
                 if (p.softcap > 0.f) {
 #pragma unroll
                     for (int mt = 0; mt < MT; ++mt)
@@ -323,15 +423,37 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
                     pa[mt][ks][3] = pack2<BF16>(sc[mt][2 * ks + 1][2], sc[mt][2 * ks + 1][3]);
                 }
 
-            cp_async_wait_all();
-            __syncthreads(); // V(n) landed; every warp is done with K(n)
-            if (n > n_min) {
-                load_tile<BC, D, NT>(sK, gK + (int64_t)(n0 - BC) * p.k_rs, p.k_rs, s.sk - (n0 - BC), p.head_dim,
-                                     vec);
-                cp_async_commit();
+            if (PIPE == 0) {
+                cp_async_wait_all();
+                __syncthreads(); // V(n) landed; every warp is done with K(n)
+                if (n > n_min) {
+                    load_k(n - 1, 0);
+                    cp_async_commit();
+                }
+            } else if (PIPE == 2) {
+                if (n > n_min) cp_async_wait_1(); // V(n) landed; K(n-1) may still be in flight
+                else cp_async_wait_all();
+                __syncthreads();
             }
 
             // O += P V.
+            if constexpr (FRAG) {
+                constexpr int DP = D / 16, STEPS = BC / 16 * DP;
+                uint32_t      bv[2][4];
+                ldmatrix_x4_trans(bv[0], v_frag);
+#pragma unroll
+                for (int i = 0; i < STEPS; ++i) {
+                    const int ks = i / DP, dp = i % DP;
+                    if (i + 1 < STEPS)
+                        ldmatrix_x4_trans(bv[(i + 1) & 1],
+                                          v_frag + 2u * ((i + 1) / DP * 16 * LD + (i + 1) % DP * 16));
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma_16816<BF16>(acc[mt][2 * dp], pa[mt][ks], bv[i & 1][0], bv[i & 1][1]);
+                        mma_16816<BF16>(acc[mt][2 * dp + 1], pa[mt][ks], bv[i & 1][2], bv[i & 1][3]);
+                    }
+                }
+            } else {
 #pragma unroll
             for (int ks = 0; ks < BC / 16; ++ks)
 #pragma unroll
@@ -344,6 +466,7 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
                         mma_16816<BF16>(acc[mt][2 * dp + 1], pa[mt][ks], bv[2], bv[3]);
                     }
                 }
+            }
         }
     }
 
@@ -367,13 +490,12 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
         }
     __syncthreads();
     uint16_t *gO = (uint16_t *)p.o + b * p.o_bs + (int64_t)(s.q0 + m0) * p.o_rs + h * p.o_hs;
-    constexpr int CH = D / 8;
     for (int idx = threadIdx.x; idx < BR * CH; idx += NT) {
         const int r = idx / CH, c = idx % CH, d0 = c * 8;
-        if (r >= rows || d0 >= p.head_dim) continue;
+        if (r >= rows || (!PLAIN && d0 >= p.head_dim)) continue;
         const uint16_t *src = sQ + r * LD + d0;
         uint16_t       *dst = gO + r * p.o_rs + d0;
-        if (p.vec_out && d0 + 8 <= p.head_dim) {
+        if (PLAIN || (p.vec_out && d0 + 8 <= p.head_dim)) {
             *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
         } else {
             for (int e = 0; e < 8 && d0 + e < p.head_dim; ++e) dst[e] = src[e];
@@ -381,25 +503,59 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
     }
 }
 
-// Launch configuration per head-dim bucket (sm_80 and sm_90 share it; measured on the H100 only):
-// BR query rows x BC keys per block, NW warps. Measurements: docs/PERF.md (GPU section).
-template <int D> struct FwdTile;
-template <> struct FwdTile<32> { static constexpr int BR = 128, BC = 64, NW = 4; };
-template <> struct FwdTile<64> { static constexpr int BR = 128, BC = 64, NW = 4; };
-template <> struct FwdTile<96> { static constexpr int BR = 128, BC = 32, NW = 4; };
-template <> struct FwdTile<128> { static constexpr int BR = 128, BC = 32, NW = 4; };
-template <> struct FwdTile<192> { static constexpr int BR = 128, BC = 64, NW = 8; };
-template <> struct FwdTile<256> { static constexpr int BR = 128, BC = 64, NW = 8; };
+// Launch configuration per head-dim bucket, general and PLAIN kernels (sm_80 and sm_90 share it; measured on
+// the H100 only): BR query rows x BC keys per block, NW warps, PIPE. Measurements: docs/PERF.md (GPU section).
+template <int D, bool PLAIN> struct FwdTile;
+// General kernels (softcap, ALiBi, head-dim tails, unaligned strides): D = 64 and 256 spill a few registers
+// and still measured fastest (run 3); D = 128 at 128x64 spilled and tied 128x32.
+template <> struct FwdTile<32, false> { static constexpr int BR = 128, BC = 64, NW = 4, PIPE = 0; };
+template <> struct FwdTile<64, false> { static constexpr int BR = 128, BC = 128, NW = 4, PIPE = 0; };
+template <> struct FwdTile<96, false> { static constexpr int BR = 128, BC = 32, NW = 4, PIPE = 0; };
+template <> struct FwdTile<128, false> { static constexpr int BR = 128, BC = 32, NW = 4, PIPE = 0; };
+template <> struct FwdTile<192, false> { static constexpr int BR = 128, BC = 64, NW = 8, PIPE = 0; };
+template <> struct FwdTile<256, false> { static constexpr int BR = 64, BC = 64, NW = 4, PIPE = 0; };
+// PLAIN kernels (run 5): spill-free on sm_90 (D = 64: 4 bytes on sm_80).
+template <> struct FwdTile<64, true> { static constexpr int BR = 128, BC = 128, NW = 4, PIPE = 0; };
+template <> struct FwdTile<128, true> { static constexpr int BR = 128, BC = 64, NW = 4, PIPE = 2; };
+template <> struct FwdTile<256, true> { static constexpr int BR = 64, BC = 64, NW = 4, PIPE = 0; };
 
-template <int D, int BR, int BC, int NW, bool BF16>
+// Buckets with a PLAIN kernel (the others run the general one for every problem).
+constexpr bool fwd_has_plain(int d) { return d == 64 || d == 128 || d == 256; }
+
+template <int D, bool PLAIN> constexpr int fwd_tile_smem() {
+    using T = FwdTile<D, PLAIN>;
+    return TcShape<D, T::BR, T::BC, T::NW, T::PIPE>::SMEM;
+}
+// Shared memory of the larger of the bucket's kernels (the selection check uses it).
+template <int D> constexpr int fwd_smem() {
+    if constexpr (fwd_has_plain(D))
+        return fwd_tile_smem<D, true>() > fwd_tile_smem<D, false>() ? fwd_tile_smem<D, true>()
+                                                                    : fwd_tile_smem<D, false>();
+    else
+        return fwd_tile_smem<D, false>();
+}
+
+template <int D, int BR, int BC, int NW, bool BF16, bool PLAIN, int PIPE>
 cudaError_t launch_fwd_tc(const FwdParams &p, int batch, int nheads, cudaStream_t stream) {
-    using S     = TcShape<D, BR, BC, NW>;
-    auto kernel = fwd_tc_kernel<D, BR, BC, NW, BF16>;
+    using S     = TcShape<D, BR, BC, NW, PIPE>;
+    auto kernel = fwd_tc_kernel<D, BR, BC, NW, BF16, PLAIN, PIPE>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_q + BR - 1) / BR, nheads, batch);
     kernel<<<grid, S::NT, S::SMEM, stream>>>(p);
     return cudaGetLastError();
+}
+
+// The bucket's kernel for this problem: PLAIN when the bucket has one and the problem allows it.
+template <int D, bool BF16> cudaError_t launch_fwd_bucket(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
+    if constexpr (fwd_has_plain(D)) {
+        if (p.plain) {
+            using T = FwdTile<D, true>;
+            return launch_fwd_tc<D, T::BR, T::BC, T::NW, BF16, true, T::PIPE>(p, batch, nheads, st);
+        }
+    }
+    using T = FwdTile<D, false>;
+    return launch_fwd_tc<D, T::BR, T::BC, T::NW, BF16, false, T::PIPE>(p, batch, nheads, st);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -5,8 +5,7 @@
 namespace fk_cuda {
 cudaError_t attn_fwd_tc_d192_f16(const FwdParams &p, int batch, int nheads, cudaStream_t stream) {
 #if FK_ATTN_FWD_BUILT(192)
-    using T = FwdTile<192>;
-    return launch_fwd_tc<192, T::BR, T::BC, T::NW, false>(p, batch, nheads, stream);
+    return launch_fwd_bucket<192, false>(p, batch, nheads, stream);
 #else
     return cudaErrorNotSupported;
 #endif

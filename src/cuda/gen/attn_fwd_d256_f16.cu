@@ -5,8 +5,7 @@
 namespace fk_cuda {
 cudaError_t attn_fwd_tc_d256_f16(const FwdParams &p, int batch, int nheads, cudaStream_t stream) {
 #if FK_ATTN_FWD_BUILT(256)
-    using T = FwdTile<256>;
-    return launch_fwd_tc<256, T::BR, T::BC, T::NW, false>(p, batch, nheads, stream);
+    return launch_fwd_bucket<256, false>(p, batch, nheads, stream);
 #else
     return cudaErrorNotSupported;
 #endif

@@ -5,8 +5,7 @@
 namespace fk_cuda {
 cudaError_t attn_fwd_tc_d64_bf16(const FwdParams &p, int batch, int nheads, cudaStream_t stream) {
 #if FK_ATTN_FWD_BUILT(64)
-    using T = FwdTile<64>;
-    return launch_fwd_tc<64, T::BR, T::BC, T::NW, true>(p, batch, nheads, stream);
+    return launch_fwd_bucket<64, true>(p, batch, nheads, stream);
 #else
     return cudaErrorNotSupported;
 #endif

@@ -5,8 +5,7 @@
 namespace fk_cuda {
 cudaError_t attn_fwd_tc_d96_bf16(const FwdParams &p, int batch, int nheads, cudaStream_t stream) {
 #if FK_ATTN_FWD_BUILT(96)
-    using T = FwdTile<96>;
-    return launch_fwd_tc<96, T::BR, T::BC, T::NW, true>(p, batch, nheads, stream);
+    return launch_fwd_bucket<96, true>(p, batch, nheads, stream);
 #else
     return cudaErrorNotSupported;
 #endif

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the CUDA attention-forward instances: one .cu per (head-dim bucket, dtype), plus attn_fwd_list.h,
-the X-macro that attn_fwd.cu uses for declarations and dispatch. The list below is the one source of truth;
+the X-macro that attn_fwd.cu uses for declarations and dispatch. Each file holds the bucket's general kernel
+and, for the buckets of fwd_has_plain (attn_fwd_impl.cuh), its PLAIN kernel. The list below is the one source of truth;
 run `python3 src/cuda/gen/generate.py` after changing it and commit the output.
 
 Subset builds for fast iteration: configure with -DCMAKE_CUDA_FLAGS=-DFK_ATTN_FWD_ONLY_D=128 and only that
@@ -30,13 +31,12 @@ def main():
                    "namespace fk_cuda {\n"
                    "cudaError_t attn_fwd_tc_d%d_%s(const FwdParams &p, int batch, int nheads, cudaStream_t stream) {\n"
                    "#if FK_ATTN_FWD_BUILT(%d)\n"
-                   "    using T = FwdTile<%d>;\n"
-                   "    return launch_fwd_tc<%d, T::BR, T::BC, T::NW, %s>(p, batch, nheads, stream);\n"
+                   "    return launch_fwd_bucket<%d, %s>(p, batch, nheads, stream);\n"
                    "#else\n"
                    "    return cudaErrorNotSupported;\n"
                    "#endif\n"
                    "}\n"
-                   "} // namespace fk_cuda\n") % (d, name, d, d, d, bf16)
+                   "} // namespace fk_cuda\n") % (d, name, d, d, bf16)
             with open(os.path.join(HERE, "attn_fwd_d%d_%s.cu" % (d, name)), "w") as f:
                 f.write(src)
 
