@@ -392,7 +392,8 @@ int main(int argc, char **argv) {
     }
 
     static const fk_dtype dtypes[] = {FK_DTYPE_F32, FK_DTYPE_F16, FK_DTYPE_BF16, FK_DTYPE_F64};
-    static const int64_t  hiddens[] = {1, 7, 17, 1000, 4096};
+    // 12000 and 40000: wide rows (on CUDA the largest register-resident shapes and the kernels that re-read).
+    static const int64_t  hiddens[] = {1, 7, 17, 1000, 4096, 12000, 40000};
     static const int64_t  rowss[]   = {1, 3, 257};
     uint64_t              seed      = 1;
     for (int b = 0; b < nbe; b++) {
@@ -400,7 +401,7 @@ int main(int argc, char **argv) {
         for (size_t di = 0; di < 4; di++) {
             fk_dtype dt = dtypes[di];
             if (bes[b].kind == FK_DEVICE_CUDA && dt == FK_DTYPE_F64) continue;
-            for (size_t hi = 0; hi < 5; hi++)
+            for (size_t hi = 0; hi < sizeof hiddens / sizeof hiddens[0]; hi++)
                 for (size_t ri = 0; ri < 3; ri++)
                     for (int variant = 0; variant < 2; variant++, k++) {
                         if (hiddens[hi] >= 4096 && rowss[ri] > 3) continue; // keeps the driver fast under ASan

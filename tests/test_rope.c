@@ -368,6 +368,42 @@ static void negative_tests(fk_context_t ctx) {
     pos[4] = 4;
 }
 
+// CUDA: positions from a tensor outside cos/sin's range are refused before anything is written (the backend
+// copies them to the host for the check), in place here, forward and backward.
+static void cuda_positions_out_of_range(const backend *be) {
+    const char *sig = "rope cuda bad position refused";
+    if (!fk_test_selected(sig, be->kind)) return;
+    enum { B = 2, S = 3, H = 2, D = 8, MAXP = 6 };
+    fk_device dev = {FK_DEVICE_CUDA, 0};
+    float     q[B * S * H * D], back[B * S * H * D], cs[MAXP * D / 2];
+    int32_t   pos[B * S] = {0, 1, 2, 3, 4, 5};
+    for (int i = 0; i < B * S * H * D; i++) q[i] = 0.5f + (float)i / 64;
+    for (int i = 0; i < MAXP * D / 2; i++) cs[i] = 0.6f;
+    void *dq = fk_test_dev_alloc(sizeof q), *dp = fk_test_dev_alloc(sizeof pos), *dc = fk_test_dev_alloc(sizeof cs);
+    if (!dq || !dp || !dc || !fk_test_h2d(dq, q, sizeof q) || !fk_test_h2d(dc, cs, sizeof cs)) {
+        fk_test_fail(sig, "device allocation or copy failed");
+    } else {
+        fk_rope_args a;
+        fk_rope_args_init(&a);
+        a.q = a.q_out = fk_tensor_make(dq, FK_DTYPE_F32, dev, 4, (int64_t[]){B, S, H, D});
+        a.positions   = fk_tensor_make(dp, FK_DTYPE_INT32, dev, 2, (int64_t[]){B, S});
+        a.cos = a.sin = fk_tensor_make(dc, FK_DTYPE_F32, dev, 2, (int64_t[]){MAXP, D / 2});
+        for (int which = 0; which < 2; which++) {
+            pos[4] = which ? -1 : MAXP;
+            bool ok = fk_test_h2d(dp, pos, sizeof pos);
+            expect(ok ? (which ? fk_rope_bwd(be->ctx, &a, NULL) : fk_rope_fwd(be->ctx, &a, NULL)) : FK_STATUS_INTERNAL,
+                   FK_STATUS_BAD_PARAM_VALUE, which ? "rope cuda bad position refused: -1 (bwd)" : sig);
+            ok = fk_test_dev_sync() && fk_test_d2h(back, dq, sizeof back);
+            fk_test_check(ok && memcmp(back, q, sizeof q) == 0, "rope cuda bad position leaves q untouched", "");
+        }
+        pos[4] = 4;
+        bool ok = fk_test_h2d(dp, pos, sizeof pos);
+        fk_status st = ok ? fk_rope_fwd(be->ctx, &a, NULL) : FK_STATUS_INTERNAL;
+        fk_test_check(st == FK_STATUS_SUCCESS, "rope cuda positions in range accepted", fk_last_error_message());
+    }
+    fk_test_dev_free(dq), fk_test_dev_free(dp), fk_test_dev_free(dc);
+}
+
 static void cuda_f64_refused(const backend *be) {
     const char *sig = "rope cuda f64 refused";
     if (!fk_test_selected(sig, be->kind)) return;
@@ -444,7 +480,7 @@ int main(int argc, char **argv) {
                         seed += 2;
                     }
         }
-        if (bes[b].kind == FK_DEVICE_CUDA) cuda_f64_refused(&bes[b]);
+        if (bes[b].kind == FK_DEVICE_CUDA) cuda_f64_refused(&bes[b]), cuda_positions_out_of_range(&bes[b]);
     }
     check_reference_gradients();
     if (nbe > 0 && bes[0].kind == FK_DEVICE_CPU) negative_tests(bes[0].ctx);

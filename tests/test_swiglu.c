@@ -35,13 +35,15 @@ static bool call_ok(fk_status st, const char *sig) {
     return false;
 }
 
-// One layout: separate padded tensors (packed = 0), or gate/up (dgate/dup) as the two halves of one
-// [rows, 2 * width] tensor (packed = 1). inplace = 1 writes out over gate, and dgate/dup over gate/up.
+// One layout: separate padded tensors (packed = 0), gate/up (dgate/dup) as the two halves of one
+// [rows, 2 * width] tensor (packed = 1), or separate contiguous tensors (packed = 2: the layout a backend may
+// treat as one long row). inplace = 1 writes out over gate, and dgate/dup over gate/up.
 static void run_case(const backend *be, fk_dtype dt, int64_t rows, int64_t width, int packed, int inplace,
                      uint64_t seed) {
     char sig[160];
     snprintf(sig, sizeof sig, "swiglu %s %s rows=%lld width=%lld %s%s", be->name, fk_dtype_name(dt),
-             (long long)rows, (long long)width, packed ? "packed" : "separate", inplace ? " inplace" : "");
+             (long long)rows, (long long)width, packed == 1 ? "packed" : packed == 2 ? "contiguous" : "separate",
+             inplace ? " inplace" : "");
     if (!fk_test_selected(sig, be->kind)) return;
     const bool    gpu = be->kind == FK_DEVICE_CUDA;
     const size_t  es  = fk_dtype_size(dt);
@@ -50,10 +52,10 @@ static void run_case(const backend *be, fk_dtype dt, int64_t rows, int64_t width
     fk_rng_seed(&rng, seed);
 
     // Buffers: inputs gu (gate|up), output o, gradient in d, gradient outputs dgu (dgate|dup).
-    const int64_t pad = 3;
-    const int64_t rs  = packed ? 2 * width : width + pad;              // row stride of every view
-    const int64_t nel = packed ? rows * 2 * width : 2 * rows * rs;     // gu and dgu elements
-    const int64_t up0 = packed ? width : rows * rs;                    // where up starts in gu
+    const int64_t pad = packed == 2 ? 0 : 3;
+    const int64_t rs  = packed == 1 ? 2 * width : width + pad;          // row stride of every view
+    const int64_t nel = packed == 1 ? rows * 2 * width : 2 * rows * rs; // gu and dgu elements
+    const int64_t up0 = packed == 1 ? width : rows * rs;                // where up starts in gu
     ref_buf gu, o, d, dgu;
     if (!ref_buf_alloc(&gu, (size_t)nel * es, gpu) || !ref_buf_alloc(&o, (size_t)(rows * rs) * es, gpu) ||
         !ref_buf_alloc(&d, (size_t)(rows * rs) * es, gpu) || !ref_buf_alloc(&dgu, (size_t)nel * es, gpu)) {
@@ -282,6 +284,10 @@ int main(int argc, char **argv) {
                 }
             run_case(&bes[b], dtypes[di], 5, 33, 1, 1, seed++);
             run_case(&bes[b], dtypes[di], 4, 100, 0, 1, seed++);
+            // Contiguous operands, widths that are not a multiple of a 16-byte vector (one long row on CUDA).
+            run_case(&bes[b], dtypes[di], 7, 9, 2, 0, seed++);
+            run_case(&bes[b], dtypes[di], 33, 1000, 2, 0, seed++);
+            run_case(&bes[b], dtypes[di], 6, 13, 2, 1, seed++);
         }
         if (bes[b].kind == FK_DEVICE_CUDA) cuda_f64_refused(&bes[b]);
     }

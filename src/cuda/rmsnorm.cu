@@ -1,22 +1,520 @@
 /*
- * rmsnorm.cu — CUDA RMSNorm. Placeholder until the kernels land: every entry point answers "not supported",
- * so dispatch, tests and bindings are wired end to end without a wrong result. The kernels implement
- * fk_rmsnorm_problem exactly as documented in src/core/ops_internal.h.
+ * rmsnorm.cu — CUDA RMSNorm forward (with the fused residual add and the weight offset) and backward
+ * (semantics and precision: src/core/ops_internal.h, fk_rmsnorm_problem).
+ *
+ * Forward: one block per row; the row (h, after the residual add, rounded to the storage dtype exactly as
+ * the unfused op would store it) stays in registers as packed 16-byte vectors between the sum of squares and
+ * the scaling, so x and residual are read once and y / residual_out written once: one pass over the data.
+ * Thread t holds vectors t, t + blockDim, t + 2 blockDim, ... (VPT of them): every load is a coalesced 16-byte
+ * access. VPT and blockDim are chosen per hidden size (plan() below) so few threads idle.
+ *
+ * Backward: a persistent grid of G blocks (G = SMs x resident blocks, fixed per problem and device); block b
+ * takes rows b, b + G, b + 2G, ... Each row is read once (h and dy in registers while the dot product
+ * sum_j g_j h_j is reduced), dx is written, and the weight gradient dy * h * rstd is accumulated in registers
+ * per column. At the end each block writes its partial dweight row to the workspace ([G, hidden] fp32), and a
+ * second small kernel adds the G rows per column in a fixed order (each thread a fixed set of rows in order,
+ * then the 8 thread sums in order): dweight is bit-identical from run to run, and the inputs are never read a
+ * second time. The workspace costs G x hidden x 4 bytes (8.6 MB at hidden 4096), re-read once: ~2% of the
+ * main kernel's traffic at 16K rows.
+ *
+ * Hidden sizes beyond what registers hold (more than 1024 threads x VPT vectors) take the "loop" kernels:
+ * the same math with the row re-read from global memory (forward: h from residual_out or x; backward: h and
+ * dy twice, the partial dweight row kept in the workspace instead of registers). Rows that are not 16-byte
+ * aligned (pointer or row stride) run every kernel with N = 1 (scalar accesses).
  */
-#include "../core/ops_internal.h"
+#include "ops_common.cuh"
+
+using namespace fk_ops;
+
+namespace {
+
+struct RmsArgs {
+    const void *x, *residual, *weight, *dy, *dres;
+    void       *residual_out, *y, *dx, *dweight;
+    float      *rstd;
+    float      *partial; // backward workspace [G, ld]
+    int64_t     x_rs, residual_rs, residual_out_rs, y_rs, dy_rs, dres_rs, dx_rs;
+    int64_t     rows, hidden, nvec, ld;
+    fk_dtype    wdt, dwdt;
+    float       eps, off;
+    bool        wvec; // weight 16-byte aligned
+};
+
+// Valid elements of vector idx (N elements each) of a row of `hidden`: N, fewer for the tail, <= 0 past it.
+template <int N> __device__ __forceinline__ int valid(int64_t idx, int64_t hidden) {
+    const int64_t left = hidden - idx * N;
+    return left >= N ? N : (int)left;
+}
+
+// One row's operands (forward), as typed pointers to its first element.
+template <typename T> struct FwdRow {
+    const T *x, *res;
+    T       *rout, *y;
+    __device__ __forceinline__ FwdRow(const RmsArgs &a, int64_t r)
+        : x(static_cast<const T *>(a.x) + r * a.x_rs),
+          res(a.residual ? static_cast<const T *>(a.residual) + r * a.residual_rs : nullptr),
+          rout(a.residual ? static_cast<T *>(a.residual_out) + r * a.residual_out_rs : nullptr),
+          y(static_cast<T *>(a.y) + r * a.y_rs) {}
+};
+
+// h = x (+ residual, rounded to T and stored to residual_out) for the n elements at column j, as a pack of T.
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> load_h(const FwdRow<T> &row, int64_t j, int n) {
+    Pack<T, N> h = load_pack_any<T, N>(row.x + j, n);
+    if (row.res) {
+        float xf[N], rf[N];
+        unpack<T, N>(h, xf);
+        unpack<T, N>(load_pack_any<T, N>(row.res + j, n), rf);
+#pragma unroll
+        for (int k = 0; k < N; k++) xf[k] += rf[k];
+        h = pack<T, N>(xf);
+        store_pack_any<T, N>(row.rout + j, h, n);
+    }
+    return h;
+}
+
+template <typename T, int N> __device__ __forceinline__ float sumsq(const Pack<T, N> &h) {
+    float f[N], s = 0.f;
+    unpack<T, N>(h, f);
+#pragma unroll
+    for (int k = 0; k < N; k++) s += f[k] * f[k];
+    return s;
+}
+
+// y = h * rstd * (offset + w) for the n elements at column j.
+template <typename T, int N>
+__device__ __forceinline__ void store_y(const RmsArgs &a, const FwdRow<T> &row, int64_t j, int n,
+                                        const Pack<T, N> &h, float rstd) {
+    float hf[N], w[N], y[N];
+    unpack<T, N>(h, hf);
+    load_any_dtype<N>(a.weight, a.wdt, j, n, a.wvec, w);
+#pragma unroll
+    for (int k = 0; k < N; k++) y[k] = hf[k] * rstd * (a.off + w[k]);
+    store_pack_any<T, N>(row.y + j, pack<T, N>(y), n);
+}
+
+// --- forward ---------------------------------------------------------------------------------------------
+
+template <typename T, int N, int VPT> __global__ void __launch_bounds__(512) rms_fwd_kernel(const RmsArgs a) {
+    __shared__ float red[32];
+    const int hidden = (int)a.hidden; // register-resident rows are at most 512 x 8 x 8 elements
+    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+        const FwdRow<T> row(a, r);
+        Pack<T, N>      h[VPT];
+        float           ss = 0.f;
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int j = (threadIdx.x + v * blockDim.x) * N, n = min(hidden - j, N);
+            if (n > 0) {
+                h[v] = load_h<T, N>(row, j, n);
+                ss += sumsq<T, N>(h[v]);
+            }
+        }
+        ss               = block_sum(ss, red);
+        const float rstd = 1.0f / sqrtf(ss / (float)hidden + a.eps);
+        if (a.rstd && threadIdx.x == 0) a.rstd[r] = rstd;
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int j = (threadIdx.x + v * blockDim.x) * N, n = min(hidden - j, N);
+            if (n > 0) store_y<T, N>(a, row, j, n, h[v], rstd);
+            asm volatile("" ::: "memory"); // the weight loads of one vector at a time (L1 hits)
+        }
+    }
+}
+
+// Any hidden size: the row is re-read from global memory (h from residual_out when the add is fused: the same
+// thread wrote it, so program order makes it visible).
+template <typename T, int N> __global__ void __launch_bounds__(512) rms_fwd_loop_kernel(const RmsArgs a) {
+    __shared__ float red[32];
+    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+        const FwdRow<T> row(a, r);
+        float           ss = 0.f;
+        for (int64_t idx = threadIdx.x; idx < a.nvec; idx += blockDim.x)
+            ss += sumsq<T, N>(load_h<T, N>(row, idx * N, valid<N>(idx, a.hidden)));
+        ss               = block_sum(ss, red);
+        const float rstd = 1.0f / sqrtf(ss / (float)a.hidden + a.eps);
+        if (a.rstd && threadIdx.x == 0) a.rstd[r] = rstd;
+        const T *hrow = row.res ? row.rout : row.x;
+        for (int64_t idx = threadIdx.x; idx < a.nvec; idx += blockDim.x) {
+            const int n = valid<N>(idx, a.hidden);
+            store_y<T, N>(a, row, idx * N, n, load_pack_any<T, N>(hrow + idx * N, n), rstd);
+        }
+    }
+}
+
+// --- backward --------------------------------------------------------------------------------------------
+
+// Shared memory of the register-resident backward: the weight (offset added) and the block's partial dweight
+// row, fp32, as two [nvec][S] arrays (vector idx's N columns at idx * S, S = smem_stride<N>). Each column
+// belongs to one thread. Kept in registers instead they would cost 2 x VPT x N registers (bf16, VPT 4: spills
+// at the 128-register cap); staging the weight also takes the run-time weight-dtype switch out of the row loop.
+// S = 12 for N = 8: a quarter warp's 16-byte accesses then start at banks 0, 12, 24, 4, ... (conflict-free);
+// N = 4 and N = 1 are dense already.
+template <int N> constexpr int smem_stride() { return N == 8 ? 12 : N; }
+
+template <int N> __device__ __forceinline__ void lds(const float *p, float (&f)[N]) {
+    if constexpr (N % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < N; k += 4) {
+            const float4 q = *reinterpret_cast<const float4 *>(p + k);
+            f[k] = q.x, f[k + 1] = q.y, f[k + 2] = q.z, f[k + 3] = q.w;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; k++) f[k] = p[k];
+    }
+}
+template <int N> __device__ __forceinline__ void sts(float *p, const float (&f)[N]) {
+    if constexpr (N % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < N; k += 4) *reinterpret_cast<float4 *>(p + k) = make_float4(f[k], f[k + 1], f[k + 2], f[k + 3]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; k++) p[k] = f[k];
+    }
+}
+
+template <typename T, int N, int VPT> __global__ void __launch_bounds__(512) rms_bwd_kernel(const RmsArgs a) {
+    constexpr int S = smem_stride<N>();
+    __shared__ float red[32];
+    extern __shared__ float4 sm4[];
+    const int hidden = (int)a.hidden, nvec = (int)a.nvec;
+    float    *ws = reinterpret_cast<float *>(sm4), *dws = ws + S * nvec;
+#pragma unroll
+    for (int v = 0; v < VPT; v++) {
+        const int idx = threadIdx.x + v * blockDim.x, n = min(hidden - idx * N, N);
+        if (idx < nvec) {
+            float w[N], z[N];
+            load_any_dtype<N>(a.weight, a.wdt, (int64_t)idx * N, n, a.wvec, w);
+#pragma unroll
+            for (int k = 0; k < N; k++) w[k] += a.off, z[k] = 0.f;
+            sts<N>(ws + idx * S, w);
+            sts<N>(dws + idx * S, z);
+        }
+    }
+    const float inv_h = 1.0f / (float)hidden;
+    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+        const float rstd = a.rstd[r];
+        const T    *hrow = static_cast<const T *>(a.x) + r * a.x_rs, *dyrow = static_cast<const T *>(a.dy) + r * a.dy_rs;
+        Pack<T, N>  hp[VPT], dyp[VPT];
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int j = (threadIdx.x + v * blockDim.x) * N, n = min(hidden - j, N);
+            if (n > 0) hp[v] = load_pack_any<T, N>(hrow + j, n), dyp[v] = load_pack_any<T, N>(dyrow + j, n);
+        }
+        float dot = 0.f;
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int idx = threadIdx.x + v * blockDim.x;
+            if (idx < nvec) {
+                float h[N], d[N], w[N], dw[N];
+                unpack<T, N>(hp[v], h);
+                unpack<T, N>(dyp[v], d);
+                lds<N>(ws + idx * S, w);
+                lds<N>(dws + idx * S, dw);
+#pragma unroll
+                for (int k = 0; k < N; k++) {
+                    dw[k] += d[k] * h[k] * rstd;
+                    dot += d[k] * w[k] * h[k];
+                }
+                sts<N>(dws + idx * S, dw);
+            }
+            // One vector's shared-memory traffic at a time: hoisting all of them costs 2 x VPT x N registers.
+            asm volatile("" ::: "memory");
+        }
+        dot              = block_sum(dot, red);
+        const float coef = rstd * rstd * dot * inv_h;
+        const T    *drow  = a.dres ? static_cast<const T *>(a.dres) + r * a.dres_rs : nullptr;
+        T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
+        Pack<T, N>  drp[VPT];
+        if (drow) {
+#pragma unroll
+            for (int v = 0; v < VPT; v++) { // all of dresidual_out's loads in flight together
+                const int j = (threadIdx.x + v * blockDim.x) * N, n = min(hidden - j, N);
+                if (n > 0) drp[v] = load_pack_any<T, N>(drow + j, n);
+            }
+        }
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int idx = threadIdx.x + v * blockDim.x, j = idx * N, n = min(hidden - j, N);
+            if (n > 0) {
+                float h[N], d[N], dr[N], w[N];
+                opaque(hp[v]);
+                opaque(dyp[v]);
+                unpack<T, N>(hp[v], h);
+                unpack<T, N>(dyp[v], d);
+                if (drow) unpack<T, N>(drp[v], dr);
+                lds<N>(ws + idx * S, w);
+#pragma unroll
+                for (int k = 0; k < N; k++) {
+                    d[k] = rstd * (d[k] * w[k] - h[k] * coef);
+                    if (drow) d[k] += dr[k];
+                }
+                store_pack_any<T, N>(dxrow + j, pack<T, N>(d), n);
+            }
+            asm volatile("" ::: "memory");
+        }
+    }
+    __syncthreads(); // the copy below reads columns other threads own
+    float *part = a.partial + (int64_t)blockIdx.x * a.ld;
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) part[j] = dws[(j / N) * S + j % N];
+}
+
+// Any hidden size: h and dy read twice, the block's partial dweight row accumulated in the workspace (each
+// column owned by one thread of the block, so no two threads touch one element).
+template <typename T, int N> __global__ void __launch_bounds__(512) rms_bwd_loop_kernel(const RmsArgs a) {
+    __shared__ float red[32];
+    float           *part  = a.partial + (int64_t)blockIdx.x * a.ld;
+    const float      inv_h = 1.0f / (float)a.hidden;
+    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+        const float rstd  = a.rstd[r];
+        const bool  first = r == blockIdx.x;
+        const T    *hrow = static_cast<const T *>(a.x) + r * a.x_rs, *dyrow = static_cast<const T *>(a.dy) + r * a.dy_rs;
+        float       dot = 0.f;
+        for (int64_t idx = threadIdx.x; idx < a.nvec; idx += blockDim.x) {
+            const int n = valid<N>(idx, a.hidden);
+            float     h[N], d[N], w[N];
+            unpack<T, N>(load_pack_any<T, N>(hrow + idx * N, n), h);
+            unpack<T, N>(load_pack_any<T, N>(dyrow + idx * N, n), d);
+            load_any_dtype<N>(a.weight, a.wdt, idx * N, n, a.wvec, w);
+#pragma unroll
+            for (int k = 0; k < N; k++) {
+                if (k < n) part[idx * N + k] = (first ? 0.f : part[idx * N + k]) + d[k] * h[k] * rstd;
+                dot += d[k] * (a.off + w[k]) * h[k];
+            }
+        }
+        dot              = block_sum(dot, red);
+        const float coef = rstd * rstd * dot * inv_h;
+        for (int64_t idx = threadIdx.x; idx < a.nvec; idx += blockDim.x) {
+            const int n = valid<N>(idx, a.hidden);
+            float     h[N], d[N], w[N], dr[N];
+            unpack<T, N>(load_pack_any<T, N>(hrow + idx * N, n), h);
+            unpack<T, N>(load_pack_any<T, N>(dyrow + idx * N, n), d);
+            load_any_dtype<N>(a.weight, a.wdt, idx * N, n, a.wvec, w);
+            if (a.dres)
+                unpack<T, N>(load_pack_any<T, N>(static_cast<const T *>(a.dres) + r * a.dres_rs + idx * N, n), dr);
+#pragma unroll
+            for (int k = 0; k < N; k++) {
+                d[k] = rstd * (d[k] * (a.off + w[k]) - h[k] * coef);
+                if (a.dres) d[k] += dr[k];
+            }
+            store_pack_any<T, N>(static_cast<T *>(a.dx) + r * a.dx_rs + idx * N, pack<T, N>(d), n);
+        }
+    }
+}
+
+// dweight[j] = sum over the G partial rows, in a fixed order: thread (tx, ty) of a 32 x 8 block adds rows
+// ty, ty + 8, ... of column blockIdx.x * 32 + tx in order (4 independent chains, combined in order), then
+// thread ty = 0 adds the 8 sums in order. Independent of timing, so bit-identical from run to run.
+constexpr int kRedRows = 8;
+__global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
+                                                                            int64_t ld, int64_t hidden,
+                                                                            void *dweight, fk_dtype dwdt) {
+    __shared__ float s[kRedRows][33];
+    const int64_t    j = (int64_t)blockIdx.x * 32 + threadIdx.x;
+    float            acc[4] = {0.f, 0.f, 0.f, 0.f};
+    if (j < hidden) {
+        int64_t b = threadIdx.y;
+        for (; b + 3 * kRedRows < G; b += 4 * kRedRows) {
+#pragma unroll
+            for (int u = 0; u < 4; u++) acc[u] += partial[(b + u * kRedRows) * ld + j];
+        }
+        for (; b < G; b += kRedRows) acc[0] += partial[b * ld + j];
+    }
+    s[threadIdx.y][threadIdx.x] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    __syncthreads();
+    if (threadIdx.y == 0 && j < hidden) {
+        float t = s[0][threadIdx.x];
+#pragma unroll
+        for (int y = 1; y < kRedRows; y++) t += s[y][threadIdx.x];
+        store_any_dtype(dweight, dwdt, j, t);
+    }
+}
+
+// --- selection -------------------------------------------------------------------------------------------
+
+// The one plan both the workspace query and the launch use.
+struct Plan {
+    bool    vec;     // 16-byte vectors (else N = 1)
+    int     n;       // elements per vector
+    int     vpt;     // vectors per thread kept in registers; 0 = loop kernel
+    int     threads; // block size
+    int64_t nvec;    // vectors per row
+    int64_t grid;    // blocks (backward: G, the partial dweight rows)
+    int64_t ld;      // workspace row stride (floats)
+    size_t  ws;      // workspace bytes (backward)
+    size_t  smem;    // dynamic shared memory (backward, register-resident kernel: the partial dweight row)
+};
+
+constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
+constexpr int kWsAlign    = 256;
+constexpr int kVpts[]     = {1, 2, 3, 4, 5, 6, 8}; // compiled register-resident shapes
+
+// Block size and vectors per thread. Blocks of <= 128 threads with several 16-byte vectors per thread: the
+// bytes in flight per SM grow with VPT at a given register budget, and small blocks keep the row reduction
+// short. Among the VPTs that fit, the one leaving the fewest idle vectors (hidden 5120 bf16: 640 vectors =
+// 128 threads x 5), ties to the smaller VPT. Wider rows relax the limit to 256, then 512 threads; beyond
+// 512 x 8 vectors (32K bf16 / 16K fp32 elements) the loop kernel. The backward holds h and dy (and
+// dresidual_out) per vector: VPT > 4 spills there (ptxas -v: 128 registers and 40-430 bytes of spills for
+// 16-bit VPT 5-8), so it stops at 4 (16K bf16 / 8K fp32 elements in registers).
+void choose_shape(int64_t nvec, int max_vpt, Plan *pl) {
+    for (int limit : {128, 256, kMaxThreads}) {
+        int64_t best_idle = -1;
+        for (int vpt : kVpts) {
+            if (vpt > max_vpt) break;
+            const int64_t t = ceil_div(ceil_div(nvec, vpt), 32) * 32;
+            if (t > limit) continue;
+            const int64_t idle = t * vpt - nvec;
+            if (best_idle < 0 || idle < best_idle) best_idle = idle, pl->vpt = vpt, pl->threads = (int)t;
+        }
+        if (best_idle >= 0) return;
+    }
+    pl->vpt = 0, pl->threads = kMaxThreads;
+}
+
+template <typename T, bool BWD> const void *kernel_for(const Plan &pl) {
+#define FK_RMS_K(NN, V) (BWD ? (const void *)rms_bwd_kernel<T, NN, V> : (const void *)rms_fwd_kernel<T, NN, V>)
+#define FK_RMS_PICK(NN)                                                                                        \
+    switch (pl.vpt) {                                                                                          \
+    case 1: return FK_RMS_K(NN, 1);                                                                            \
+    case 2: return FK_RMS_K(NN, 2);                                                                            \
+    case 3: return FK_RMS_K(NN, 3);                                                                            \
+    case 4: return FK_RMS_K(NN, 4);                                                                            \
+    case 5: return BWD ? nullptr : (const void *)rms_fwd_kernel<T, NN, 5>;                                     \
+    case 6: return BWD ? nullptr : (const void *)rms_fwd_kernel<T, NN, 6>;                                     \
+    case 8: return BWD ? nullptr : (const void *)rms_fwd_kernel<T, NN, 8>;                                     \
+    default: return BWD ? (const void *)rms_bwd_loop_kernel<T, NN> : (const void *)rms_fwd_loop_kernel<T, NN>; \
+    }
+    if (pl.vec) {
+        FK_RMS_PICK(kVec<T>)
+    } else {
+        FK_RMS_PICK(1)
+    }
+#undef FK_RMS_PICK
+#undef FK_RMS_K
+}
+
+const void *pick_kernel(fk_dtype dt, const Plan &pl, bool bwd) {
+    switch (dt) {
+    case FK_DTYPE_F32: return bwd ? kernel_for<float, true>(pl) : kernel_for<float, false>(pl);
+    case FK_DTYPE_F16: return bwd ? kernel_for<__half, true>(pl) : kernel_for<__half, false>(pl);
+    default: return bwd ? kernel_for<__nv_bfloat16, true>(pl) : kernel_for<__nv_bfloat16, false>(pl);
+    }
+}
+
+// A row stride that matters only when there is more than one row.
+inline int64_t rs_eff(const fk_rmsnorm_problem *p, int64_t rs) { return p->rows > 1 ? rs : 0; }
+
+// Needs the context's device selected (the occupancy query is per device).
+fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl) {
+    if (p->dtype != FK_DTYPE_F32 && p->dtype != FK_DTYPE_F16 && p->dtype != FK_DTYPE_BF16)
+        return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: dtype %s is not supported on CUDA", op,
+                        fk_dtype_name(p->dtype));
+    const fk_dtype wd = p->weight_dtype, dwd = p->dweight_dtype;
+    if ((wd != FK_DTYPE_F32 && wd != FK_DTYPE_F16 && wd != FK_DTYPE_BF16) ||
+        (bwd && dwd != FK_DTYPE_F32 && dwd != FK_DTYPE_F16 && dwd != FK_DTYPE_BF16))
+        return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: weight/dweight dtype must be f32, f16 or bf16 on CUDA", op);
+    const size_t es = fk_dtype_size(p->dtype);
+    bool         vec;
+    if (!bwd)
+        vec = aligned16(p->x, es, rs_eff(p, p->x_rs)) && aligned16(p->y, es, rs_eff(p, p->y_rs)) &&
+              (!p->residual || (aligned16(p->residual, es, rs_eff(p, p->residual_rs)) &&
+                                aligned16(p->residual_out, es, rs_eff(p, p->residual_out_rs))));
+    else
+        vec = aligned16(p->x, es, rs_eff(p, p->x_rs)) && aligned16(p->dy, es, rs_eff(p, p->dy_rs)) &&
+              aligned16(p->dx, es, rs_eff(p, p->dx_rs)) &&
+              (!p->dresidual_out || aligned16(p->dresidual_out, es, rs_eff(p, p->dresidual_out_rs)));
+    pl->vec  = vec;
+    pl->n    = vec ? (int)(16 / es) : 1;
+    pl->nvec = ceil_div(p->hidden, pl->n);
+    choose_shape(pl->nvec, bwd ? 4 : 8, pl);
+    pl->ld = ceil_div(p->hidden, 4) * 4;
+    pl->ws   = 0;
+    pl->smem = bwd && pl->vpt > 0 ? 2 * (size_t)(pl->n == 8 ? 12 : pl->n) * (size_t)pl->nvec * sizeof(float) : 0;
+    if (pl->smem > (size_t)ctx->max_smem_optin) pl->vpt = 0, pl->threads = kMaxThreads, pl->smem = 0;
+    if (!bwd) {
+        pl->grid = p->rows < 0x7fffffff ? p->rows : 0x7fffffff;
+        return FK_STATUS_SUCCESS;
+    }
+    const void *k = pick_kernel(p->dtype, *pl, true);
+    cudaError_t e = cudaSuccess;
+    if (pl->smem > 48 * 1024) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl->smem);
+    int per_sm = 0;
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, pl->threads, pl->smem);
+    if (e != cudaSuccess)
+        return fk_error(FK_STATUS_CUDA_ERROR, "%s: cudaOccupancyMaxActiveBlocksPerMultiprocessor: %s", op,
+                        cudaGetErrorString(e));
+    if (per_sm < 1) per_sm = 1;
+    const int64_t full = (int64_t)ctx->sm_count * per_sm;
+    pl->grid           = p->rows < full ? p->rows : full;
+    pl->ws             = (size_t)pl->grid * (size_t)pl->ld * sizeof(float) + kWsAlign;
+    return FK_STATUS_SUCCESS;
+}
+
+RmsArgs make_args(const fk_rmsnorm_problem *p, const Plan &pl) {
+    RmsArgs a;
+    a.x = p->x, a.residual = p->residual, a.weight = p->weight, a.dy = p->dy, a.dres = p->dresidual_out;
+    a.residual_out = p->residual_out, a.y = p->y, a.dx = p->dx, a.dweight = p->dweight;
+    a.rstd = (float *)p->rstd, a.partial = nullptr;
+    a.x_rs = p->x_rs, a.residual_rs = p->residual_rs, a.residual_out_rs = p->residual_out_rs, a.y_rs = p->y_rs;
+    a.dy_rs = p->dy_rs, a.dres_rs = p->dresidual_out_rs, a.dx_rs = p->dx_rs;
+    a.rows = p->rows, a.hidden = p->hidden, a.nvec = pl.nvec, a.ld = pl.ld;
+    a.wdt = p->weight_dtype, a.dwdt = p->dweight_dtype;
+    a.eps = p->eps, a.off = p->weight_offset;
+    a.wvec = ((uintptr_t)p->weight % 16) == 0;
+    return a;
+}
+
+cudaError_t launch(const void *kernel, const Plan &pl, RmsArgs &a, cudaStream_t st) {
+    void *params[] = {&a};
+    return cudaLaunchKernel(kernel, dim3((unsigned)pl.grid), dim3((unsigned)pl.threads), params, pl.smem, st);
+}
+
+} // namespace
 
 extern "C" fk_status fk_cuda_rmsnorm_fwd(const struct fk_context *ctx, const fk_rmsnorm_problem *p, void *stream) {
-    return fk_error(FK_STATUS_NOT_SUPPORTED_FEATURE, "rmsnorm_fwd: the CUDA kernel is not built yet");
+    static const char *op = "rmsnorm_fwd";
+    DeviceScope        scope(ctx->device.index);
+    FK_TRY(scope_status(op, scope, ctx->device.index));
+    Plan pl;
+    FK_TRY(make_plan(op, ctx, p, false, &pl));
+    RmsArgs     a = make_args(p, pl);
+    cudaError_t e = launch(pick_kernel(p->dtype, pl, false), pl, a, (cudaStream_t)stream);
+    if (e != cudaSuccess)
+        return fk_error(FK_STATUS_CUDA_ERROR, "%s: launching rms_fwd_kernel failed: %s", op, cudaGetErrorString(e));
+    return launch_status(op, "rms_fwd_kernel");
 }
 
 extern "C" fk_status fk_cuda_rmsnorm_bwd_select(const struct fk_context *ctx, const fk_rmsnorm_problem *p,
                                                 size_t *ws_bytes) {
-    *ws_bytes = 0;
-    return fk_error(FK_STATUS_NOT_SUPPORTED_FEATURE, "rmsnorm_bwd: the CUDA kernel is not built yet");
+    static const char *op = "rmsnorm_bwd";
+    *ws_bytes             = 0;
+    DeviceScope scope(ctx->device.index);
+    FK_TRY(scope_status(op, scope, ctx->device.index));
+    Plan pl;
+    FK_TRY(make_plan(op, ctx, p, true, &pl));
+    *ws_bytes = pl.ws;
+    return FK_STATUS_SUCCESS;
 }
 
 extern "C" fk_status fk_cuda_rmsnorm_bwd(const struct fk_context *ctx, const fk_rmsnorm_problem *p, void *ws,
                                          size_t ws_bytes, void *stream) {
-    size_t need;
-    return fk_cuda_rmsnorm_bwd_select(ctx, p, &need);
+    static const char *op = "rmsnorm_bwd";
+    DeviceScope        scope(ctx->device.index);
+    FK_TRY(scope_status(op, scope, ctx->device.index));
+    Plan pl;
+    FK_TRY(make_plan(op, ctx, p, true, &pl));
+    if (ws_bytes < pl.ws || !ws)
+        return fk_error(FK_STATUS_WORKSPACE_TOO_SMALL, "%s: workspace of %zu bytes, %zu needed", op, ws_bytes, pl.ws);
+    RmsArgs a = make_args(p, pl);
+    a.partial = (float *)(((uintptr_t)ws + kWsAlign - 1) & ~(uintptr_t)(kWsAlign - 1));
+    cudaStream_t st = (cudaStream_t)stream;
+    cudaError_t  e  = launch(pick_kernel(p->dtype, pl, true), pl, a, st);
+    if (e != cudaSuccess)
+        return fk_error(FK_STATUS_CUDA_ERROR, "%s: launching rms_bwd_kernel failed: %s", op, cudaGetErrorString(e));
+    FK_TRY(launch_status(op, "rms_bwd_kernel"));
+    const dim3 rgrid((unsigned)ceil_div(p->hidden, 32)), rblock(32, kRedRows);
+    rms_dweight_reduce_kernel<<<rgrid, rblock, 0, st>>>(a.partial, pl.grid, pl.ld, p->hidden, p->dweight,
+                                                        p->dweight_dtype);
+    return launch_status(op, "rms_dweight_reduce_kernel");
 }
