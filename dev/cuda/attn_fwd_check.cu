@@ -3,7 +3,9 @@
  *
  * Verdicts (kept up to date; numbers in docs/PERF.md, GPU section):
  *   v1 FA2-style schedule, padded smem, reverse key walk: see PERF.md for the per-bucket tile measurements.
- *   v2 PLAIN kernels (common case) and pipelines 0/1/2 (when the next K load is issued): PERF.md.
+ *   v2 PLAIN kernels (common case) and pipelines 0/1/2 (when the next K load is issued): PLAIN +8-13% at the
+ *      same tile, +6-7% more from 128x128 (D=64) / 128x64 (D=128); PIPE 2 +1-4% at D=128; D=256 best at 64x64w4.
+ *      Fragment prefetch (PIPE+4): no gain at D=64/128, 7x slower at D=256 (rejected). Tables: PERF.md.
  *
  *   attn_fwd_check check [filter]   every case through fk_cuda_attn_fwd (the library's own dispatch) against a
  *                                   float64 reference computed on the GPU; prints one line per case.
