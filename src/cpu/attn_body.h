@@ -1,0 +1,402 @@
+/*
+ * attn_body.h — the tiled FlashAttention forward and backward, written once and included twice by
+ * src/cpu/attn.c: with T = float (storage f32/f16/bf16, the SIMD primitives) and T = double (storage f64,
+ * portable loops). Not a header to include anywhere else.
+ *
+ * Needs, defined by the includer: T, FN(name) (suffixes the name), KERN (the primitive table type, with
+ * members gemm / exp_sum / row_max over T), LOAD_ROW(dst, src, dtype, n), STORE_ROW(dst, dtype, src, n),
+ * EXP, LOG, TANH, and the shared helpers of attn.c (seq_of, key_span, row_span, round_up, BR, BC).
+ *
+ * Tile scratch (per thread, from the caller's workspace), Dp = head_dim rounded up to FK_ATTN_NV:
+ *   qs  [BR x Dp]  query rows times scale      kt  [Dp x BC]  key tile, transposed
+ *   vx  [BC x Dp]  value tile (fwd) / dq acc   vt  [Dp x BC]  value tile, transposed (bwd)
+ *   s   [BR x BC]  scores, then probabilities   dp  [BR x BC]  dP, then dS (bwd)
+ *   acc [BR x Dp]  output accumulator (fwd) / dO rows (bwd)
+ *   kr  [BC x Dp]  key tile as rows (bwd pass 2) / dK acc (pass 1)
+ *   dva [BC x Dp]  dV acc (pass 1)             pt, dst [BC x BR]  P^T, dS^T (pass 1)
+ *   cd  [BR x BC]  softcap derivative 1 - tanh^2    rows: m, l / lse, Di [BR each]; tmp [Dp]
+ */
+
+typedef struct FN(scratch) {
+    T *qs, *kt, *vx, *vt, *s, *dp, *acc, *kr, *dva, *pt, *dst, *cd, *ra, *rb, *tmp;
+} FN(scratch);
+
+// Elements of T one thread's scratch needs (every buffer padded to a 64-byte multiple).
+static int64_t FN(scratch_elems)(int64_t d) {
+    const int64_t dp = round_up(d, FK_ATTN_NV), al = 64 / (int64_t)sizeof(T);
+    return round_up(BR * dp, al) * 2 + round_up(dp * BC, al) * 2 + round_up(BC * dp, al) * 3 +
+           round_up(BR * BC, al) * 3 + round_up(BC * BR, al) * 2 + round_up(BR, al) * 2 + round_up(dp, al);
+}
+
+static FN(scratch) FN(carve)(T *w, int64_t d) {
+    const int64_t dp = round_up(d, FK_ATTN_NV), al = 64 / (int64_t)sizeof(T);
+    FN(scratch) s;
+#define FK_TAKE(field, n) (s.field = w, w += round_up((n), al))
+    FK_TAKE(qs, BR * dp);
+    FK_TAKE(acc, BR * dp);
+    FK_TAKE(kt, dp * BC);
+    FK_TAKE(vt, dp * BC);
+    FK_TAKE(vx, BC * dp);
+    FK_TAKE(kr, BC * dp);
+    FK_TAKE(dva, BC * dp);
+    FK_TAKE(s, BR * BC);
+    FK_TAKE(dp, BR * BC);
+    FK_TAKE(cd, BR * BC);
+    FK_TAKE(pt, BC * BR);
+    FK_TAKE(dst, BC * BR);
+    FK_TAKE(ra, BR);
+    FK_TAKE(rb, BR);
+    FK_TAKE(tmp, dp);
+#undef FK_TAKE
+    return s;
+}
+
+// --- tile loads ------------------------------------------------------------------------------------------
+
+// rows [r0, r0 + n) of head h of a [row, head, dim] operand at `base` (element offset `off` of sequence
+// start), times `mul`, into dst [round_up(n, MR) x dp]; padding rows and columns are zero.
+static void FN(load_rows)(T *dst, int64_t dp, const void *base, fk_dtype dt, int64_t off, int64_t rs, int64_t n,
+                          int64_t d, T mul) {
+    const int64_t es = (int64_t)fk_dtype_size(dt), m = round_up(n, FK_ATTN_MR);
+    for (int64_t r = 0; r < n; r++) {
+        T *row = dst + r * dp;
+        LOAD_ROW(row, (const char *)base + (off + r * rs) * es, dt, d);
+        if (mul != (T)1)
+            for (int64_t c = 0; c < d; c++) row[c] *= mul;
+        for (int64_t c = d; c < dp; c++) row[c] = 0;
+    }
+    for (int64_t r = n; r < m; r++) memset(dst + r * dp, 0, (size_t)dp * sizeof(T));
+}
+
+// The same n rows transposed into dst [dp x BC] (column r = row r); columns n..BC are zero.
+static void FN(load_rows_t)(T *dst, T *tmp, const void *base, fk_dtype dt, int64_t off, int64_t rs, int64_t n,
+                            int64_t d) {
+    const int64_t es = (int64_t)fk_dtype_size(dt);
+    for (int64_t r = 0; r < n; r++) {
+        LOAD_ROW(tmp, (const char *)base + (off + r * rs) * es, dt, d);
+        for (int64_t c = 0; c < d; c++) dst[c * BC + r] = tmp[c];
+    }
+    if (n < BC)
+        for (int64_t c = 0; c < d; c++) memset(dst + c * BC + n, 0, (size_t)(BC - n) * sizeof(T));
+}
+
+// --- scores ----------------------------------------------------------------------------------------------
+
+// Row i (within its sequence) of a score tile over keys [j0, j0 + nk): softcap (its derivative 1 - t^2 into
+// cd when cd != NULL), ALiBi, the mask, and -inf in the padding columns nk..BC. `full` = every key of the
+// tile is visible to every row of the tile (no per-element mask needed).
+static void FN(score_row)(const fk_attn_problem *p, T *srow, T *cd, int64_t i, int64_t j0, int64_t nk,
+                          int64_t sq, int64_t sk, T slope, int full) {
+    if (p->softcap > 0.0f) {
+        const T cap = (T)p->softcap, inv = (T)1 / cap;
+        for (int64_t c = 0; c < nk; c++) {
+            T t     = TANH(srow[c] * inv);
+            srow[c] = cap * t;
+            if (cd) cd[c] = (T)1 - t * t;
+        }
+    }
+    if (slope != (T)0) {
+        const int64_t diag = i + sk - sq;
+        for (int64_t c = 0; c < nk; c++) {
+            int64_t dist = diag - (j0 + c);
+            srow[c] -= slope * (T)(dist < 0 ? -dist : dist);
+        }
+    }
+    if (!full) {
+        int64_t lo, hi;
+        fk_attn_key_range(p, i, sq, sk, &lo, &hi);
+        for (int64_t c = 0; c < nk; c++)
+            if (j0 + c < lo || j0 + c >= hi) srow[c] = -(T)INFINITY;
+    }
+    for (int64_t c = nk; c < BC; c++) srow[c] = -(T)INFINITY;
+}
+
+// Is every key of [j0, j0 + nk) visible to every row of [i0, i0 + nq)? (lo and hi grow with the row.)
+static int FN(tile_full)(const fk_attn_problem *p, int64_t i0, int64_t nq, int64_t j0, int64_t nk, int64_t sq,
+                         int64_t sk) {
+    int64_t lo_a, hi_a, lo_b, hi_b;
+    fk_attn_key_range(p, i0, sq, sk, &lo_a, &hi_a);
+    fk_attn_key_range(p, i0 + nq - 1, sq, sk, &lo_b, &hi_b);
+    return lo_b <= j0 && hi_a >= j0 + nk;
+}
+
+static T FN(slope_of)(const fk_attn_problem *p, int64_t b, int64_t h) {
+    return p->alibi ? (T)p->alibi[b * p->alibi_bs + h] : (T)0;
+}
+
+// --- forward ---------------------------------------------------------------------------------------------
+
+// One (sequence b, query head h, query tile starting at row i0) work item.
+static void FN(fwd_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *w, int64_t b, int64_t h,
+                         int64_t i0) {
+    const seq_t   sq = seq_of(p, b);
+    const int64_t D = p->head_dim, dp = round_up(D, FK_ATTN_NV), hk = h / (p->nheads_q / p->nheads_kv);
+    const fk_dtype dt = p->dtype;
+    if (i0 >= sq.sq) return;
+    const int64_t nq = sq.sq - i0 < BR ? sq.sq - i0 : BR, mq = round_up(nq, FK_ATTN_MR);
+    const T       slope = FN(slope_of)(p, b, h);
+    T *m = w->ra, *l = w->rb;
+
+    // q is (B, Sq, Hq, D): this tile's rows, pre-multiplied by the softmax scale.
+    FN(load_rows)(w->qs, dp, p->q, dt, b * p->q_bs + (sq.q0 + i0) * p->q_rs + h * p->q_hs, p->q_rs, nq, D,
+                  (T)p->scale);
+    memset(w->acc, 0, (size_t)(mq * dp) * sizeof(T));
+    for (int64_t r = 0; r < BR; r++) {
+        m[r] = -(T)INFINITY;
+        l[r] = 0;
+    }
+
+    int64_t lo, hi;
+    key_span(p, i0, nq, sq.sq, sq.sk, &lo, &hi);
+    for (int64_t j0 = lo; j0 < hi; j0 += BC) {
+        const int64_t nk = hi - j0 < BC ? hi - j0 : BC;
+        // k, v are (B, Sk, Hkv, D): the key tile transposed (B operand of S = Q K^T), values as rows.
+        const int64_t koff = b * p->k_bs + (sq.k0 + j0) * p->k_rs + hk * p->k_hs;
+        const int64_t voff = b * p->v_bs + (sq.k0 + j0) * p->v_rs + hk * p->v_hs;
+        FN(load_rows_t)(w->kt, w->tmp, p->k, dt, koff, p->k_rs, nk, D);
+        FN(load_rows)(w->vx, dp, p->v, dt, voff, p->v_rs, nk, D, (T)1);
+
+        kn->gemm(mq, BC, D, w->qs, dp, w->kt, BC, w->s, BC, 0); // S = (scale Q) K^T
+        const int full = FN(tile_full)(p, i0, nq, j0, nk, sq.sq, sq.sk);
+        for (int64_t r = 0; r < nq; r++) {
+            T *srow = w->s + r * BC;
+            FN(score_row)(p, srow, NULL, i0 + r, j0, nk, sq.sq, sq.sk, slope, full);
+            // Online softmax: new running max, rescale what was accumulated under the old one.
+            T mx = kn->row_max(srow, BC), mnew = m[r] > mx ? m[r] : mx;
+            if (mnew == -(T)INFINITY) { // no visible key yet: this row's P is zero
+                memset(srow, 0, BC * sizeof(T));
+                continue;
+            }
+            T sum   = kn->exp_sum(srow, BC, mnew);
+            T alpha = EXP(m[r] - mnew); // 0 when m was -inf (the accumulator is still 0)
+            if (alpha != (T)1) {
+                T *arow = w->acc + r * dp;
+                for (int64_t c = 0; c < dp; c++) arow[c] *= alpha;
+            }
+            l[r] = l[r] * alpha + sum;
+            m[r] = mnew;
+        }
+        for (int64_t r = nq; r < mq; r++) memset(w->s + r * BC, 0, BC * sizeof(T));
+        kn->gemm(mq, dp, nk, w->s, BC, w->vx, dp, w->acc, dp, 1); // O += P V
+    }
+
+    // Epilogue: O = acc / l, lse = m + log l (o = 0, lse = -inf for a row that saw no key).
+    for (int64_t r = 0; r < nq; r++) {
+        T *arow = w->acc + r * dp;
+        T  inv  = l[r] > 0 ? (T)1 / l[r] : (T)0;
+        for (int64_t c = 0; c < D; c++) arow[c] *= inv;
+        STORE_ROW(fk_cpu_at_mut(p->o, dt, b * p->o_bs + (sq.q0 + i0 + r) * p->o_rs + h * p->o_hs), dt, arow, D);
+        if (p->lse)
+            ((T *)p->lse)[b * p->lse_bs + h * p->lse_hs + (sq.q0 + i0 + r) * p->lse_rs] =
+                l[r] > 0 ? m[r] + LOG(l[r]) : -(T)INFINITY;
+    }
+}
+
+static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, const KERN *kn, void *ws) {
+    const int64_t ntq = (p->seqlen_q + BR - 1) / BR, items = p->batch * p->nheads_q * ntq;
+    const int64_t per = FN(scratch_elems)(p->head_dim);
+    T            *base = (T *)align64(ws);
+    const int     nt   = ctx->num_threads > 0 ? ctx->num_threads : 1;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        FN(scratch) w = FN(carve)(base + (int64_t)thread_id() * per, p->head_dim);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t t = 0; t < items; t++) {
+            int64_t qt = t % ntq, bh = t / ntq;
+            FN(fwd_item)(p, kn, &w, bh / p->nheads_q, bh % p->nheads_q, qt * BR);
+        }
+    }
+    clear_unused_rows_fwd(p);
+}
+
+// --- backward --------------------------------------------------------------------------------------------
+
+// P and dS of one tile: S (in w->s, from (scale Q) K^T) becomes P = exp(S' - lse), and dP (in w->dp, from
+// dO V^T) becomes dS = P (dP - Di) (times the softcap derivative). Rows nq..mq are zeroed.
+static void FN(probs_dscores)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *w, int64_t i0, int64_t nq,
+                              int64_t mq, int64_t j0, int64_t nk, const seq_t *sq, T slope) {
+    const int full = FN(tile_full)(p, i0, nq, j0, nk, sq->sq, sq->sk);
+    const int cap  = p->softcap > 0.0f;
+    for (int64_t r = 0; r < nq; r++) {
+        T *srow = w->s + r * BC, *drow = w->dp + r * BC, *crow = w->cd + r * BC;
+        T  L = w->ra[r], Di = w->rb[r];
+        if (L == -(T)INFINITY) { // the row saw no key in the forward: no gradient through it
+            memset(srow, 0, BC * sizeof(T));
+            memset(drow, 0, BC * sizeof(T));
+            continue;
+        }
+        FN(score_row)(p, srow, cap ? crow : NULL, i0 + r, j0, nk, sq->sq, sq->sk, slope, full);
+        kn->exp_sum(srow, BC, L);
+        if (cap)
+            for (int64_t c = 0; c < BC; c++) drow[c] = srow[c] * (drow[c] - Di) * (c < nk ? crow[c] : (T)0);
+        else
+            for (int64_t c = 0; c < BC; c++) drow[c] = srow[c] * (drow[c] - Di);
+    }
+    for (int64_t r = nq; r < mq; r++) {
+        memset(w->s + r * BC, 0, BC * sizeof(T));
+        memset(w->dp + r * BC, 0, BC * sizeof(T));
+    }
+}
+
+// Query-tile operands of the backward: (scale Q), dO, lse and Di rows of head h, rows [i0, i0 + nq).
+static void FN(load_q_side)(const fk_attn_problem *p, FN(scratch) *w, const T *di, int64_t b, int64_t h,
+                            const seq_t *sq, int64_t i0, int64_t nq) {
+    const int64_t  D = p->head_dim, dp = round_up(D, FK_ATTN_NV);
+    const fk_dtype dt = p->dtype;
+    FN(load_rows)(w->qs, dp, p->q, dt, b * p->q_bs + (sq->q0 + i0) * p->q_rs + h * p->q_hs, p->q_rs, nq, D,
+                  (T)p->scale);
+    FN(load_rows)(w->acc, dp, p->do_, dt, b * p->do_bs + (sq->q0 + i0) * p->do_rs + h * p->do_hs, p->do_rs, nq, D,
+                  (T)1);
+    const T      *lse  = (const T *)p->lse;
+    const int64_t grow = global_row_q(p, b, sq) + i0;
+    for (int64_t r = 0; r < nq; r++) {
+        w->ra[r] = lse[b * p->lse_bs + h * p->lse_hs + (sq->q0 + i0 + r) * p->lse_rs];
+        w->rb[r] = di[h * p->total_q + grow + r];
+    }
+}
+
+// Pass 0: Di = rowsum(dO * O) for every (token, query head), into di [Hq x total_q].
+static void FN(bwd_di)(const fk_attn_problem *p, T *di, int nt) {
+    const int64_t  D = p->head_dim, dp = round_up(D, FK_ATTN_NV), sqf = p->cu_seqlens_q ? 0 : p->seqlen_q;
+    const fk_dtype dt = p->dtype;
+    const int64_t  rows = p->total_q * p->nheads_q;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        T bo[256 + FK_ATTN_NV], bd[256 + FK_ATTN_NV];
+        (void)dp;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t t = 0; t < rows; t++) {
+            int64_t h = t % p->nheads_q, tok = t / p->nheads_q;
+            int64_t b = sqf ? tok / sqf : 0, i = sqf ? tok % sqf : tok;
+            LOAD_ROW(bo, fk_cpu_at(p->o, dt, b * p->o_bs + i * p->o_rs + h * p->o_hs), dt, D);
+            LOAD_ROW(bd, fk_cpu_at(p->do_, dt, b * p->do_bs + i * p->do_rs + h * p->do_hs), dt, D);
+            T s = 0;
+            for (int64_t c = 0; c < D; c++) s += bo[c] * bd[c];
+            di[h * p->total_q + tok] = s;
+        }
+    }
+}
+
+// Pass 1 item: dK, dV of key tile [j0, j0 + BC) of kv head hk, summed over the query heads of its group and
+// every query row that sees the tile.
+static void FN(bwd_kv_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *w, const T *di, int64_t b,
+                            int64_t hk, int64_t j0) {
+    const seq_t    sq = seq_of(p, b);
+    const int64_t  D = p->head_dim, dp = round_up(D, FK_ATTN_NV), G = p->nheads_q / p->nheads_kv;
+    const fk_dtype dt = p->dtype;
+    if (j0 >= sq.sk) return;
+    const int64_t nk = sq.sk - j0 < BC ? sq.sk - j0 : BC;
+    const int64_t koff = b * p->k_bs + (sq.k0 + j0) * p->k_rs + hk * p->k_hs;
+    const int64_t voff = b * p->v_bs + (sq.k0 + j0) * p->v_rs + hk * p->v_hs;
+    FN(load_rows_t)(w->kt, w->tmp, p->k, dt, koff, p->k_rs, nk, D);
+    FN(load_rows_t)(w->vt, w->tmp, p->v, dt, voff, p->v_rs, nk, D);
+    T *dka = w->kr, *dva = w->dva;
+    memset(dka, 0, (size_t)(BC * dp) * sizeof(T));
+    memset(dva, 0, (size_t)(BC * dp) * sizeof(T));
+
+    int64_t ia, ib;
+    row_span(p, j0, nk, sq.sq, sq.sk, &ia, &ib);
+    for (int64_t g = 0; g < G; g++) {
+        const int64_t h = hk * G + g;
+        const T       slope = FN(slope_of)(p, b, h);
+        for (int64_t i0 = ia; i0 < ib; i0 += BR) {
+            const int64_t nq = ib - i0 < BR ? ib - i0 : BR, mq = round_up(nq, FK_ATTN_MR);
+            FN(load_q_side)(p, w, di, b, h, &sq, i0, nq);
+            kn->gemm(mq, BC, D, w->qs, dp, w->kt, BC, w->s, BC, 0);  // S  = (scale Q) K^T
+            kn->gemm(mq, BC, D, w->acc, dp, w->vt, BC, w->dp, BC, 0); // dP = dO V^T
+            FN(probs_dscores)(p, kn, w, i0, nq, mq, j0, nk, &sq, slope);
+            // P^T and dS^T (BC x BR) so that both updates are plain row-major products.
+            for (int64_t r = 0; r < nq; r++)
+                for (int64_t c = 0; c < BC; c++) {
+                    w->pt[c * BR + r]  = w->s[r * BC + c];
+                    w->dst[c * BR + r] = w->dp[r * BC + c];
+                }
+            kn->gemm(BC, dp, nq, w->pt, BR, w->acc, dp, dva, dp, 1); // dV += P^T dO
+            kn->gemm(BC, dp, nq, w->dst, BR, w->qs, dp, dka, dp, 1); // dK += dS^T (scale Q)
+        }
+    }
+    for (int64_t c = 0; c < nk; c++) {
+        STORE_ROW(fk_cpu_at_mut(p->dk, dt, b * p->dk_bs + (sq.k0 + j0 + c) * p->dk_rs + hk * p->dk_hs), dt,
+                  dka + c * dp, D);
+        STORE_ROW(fk_cpu_at_mut(p->dv, dt, b * p->dv_bs + (sq.k0 + j0 + c) * p->dv_rs + hk * p->dv_hs), dt,
+                  dva + c * dp, D);
+    }
+}
+
+// Pass 2 item: dQ of query tile [i0, i0 + BR) of head h.
+static void FN(bwd_q_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *w, const T *di, int64_t b,
+                           int64_t h, int64_t i0) {
+    const seq_t    sq = seq_of(p, b);
+    const int64_t  D = p->head_dim, dp = round_up(D, FK_ATTN_NV), hk = h / (p->nheads_q / p->nheads_kv);
+    const fk_dtype dt = p->dtype;
+    if (i0 >= sq.sq) return;
+    const int64_t nq = sq.sq - i0 < BR ? sq.sq - i0 : BR, mq = round_up(nq, FK_ATTN_MR);
+    const T       slope = FN(slope_of)(p, b, h);
+    FN(load_q_side)(p, w, di, b, h, &sq, i0, nq);
+    T *dqa = w->dva;
+    memset(dqa, 0, (size_t)(mq * dp) * sizeof(T));
+
+    int64_t lo, hi;
+    key_span(p, i0, nq, sq.sq, sq.sk, &lo, &hi);
+    for (int64_t j0 = lo; j0 < hi; j0 += BC) {
+        const int64_t nk = hi - j0 < BC ? hi - j0 : BC;
+        const int64_t koff = b * p->k_bs + (sq.k0 + j0) * p->k_rs + hk * p->k_hs;
+        const int64_t voff = b * p->v_bs + (sq.k0 + j0) * p->v_rs + hk * p->v_hs;
+        FN(load_rows_t)(w->kt, w->tmp, p->k, dt, koff, p->k_rs, nk, D);
+        FN(load_rows)(w->kr, dp, p->k, dt, koff, p->k_rs, nk, D, (T)1);
+        FN(load_rows_t)(w->vt, w->tmp, p->v, dt, voff, p->v_rs, nk, D);
+        kn->gemm(mq, BC, D, w->qs, dp, w->kt, BC, w->s, BC, 0);  // S  = (scale Q) K^T
+        kn->gemm(mq, BC, D, w->acc, dp, w->vt, BC, w->dp, BC, 0); // dP = dO V^T
+        FN(probs_dscores)(p, kn, w, i0, nq, mq, j0, nk, &sq, slope);
+        kn->gemm(mq, dp, nk, w->dp, BC, w->kr, dp, dqa, dp, 1); // dQ += dS K
+    }
+    const T scale = (T)p->scale;
+    for (int64_t r = 0; r < nq; r++) {
+        T *row = dqa + r * dp;
+        for (int64_t c = 0; c < D; c++) row[c] *= scale;
+        STORE_ROW(fk_cpu_at_mut(p->dq, dt, b * p->dq_bs + (sq.q0 + i0 + r) * p->dq_rs + h * p->dq_hs), dt, row, D);
+    }
+}
+
+static void FN(bwd)(const struct fk_context *ctx, const fk_attn_problem *p, const KERN *kn, void *ws) {
+    const int     nt  = ctx->num_threads > 0 ? ctx->num_threads : 1;
+    T            *di  = (T *)align64(ws);
+    T            *base = di + round_up(p->total_q * p->nheads_q, 64 / (int64_t)sizeof(T));
+    const int64_t per = FN(scratch_elems)(p->head_dim);
+    const int64_t ntk = (p->seqlen_k + BC - 1) / BC, ntq = (p->seqlen_q + BR - 1) / BR;
+    const int64_t items_kv = p->batch * p->nheads_kv * ntk, items_q = p->batch * p->nheads_q * ntq;
+
+    FN(bwd_di)(p, di, nt);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        FN(scratch) w = FN(carve)(base + (int64_t)thread_id() * per, p->head_dim);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+        for (int64_t t = 0; t < items_kv; t++) {
+            int64_t kt = t % ntk, bh = t / ntk;
+            FN(bwd_kv_item)(p, kn, &w, di, bh / p->nheads_kv, bh % p->nheads_kv, kt * BC);
+        }
+        // dQ items read only inputs and Di, so they need no barrier after the dK/dV items.
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t t = 0; t < items_q; t++) {
+            int64_t qt = t % ntq, bh = t / ntq;
+            FN(bwd_q_item)(p, kn, &w, di, bh / p->nheads_q, bh % p->nheads_q, qt * BR);
+        }
+    }
+    clear_unused_rows_bwd(p);
+}
