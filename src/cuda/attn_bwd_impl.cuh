@@ -231,8 +231,8 @@ template <int D, int BM, int BN, int NW> struct BwdShape {
     static_assert(KPW % 16 == 0 && BM % 16 == 0 && D % 16 == 0 && NQ % 2 == 0 && BM % (16 * WM) == 0, "tile");
 };
 
-template <int D, int BM, int BN, int NW, bool BF16>
-__global__ void __launch_bounds__(NW * 32, 1) bwd_tc_kernel(const BwdParams p) {
+template <int D, int BM, int BN, int NW, int MINB, bool BF16>
+__global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p) {
     using S          = BwdShape<D, BM, BN, NW>;
     constexpr int NT = S::NT, MT = S::MT, LD = S::LD, LDS = S::LDS;
     constexpr int NS = BM / 8; // S^T n-tiles (queries)
@@ -562,17 +562,17 @@ __global__ void __launch_bounds__(NW * 32, 1) bwd_tc_kernel(const BwdParams p) {
         }
 }
 
-// Tiles per head-dim bucket: BM query rows per step, BN keys per block, NW warps (16 * MT keys each).
-// Measurements: docs/PERF.md, "GPU: attention backward".
+// Tiles per head-dim bucket: BM query rows per step, BN keys per block, NW warps (16 * MT keys each), MINB
+// blocks per SM asked of the register allocator. Measurements: docs/PERF.md, "GPU: attention backward".
 template <int D> struct BwdTile;
-template <> struct BwdTile<64> { static constexpr int BM = 64, BN = 128, NW = 8; };
-template <> struct BwdTile<128> { static constexpr int BM = 64, BN = 128, NW = 8; };
-template <> struct BwdTile<256> { static constexpr int BM = 16, BN = 128, NW = 8; };
+template <> struct BwdTile<64> { static constexpr int BM = 32, BN = 128, NW = 8, MINB = 2; };
+template <> struct BwdTile<128> { static constexpr int BM = 64, BN = 128, NW = 8, MINB = 1; };
+template <> struct BwdTile<256> { static constexpr int BM = 16, BN = 128, NW = 8, MINB = 1; };
 
-template <int D, int BM, int BN, int NW, bool BF16>
+template <int D, int BM, int BN, int NW, int MINB, bool BF16>
 cudaError_t launch_bwd_tc(const BwdParams &p, int nheads_kv, cudaStream_t stream) {
     using S       = BwdShape<D, BM, BN, NW>;
-    auto kernel   = bwd_tc_kernel<D, BM, BN, NW, BF16>;
+    auto kernel   = bwd_tc_kernel<D, BM, BN, NW, MINB, BF16>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_k + BN - 1) / BN, nheads_kv, p.batch);

@@ -6,7 +6,7 @@ namespace fk_cuda {
 cudaError_t attn_bwd_tc_d256_f16(const BwdParams &p, int nheads_kv, cudaStream_t stream) {
 #if FK_ATTN_BWD_BUILT(256)
     using T = BwdTile<256>;
-    return launch_bwd_tc<256, T::BM, T::BN, T::NW, false>(p, nheads_kv, stream);
+    return launch_bwd_tc<256, T::BM, T::BN, T::NW, T::MINB, false>(p, nheads_kv, stream);
 #else
     return cudaErrorNotSupported;
 #endif

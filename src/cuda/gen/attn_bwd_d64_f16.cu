@@ -6,7 +6,7 @@ namespace fk_cuda {
 cudaError_t attn_bwd_tc_d64_f16(const BwdParams &p, int nheads_kv, cudaStream_t stream) {
 #if FK_ATTN_BWD_BUILT(64)
     using T = BwdTile<64>;
-    return launch_bwd_tc<64, T::BM, T::BN, T::NW, false>(p, nheads_kv, stream);
+    return launch_bwd_tc<64, T::BM, T::BN, T::NW, T::MINB, false>(p, nheads_kv, stream);
 #else
     return cudaErrorNotSupported;
 #endif

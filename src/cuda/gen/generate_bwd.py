@@ -34,7 +34,7 @@ def main():
                    "cudaError_t attn_bwd_tc_d%d_%s(const BwdParams &p, int nheads_kv, cudaStream_t stream) {\n"
                    "#if FK_ATTN_BWD_BUILT(%d)\n"
                    "    using T = BwdTile<%d>;\n"
-                   "    return launch_bwd_tc<%d, T::BM, T::BN, T::NW, %s>(p, nheads_kv, stream);\n"
+                   "    return launch_bwd_tc<%d, T::BM, T::BN, T::NW, T::MINB, %s>(p, nheads_kv, stream);\n"
                    "#else\n"
                    "    return cudaErrorNotSupported;\n"
                    "#endif\n"
