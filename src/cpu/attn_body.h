@@ -5,16 +5,17 @@
  *
  * Needs, defined by the includer: T, FN(name) (suffixes the name), KERN (the primitive table type, with
  * members gemm / exp_sum / row_max over T), LOAD_ROW(dst, src, dtype, n), STORE_ROW(dst, dtype, src, n),
- * EXP, LOG, TANH, and the shared helpers of attn.c (seq_of, key_span, row_span, round_up, BR, BC).
+ * EXP, LOG, TANH, and the shared helpers of attn.c (seq_of, key_span, row_span, round_up, BRF, BR, BC, BRC).
  *
- * Tile scratch (per thread, from the caller's workspace), Dp = head_dim rounded up to FK_ATTN_NV:
- *   qs  [BR x Dp]  query rows times scale      kt  [Dp x BC]  key tile, transposed
+ * Tile scratch (per thread, from the caller's workspace), Dp = head_dim rounded up to FK_ATTN_NV; the row
+ * count of the query-side buffers is BRC = max(BRF, BR) (forward and backward query tiles):
+ *   qs  [BRC x Dp]  query rows times scale      kt  [Dp x BC]  key tile, transposed
  *   vx  [BC x Dp]  value tile (fwd) / dq acc   vt  [Dp x BC]  value tile, transposed (bwd)
- *   s   [BR x BC]  scores, then probabilities   dp  [BR x BC]  dP, then dS (bwd)
- *   acc [BR x Dp]  output accumulator (fwd) / dO rows (bwd)
+ *   s   [BRC x BC] scores, then probabilities  dp  [BRC x BC]  dP, then dS (bwd)
+ *   acc [BRC x Dp]  output accumulator (fwd) / dO rows (bwd)
  *   kr  [BC x Dp]  key tile as rows (bwd pass 2) / dK acc (pass 1)
- *   dva [BC x Dp]  dV acc (pass 1)             pt, dst [BC x BR]  P^T, dS^T (pass 1)
- *   cd  [BR x BC]  softcap derivative 1 - tanh^2    rows: m, l / lse, Di [BR each]; tmp [Dp]
+ *   dva [BRC x Dp] dV / dQ acc                  pt, dst [BC x BR]  P^T, dS^T (pass 1)
+ *   cd  [BRC x BC]  softcap derivative 1 - tanh^2    rows: m, l / lse, Di [BRC each]; tmp [Dp]
  */
 
 typedef struct FN(scratch) {
@@ -24,28 +25,28 @@ typedef struct FN(scratch) {
 // Elements of T one thread's scratch needs (every buffer padded to a 64-byte multiple).
 static int64_t FN(scratch_elems)(int64_t d) {
     const int64_t dp = round_up(d, FK_ATTN_NV), al = 64 / (int64_t)sizeof(T);
-    return round_up(BR * dp, al) * 2 + round_up(dp * BC, al) * 2 + round_up(BC * dp, al) * 3 +
-           round_up(BR * BC, al) * 3 + round_up(BC * BR, al) * 2 + round_up(BR, al) * 2 + round_up(dp, al);
+    return round_up(BRC * dp, al) * 2 + round_up(dp * BC, al) * 2 + round_up(BC * dp, al) * 2 + round_up(BRC * dp, al) +
+           round_up(BRC * BC, al) * 3 + round_up(BC * BR, al) * 2 + round_up(BRC, al) * 2 + round_up(dp, al);
 }
 
 static FN(scratch) FN(carve)(T *w, int64_t d) {
     const int64_t dp = round_up(d, FK_ATTN_NV), al = 64 / (int64_t)sizeof(T);
     FN(scratch) s;
 #define FK_TAKE(field, n) (s.field = w, w += round_up((n), al))
-    FK_TAKE(qs, BR * dp);
-    FK_TAKE(acc, BR * dp);
+    FK_TAKE(qs, BRC * dp);
+    FK_TAKE(acc, BRC * dp);
     FK_TAKE(kt, dp * BC);
     FK_TAKE(vt, dp * BC);
     FK_TAKE(vx, BC * dp);
     FK_TAKE(kr, BC * dp);
-    FK_TAKE(dva, BC * dp);
-    FK_TAKE(s, BR * BC);
-    FK_TAKE(dp, BR * BC);
-    FK_TAKE(cd, BR * BC);
+    FK_TAKE(dva, BRC * dp); // dV acc (pass 1) or dQ acc (pass 2)
+    FK_TAKE(s, BRC * BC);
+    FK_TAKE(dp, BRC * BC);
+    FK_TAKE(cd, BRC * BC);
     FK_TAKE(pt, BC * BR);
     FK_TAKE(dst, BC * BR);
-    FK_TAKE(ra, BR);
-    FK_TAKE(rb, BR);
+    FK_TAKE(ra, BRC);
+    FK_TAKE(rb, BRC);
     FK_TAKE(tmp, dp);
 #undef FK_TAKE
     return s;
@@ -133,7 +134,7 @@ static void FN(fwd_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *
     const int64_t D = p->head_dim, dp = round_up(D, FK_ATTN_NV), hk = h / (p->nheads_q / p->nheads_kv);
     const fk_dtype dt = p->dtype;
     if (i0 >= sq.sq) return;
-    const int64_t nq = sq.sq - i0 < BR ? sq.sq - i0 : BR, mq = round_up(nq, FK_ATTN_MR);
+    const int64_t nq = sq.sq - i0 < BRF ? sq.sq - i0 : BRF, mq = round_up(nq, FK_ATTN_MR);
     const T       slope = FN(slope_of)(p, b, h);
     T *m = w->ra, *l = w->rb;
 
@@ -141,7 +142,7 @@ static void FN(fwd_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *
     FN(load_rows)(w->qs, dp, p->q, dt, b * p->q_bs + (sq.q0 + i0) * p->q_rs + h * p->q_hs, p->q_rs, nq, D,
                   (T)p->scale);
     memset(w->acc, 0, (size_t)(mq * dp) * sizeof(T));
-    for (int64_t r = 0; r < BR; r++) {
+    for (int64_t r = 0; r < BRF; r++) {
         m[r] = -(T)INFINITY;
         l[r] = 0;
     }
@@ -193,7 +194,7 @@ static void FN(fwd_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *
 }
 
 static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, const KERN *kn, void *ws) {
-    const int64_t ntq = (p->seqlen_q + BR - 1) / BR, items = p->batch * p->nheads_q * ntq;
+    const int64_t ntq = (p->seqlen_q + BRF - 1) / BRF, items = p->batch * p->nheads_q * ntq;
     const int64_t per = FN(scratch_elems)(p->head_dim);
     T            *base = (T *)align64(ws);
     const int     nt   = ctx->num_threads > 0 ? ctx->num_threads : 1;
@@ -208,7 +209,7 @@ static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, cons
 #endif
         for (int64_t t = 0; t < items; t++) {
             int64_t qt = t % ntq, bh = t / ntq;
-            FN(fwd_item)(p, kn, &w, bh / p->nheads_q, bh % p->nheads_q, qt * BR);
+            FN(fwd_item)(p, kn, &w, bh / p->nheads_q, bh % p->nheads_q, qt * BRF);
         }
     }
     clear_unused_rows_fwd(p);
