@@ -303,6 +303,7 @@ typedef struct pass_result {
     int64_t allocated; // bytes beyond inputs, counted by this tool
     int64_t rss;       // peak resident growth, bytes (-1 unknown)
     int64_t dev_used;  // CUDA: device memory growth seen by cuMemGetInfo (-1 unknown)
+    double  ratio;     // flash's entry: median over run pairs of naive time / flash time (NAN unknown)
 } pass_result;
 
 typedef struct path_result {
@@ -588,31 +589,130 @@ static void naive_cpu(const cmp_cfg *c, cmp_out *out, path_result *r) {
 
 typedef void (*path_fn)(const cmp_cfg *, cmp_out *, path_result *);
 
-// Runs one path in a child process; its results and outputs come back through the shared mapping.
-static void run_forked(path_fn fn, const cmp_cfg *c, cmp_out *out, path_result *r) {
+// Runs fn in a child process (its results come back through shared memory); 0, or -1 with *err filled.
+static int fork_call(void (*fn)(void *), void *arg, char *err, size_t n) {
     fflush(NULL);
     pid_t pid = fork();
-    if (pid < 0) { // no fork: run here, without a peak-RSS figure that could be trusted
-        fn(c, out, r);
-        r->fwd.rss = r->bwd.rss = -1;
-        return;
+    if (pid < 0) {
+        snprintf(err, n, "fork failed: %s", strerror(errno));
+        return -1;
     }
     if (pid == 0) {
         mallopt(M_MMAP_THRESHOLD, 64 * 1024); // big buffers are mapped and unmapped: RSS follows them
-        fn(c, out, r);
+        fn(arg);
         fflush(NULL);
         _exit(0);
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (WIFSIGNALED(status))
+        snprintf(err, n, "the child process died of signal %d%s", WTERMSIG(status),
+                 WTERMSIG(status) == 9 ? " (killed: out of memory?)" : "");
+    else
+        snprintf(err, n, "the child process exited with %d", WEXITSTATUS(status));
+    return -1;
+}
+
+typedef struct path_call {
+    path_fn        fn;
+    const cmp_cfg *c;
+    cmp_out       *out;
+    path_result   *r;
+} path_call;
+
+static void path_call_run(void *arg) {
+    path_call *pc = (path_call *)arg;
+    pc->fn(pc->c, pc->out, pc->r);
+}
+
+// One path in a child process of its own, so its peak RSS is its own.
+static void run_forked(path_fn fn, const cmp_cfg *c, cmp_out *out, path_result *r) {
+    path_call pc = {fn, c, out, r};
+    char      err[512];
+    if (fork_call(path_call_run, &pc, err, sizeof err) != 0) {
         r->ok = 0;
-        if (WIFSIGNALED(status))
-            snprintf(r->err, sizeof r->err, "the child process died of signal %d%s", WTERMSIG(status),
-                     WTERMSIG(status) == 9 ? " (killed: out of memory?)" : "");
-        else
-            snprintf(r->err, sizeof r->err, "the child process exited with %d", WEXITSTATUS(status));
+        snprintf(r->err, sizeof r->err, "%s", err);
     }
+}
+
+// Timing of both CPU paths in one process, run in turn (flash, naive, flash, naive, ...): a drift of the
+// machine's speed (shared cores, clock changes) touches both alike, and the ratio is the median of the
+// per-pair ratios. Memory is not measured here (see the per-path children).
+typedef struct timing {
+    int    ok;
+    char   err[512];
+    double flash_ms[2], naive_ms[2], ratio[2]; // [fwd, bwd]
+} timing;
+
+typedef struct timing_call {
+    const cmp_cfg *c;
+    timing        *tm;
+} timing_call;
+
+static void timing_cpu(void *arg) {
+    const cmp_cfg *c  = ((timing_call *)arg)->c;
+    timing        *tm = ((timing_call *)arg)->tm;
+    const int64_t  n = q_elems(c), nl = c->batch * c->heads * c->seqlen;
+    const size_t   es = fk_dtype_size(c->dtype), tb = (size_t)n * es, fb = (size_t)n * sizeof(float);
+    naive_attn_shape   s   = {c->batch, c->seqlen, c->seqlen, c->heads, c->dim, c->causal, 0.0f};
+    fk_context_t       ctx = NULL;
+    fk_context_options opt = {c->threads};
+    fk_status          st  = fk_context_init(c->device, &opt, &ctx);
+    tm->ok                 = 0;
+    if (st) {
+        snprintf(tm->err, sizeof tm->err, "fk_context_init: %s", fk_last_error_message());
+        return;
+    }
+    float *in = make_inputs(c);
+    char  *fx = (char *)xmalloc(8 * tb); // flash q k v do_ o dq dk dv in the dtype
+    float *nx = (float *)xmalloc(4 * fb); // naive o dq dk dv
+    float *lse = (float *)xmalloc((size_t)nl * sizeof(float));
+    size_t nws = naive_attn_bwd_scratch_bytes(&s, c->threads); // the larger of the two passes'
+    void  *nw  = xmalloc(nws);
+    double *tf = (double *)calloc((size_t)c->reps, sizeof(double)), *tn = (double *)calloc((size_t)c->reps, sizeof(double));
+    double *tr = (double *)calloc((size_t)c->reps, sizeof(double));
+    if (!in || !fx || !nx || !lse || !nw || !tf || !tn || !tr) {
+        snprintf(tm->err, sizeof tm->err, "timing: out of host memory (naive needs %s)", HUMAN(nws));
+        return;
+    }
+    for (int i = 0; i < 4; i++) store_as(fx + i * tb, c->dtype, in + i * n, n);
+    fk_attn_args a = make_args(c, fx, fx + tb, fx + 2 * tb, fx + 4 * tb, lse, fx + 3 * tb, fx + 5 * tb, fx + 6 * tb,
+                               fx + 7 * tb);
+    for (int bwd = 0; bwd < 1 + c->do_bwd; bwd++) {
+        size_t ws = 0;
+        st        = bwd ? fk_attn_bwd_workspace_size(ctx, &a, &ws) : fk_attn_fwd_workspace_size(ctx, &a, &ws);
+        void *w   = st ? NULL : xmalloc(ws);
+        if (st || !w) {
+            snprintf(tm->err, sizeof tm->err, "timing: workspace: %s", fk_last_error_message());
+            return;
+        }
+        for (int i = 0; i < c->warmup + c->reps; i++) {
+            double t0 = now_ms();
+            st        = bwd ? fk_attn_bwd(ctx, &a, w, ws, NULL) : fk_attn_fwd(ctx, &a, w, ws, NULL);
+            double t1 = now_ms();
+            if (st) {
+                snprintf(tm->err, sizeof tm->err, "timing: %s", fk_last_error_message());
+                return;
+            }
+            if (bwd)
+                naive_attn_bwd(&s, c->threads, in, in + n, in + 2 * n, nx, in + 3 * n, nx + n, nx + 2 * n, nx + 3 * n,
+                               nw);
+            else
+                naive_attn_fwd(&s, c->threads, in, in + n, in + 2 * n, nx, nw);
+            double t2 = now_ms();
+            if (i >= c->warmup) {
+                tf[i - c->warmup] = t1 - t0;
+                tn[i - c->warmup] = t2 - t1;
+                tr[i - c->warmup] = (t2 - t1) / (t1 - t0);
+            }
+        }
+        tm->flash_ms[bwd] = median(tf, c->reps);
+        tm->naive_ms[bwd] = median(tn, c->reps);
+        tm->ratio[bwd]    = median(tr, c->reps);
+        free(w);
+    }
+    tm->ok = 1;
 }
 
 static double max_abs_diff(const float *a, const float *b, int64_t n, double *ref_max) {
@@ -631,14 +731,14 @@ static int cmp_run(const cmp_cfg *c, cmp_out *out) {
     memset(out, 0, sizeof *out);
     const int64_t n   = q_elems(c);
     const size_t  tb  = (size_t)n * sizeof(float);
-    const size_t  hdr = (sizeof(path_result) * 2 + 4095) / 4096 * 4096;
+    const size_t  hdr = (sizeof(path_result) * 2 + sizeof(timing) + 4095) / 4096 * 4096;
     out->shared_bytes = hdr + 8 * tb;
     out->shared = mmap(NULL, out->shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (out->shared == MAP_FAILED) {
         out->shared = NULL;
         return -1;
     }
-    path_result *pf = (path_result *)out->shared, *pn = pf + 1;
+    path_result *pf = (path_result *)out->shared, *pn = pf + 1; // then a timing record
     float       *b  = (float *)((char *)out->shared + hdr);
     out->f_o = b, out->f_dq = b + n, out->f_dk = b + 2 * n, out->f_dv = b + 3 * n;
     out->n_o = b + 4 * n, out->n_dq = b + 5 * n, out->n_dk = b + 6 * n, out->n_dv = b + 7 * n;
@@ -647,9 +747,41 @@ static int cmp_run(const cmp_cfg *c, cmp_out *out) {
 #else
     out->threads_used = 1;
 #endif
-    if (c->device.kind == FK_DEVICE_CUDA) flash_cuda(c, out, pf);
-    else run_forked(flash_cpu, c, out, pf);
-    if (c->do_naive) run_forked(naive_cpu, c, out, pn);
+    pf->fwd.ratio = pf->bwd.ratio = NAN;
+    if (c->device.kind == FK_DEVICE_CUDA) {
+        flash_cuda(c, out, pf);
+        if (c->do_naive) { // the CPU naive gives the reference outputs only
+            cmp_cfg one = *c;
+            one.device  = (fk_device){FK_DEVICE_CPU, 0};
+            one.reps = 1, one.warmup = 0;
+            run_forked(naive_cpu, &one, out, pn);
+        }
+    } else if (!c->do_naive) {
+        run_forked(flash_cpu, c, out, pf);
+    } else {
+        // Memory and outputs: one run per path, each in its own child. Times: both paths in turn, one child.
+        cmp_cfg one = *c;
+        one.reps = 1, one.warmup = 0;
+        run_forked(flash_cpu, &one, out, pf);
+        run_forked(naive_cpu, &one, out, pn);
+        timing     *tm = (timing *)(pn + 1);
+        timing_call tc = {c, tm};
+        char        err[512];
+        if (pf->ok && pn->ok) {
+            if (fork_call(timing_cpu, &tc, err, sizeof err) != 0) snprintf(tm->err, sizeof tm->err, "%s", err);
+            if (!tm->ok) {
+                pf->ok = 0;
+                snprintf(pf->err, sizeof pf->err, "%s", tm->err);
+            } else {
+                for (int p = 0; p < 2; p++) {
+                    pass_result *f = p ? &pf->bwd : &pf->fwd, *nv = p ? &pn->bwd : &pn->fwd;
+                    f->ms    = tm->flash_ms[p];
+                    nv->ms   = tm->naive_ms[p];
+                    f->ratio = tm->ratio[p];
+                }
+            }
+        }
+    }
     out->flash = *pf;
     out->naive = *pn;
     out->err_o = out->err_dq = out->err_dk = out->err_dv = NAN;
@@ -969,7 +1101,7 @@ static void print_pass(const cmp_cfg *c, const cmp_out *o, int bwd, int csv) {
         printf("%s,%s,%s,%lld,%lld,%lld,%lld,%d,%d,%.3f,%.3f,%.3f,%lld,%lld,%lld,%lld,%.3g,%.3g\n", bwd ? "bwd" : "fwd",
                c->device.kind == FK_DEVICE_CUDA ? "cuda" : "cpu", fk_dtype_name(c->dtype), (long long)c->batch,
                (long long)c->heads, (long long)c->seqlen, (long long)c->dim, c->causal, o->threads_used, f->ms,
-               nv->ran ? nv->ms : NAN, nv->ran ? nv->ms / f->ms : NAN, (long long)f->allocated,
+               nv->ran ? nv->ms : NAN, nv->ran ? f->ratio : NAN, (long long)f->allocated,
                (long long)(nv->ran ? nv->allocated : -1), (long long)f->rss, (long long)(nv->ran ? nv->rss : -1), err,
                ref);
         return;
@@ -982,8 +1114,9 @@ static void print_pass(const cmp_cfg *c, const cmp_out *o, int bwd, int csv) {
     if (nv->ran) {
         printf("  %-8s %10.2f %10.1f %14s %14s\n", "naive", nv->ms, flops / (nv->ms * 1e6), human(b3, 32, nv->allocated),
                rss_str(b4, 32, nv->rss));
-        printf("  naive / flash time %.2fx, memory (allocated) %.1fx; max |flash - naive| = %.3g (max |naive| %.3g)\n",
-               nv->ms / f->ms, (double)nv->allocated / (double)f->allocated, err, ref);
+        printf("  naive / flash time %.2fx (median of per-pair ratios), memory (allocated) %.1fx;\n"
+               "  max |flash - naive| = %.3g (max |naive| %.3g)\n",
+               f->ratio, (double)nv->allocated / (double)f->allocated, err, ref);
     }
 }
 
@@ -1136,7 +1269,7 @@ static int cmd_demo(int argc, char **argv) {
         for (int bwd = 0; bwd < 2; bwd++) {
             const pass_result *f = bwd ? &o.flash.bwd : &o.flash.fwd, *nv = bwd ? &o.naive.bwd : &o.naive.fwd;
             printf("%-9s flash %8.2f ms", bwd ? "backward" : "forward", f->ms);
-            if (!cuda) printf("   naive %8.2f ms   (%.2fx)", nv->ms, nv->ms / f->ms);
+            if (!cuda) printf("   naive %8.2f ms   (naive/flash %.2fx)", nv->ms, f->ratio);
             else printf("   (naive timed on the CPU: not compared)");
             printf("\n");
             printf("  memory  flash %s beyond inputs (%s %s)   naive %s (RSS +%s)\n", human(b1, 32, f->allocated),

@@ -10,6 +10,11 @@
  */
 #include "naive_attn.h"
 
+// -std=c11 turns off floating-point contraction; the micro-kernels need a*b+c as one FMA, as any BLAS has.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
