@@ -214,10 +214,12 @@ inline fk_status scope_status(const char *op, const DeviceScope &s, int index) {
     return fk_error(FK_STATUS_CUDA_ERROR, "%s: selecting cuda:%d failed: %s", op, index, cudaGetErrorString(s.err));
 }
 
-// After a launch: the launch error (bad configuration, no kernel image for this device, ...), as a status.
-inline fk_status launch_status(const char *op, const char *kernel) {
-    cudaError_t e = cudaGetLastError();
+// The result of a launch (cudaLaunchKernel's return, or cudaGetLastError() right after a <<<>>> launch) as a
+// status. A failed launch also leaves its error as the thread's "last error": it is cleared here, so the next
+// flashkit call (which checks cudaGetLastError after its own <<<>>> launches) does not report it again.
+inline fk_status launch_result(const char *op, const char *kernel, cudaError_t e) {
     if (e == cudaSuccess) return FK_STATUS_SUCCESS;
+    (void)cudaGetLastError();
     return fk_error(FK_STATUS_CUDA_ERROR, "%s: launching %s failed: %s", op, kernel, cudaGetErrorString(e));
 }
 

@@ -145,12 +145,13 @@ template <typename T, int N> __global__ void __launch_bounds__(512) rms_fwd_loop
 // --- backward --------------------------------------------------------------------------------------------
 
 // Shared memory of the register-resident backward: the weight (offset added) and the block's partial dweight
-// row, fp32, as two [nvec][S] arrays (vector idx's N columns at idx * S, S = smem_stride<N>). Each column
-// belongs to one thread. Kept in registers instead they would cost 2 x VPT x N registers (bf16, VPT 4: spills
-// at the 128-register cap); staging the weight also takes the run-time weight-dtype switch out of the row loop.
-// S = 12 for N = 8: a quarter warp's 16-byte accesses then start at banks 0, 12, 24, 4, ... (conflict-free);
-// N = 4 and N = 1 are dense already.
-template <int N> constexpr int smem_stride() { return N == 8 ? 12 : N; }
+// row, fp32, as two [nvec][N] arrays (vector idx's N columns at idx * N), read and written as 16-byte
+// accesses. Each column belongs to one thread. Kept in registers instead they would cost 2 x VPT x N registers
+// (bf16, VPT 4: spills at the 128-register cap); staging the weight also takes the run-time weight-dtype
+// switch out of the row loop. Dense rows (N = 8: a quarter warp's float4 accesses fall 2-way on the banks)
+// rather than padded ones: padding to 12 took 48 KB at hidden 4096 and would cap blocks per SM by shared
+// memory, while shared bandwidth is far from the limit here.
+template <int N> constexpr int smem_stride() { return N; }
 
 template <int N> __device__ __forceinline__ void lds(const float *p, float (&f)[N]) {
     if constexpr (N % 4 == 0) {
@@ -348,6 +349,7 @@ struct Plan {
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
 constexpr int kWsAlign    = 256;
+constexpr size_t kStaticSmem = 32 * sizeof(float); // block_sum's buffer
 constexpr int kVpts[]     = {1, 2, 3, 4, 5, 6, 8}; // compiled register-resident shapes
 
 // Block size and vectors per thread. Blocks of <= 128 threads with several 16-byte vectors per thread: the
@@ -430,15 +432,17 @@ fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsno
     choose_shape(pl->nvec, bwd ? 4 : 8, pl);
     pl->ld = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
-    pl->smem = bwd && pl->vpt > 0 ? 2 * (size_t)(pl->n == 8 ? 12 : pl->n) * (size_t)pl->nvec * sizeof(float) : 0;
-    if (pl->smem > (size_t)ctx->max_smem_optin) pl->vpt = 0, pl->threads = kMaxThreads, pl->smem = 0;
+    pl->smem = bwd && pl->vpt > 0 ? 2 * (size_t)pl->n * (size_t)pl->nvec * sizeof(float) : 0;
+    if (pl->smem + kStaticSmem > (size_t)ctx->max_smem_optin) pl->vpt = 0, pl->threads = kMaxThreads, pl->smem = 0;
     if (!bwd) {
         pl->grid = p->rows < 0x7fffffff ? p->rows : 0x7fffffff;
         return FK_STATUS_SUCCESS;
     }
     const void *k = pick_kernel(p->dtype, *pl, true);
     cudaError_t e = cudaSuccess;
-    if (pl->smem > 48 * 1024) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl->smem);
+    // Past 48 KB in all (the static reduction buffer included) a kernel must opt in to more.
+    if (pl->smem + kStaticSmem > 48 * 1024)
+        e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl->smem);
     int per_sm = 0;
     if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, pl->threads, pl->smem);
     if (e != cudaSuccess)
@@ -478,11 +482,8 @@ extern "C" fk_status fk_cuda_rmsnorm_fwd(const struct fk_context *ctx, const fk_
     FK_TRY(scope_status(op, scope, ctx->device.index));
     Plan pl;
     FK_TRY(make_plan(op, ctx, p, false, &pl));
-    RmsArgs     a = make_args(p, pl);
-    cudaError_t e = launch(pick_kernel(p->dtype, pl, false), pl, a, (cudaStream_t)stream);
-    if (e != cudaSuccess)
-        return fk_error(FK_STATUS_CUDA_ERROR, "%s: launching rms_fwd_kernel failed: %s", op, cudaGetErrorString(e));
-    return launch_status(op, "rms_fwd_kernel");
+    RmsArgs a = make_args(p, pl);
+    return launch_result(op, "rms_fwd_kernel", launch(pick_kernel(p->dtype, pl, false), pl, a, (cudaStream_t)stream));
 }
 
 extern "C" fk_status fk_cuda_rmsnorm_bwd_select(const struct fk_context *ctx, const fk_rmsnorm_problem *p,
@@ -509,12 +510,9 @@ extern "C" fk_status fk_cuda_rmsnorm_bwd(const struct fk_context *ctx, const fk_
     RmsArgs a = make_args(p, pl);
     a.partial = (float *)(((uintptr_t)ws + kWsAlign - 1) & ~(uintptr_t)(kWsAlign - 1));
     cudaStream_t st = (cudaStream_t)stream;
-    cudaError_t  e  = launch(pick_kernel(p->dtype, pl, true), pl, a, st);
-    if (e != cudaSuccess)
-        return fk_error(FK_STATUS_CUDA_ERROR, "%s: launching rms_bwd_kernel failed: %s", op, cudaGetErrorString(e));
-    FK_TRY(launch_status(op, "rms_bwd_kernel"));
+    FK_TRY(launch_result(op, "rms_bwd_kernel", launch(pick_kernel(p->dtype, pl, true), pl, a, st)));
     const dim3 rgrid((unsigned)ceil_div(p->hidden, 32)), rblock(32, kRedRows);
     rms_dweight_reduce_kernel<<<rgrid, rblock, 0, st>>>(a.partial, pl.grid, pl.ld, p->hidden, p->dweight,
                                                         p->dweight_dtype);
-    return launch_status(op, "rms_dweight_reduce_kernel");
+    return launch_result(op, "rms_dweight_reduce_kernel", cudaGetLastError());
 }

@@ -309,10 +309,8 @@ fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stre
                     : p->dtype == FK_DTYPE_F16 ? pick<__half>(vec, il)
                                                : pick<__nv_bfloat16>(vec, il);
     void       *params[] = {&r};
-    cudaError_t e        = cudaLaunchKernel(k, dim3((unsigned)blocks), dim3((unsigned)tx, (unsigned)r.ty), params, 0, st);
-    if (e != cudaSuccess)
-        return fk_error(FK_STATUS_CUDA_ERROR, "%s: launching rope_kernel failed: %s", op, cudaGetErrorString(e));
-    return launch_status(op, "rope_kernel");
+    return launch_result(op, "rope_kernel",
+                         cudaLaunchKernel(k, dim3((unsigned)blocks), dim3((unsigned)tx, (unsigned)r.ty), params, 0, st));
 }
 
 } // namespace

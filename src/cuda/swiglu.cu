@@ -109,7 +109,7 @@ fk_status run(const struct fk_context *ctx, const fk_swiglu_problem *p, void *st
     case FK_DTYPE_F16: (bwd ? launch_t<__half, true> : launch_t<__half, false>)(ctx, a, rows, vec, st); break;
     default: (bwd ? launch_t<__nv_bfloat16, true> : launch_t<__nv_bfloat16, false>)(ctx, a, rows, vec, st); break;
     }
-    return launch_status(op, "swiglu_kernel");
+    return launch_result(op, "swiglu_kernel", cudaGetLastError());
 }
 
 } // namespace
