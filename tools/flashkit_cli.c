@@ -911,8 +911,16 @@ static void print_attn_table(const fk_attn_shape *sh, fk_device dev, int threads
             printf("  %-14s %12s %12s %12s %12s %12s\n", label, HUMAN(m.inputs), HUMAN(m.outputs), HUMAN(m.lse),
                    HUMAN(m.workspace), HUMAN(m.extra));
         }
-    printf("  (extra = everything beyond the inputs; naive = S and P matrices in the storage dtype, + an fp32\n"
-           "   softmax matrix for 16-bit dtypes, + dP and dS in the backward)\n");
+    fk_context_options opt = {threads};
+    fk_context_t       cx  = NULL;
+    int                nt  = 0;
+    if (dev.kind == FK_DEVICE_CPU && fk_context_init(dev, &opt, &cx) == FK_STATUS_SUCCESS) nt = fk_context_num_threads(cx);
+    fk_context_free(cx);
+    printf("  (extra = everything beyond the inputs; flash workspace: what the size query of ");
+    if (dev.kind == FK_DEVICE_CPU) printf("the CPU backend with %d thread(s)", nt);
+    else printf("cuda:%d", dev.index);
+    printf(" asks for;\n   naive = S and P matrices in the storage dtype, + an fp32 softmax matrix for 16-bit dtypes,"
+           " + dP and dS in the backward)\n");
 }
 
 static int cmd_memory(int argc, char **argv) {
@@ -994,9 +1002,10 @@ static int cmd_memory(int argc, char **argv) {
     // parameter count = parameters bytes / element size
     const double nparams = (double)m.parameters / (double)fk_dtype_size(dt);
     printf("model       %s%s: %lld layers, hidden %lld, heads %lld (kv %lld), head dim %lld, intermediate %lld, "
-           "vocab %lld, %.2f B parameters\n",
+           "vocab %lld, %.2f %s parameters\n",
            p->name, custom ? " (with overrides)" : "", (long long)c.layers, (long long)c.hidden, (long long)c.nheads,
-           (long long)c.nheads_kv, (long long)d, (long long)c.intermediate, (long long)c.vocab, nparams / 1e9);
+           (long long)c.nheads_kv, (long long)d, (long long)c.intermediate, (long long)c.vocab,
+           nparams >= 1e9 ? nparams / 1e9 : nparams / 1e6, nparams >= 1e9 ? "B" : "M");
     printf("step        batch %lld x seqlen %lld, %s weights and activations%s, Adam, %s attention%s\n",
            (long long)c.batch, (long long)c.seqlen, fk_dtype_name(dt), c.master_fp32 ? " + fp32 master" : "",
            c.flash ? "flash" : "naive", c.recompute ? ", activation recompute per layer" : "");
