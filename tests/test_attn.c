@@ -70,10 +70,15 @@ static void run_case(const backend *be, fk_dtype dt, const attn_case *c0, uint64
     if (!cc.win) cc.wl = cc.wr = -1;
     const attn_case *c = &cc;
     char args[400], sigf[460], sigb[460];
+    int64_t sig_sq = c->sq, sig_sk = c->sk; // varlen: the longest sequences
+    for (int i = 0; i < c->nvar; i++) {
+        sig_sq = c->lq[i] > sig_sq ? c->lq[i] : sig_sq;
+        sig_sk = c->lk[i] > sig_sk ? c->lk[i] : sig_sk;
+    }
     snprintf(args, sizeof args,
              "backend=%s,dtype=%s,d=%lld,sq=%lld,sk=%lld,hq=%lld,hkv=%lld,b=%lld,causal=%d,wl=%lld,wr=%lld,softcap=%g,"
              "alibi=%d,varlen=%d,packed=%d,simd=%s",
-             be->name, fk_dtype_name(dt), (long long)c->d, (long long)c->sq, (long long)c->sk, (long long)c->hq,
+             be->name, fk_dtype_name(dt), (long long)c->d, (long long)sig_sq, (long long)sig_sk, (long long)c->hq,
              (long long)c->hkv, (long long)(c->nvar ? c->nvar : c->batch), c->causal, (long long)c->wl,
              (long long)c->wr, (double)c->softcap, c->alibi, c->nvar > 0, c->packed, simd_label);
     snprintf(sigf, sizeof sigf, "ATTN_FWD(%s)", args);
@@ -627,13 +632,16 @@ static void run_negative(fk_context_t ctx) {
     // Overflow: a span (fk_check_tensor) and a size product with broadcast (stride 0) extents.
     CASE("q span overflows", (a.q.shape[0] = (int64_t)1 << 40, a.q.stride[0] = (int64_t)1 << 40),
          FK_STATUS_BAD_PARAM_OVERFLOW, 1, 1);
-    {
+    {   // Built field by field: fk_tensor_make would compute contiguous strides, which overflow here.
         const int64_t Bh = (int64_t)1 << 40, Sh = (int64_t)1 << 30;
+        fk_tensor bq = a.q, bk = a.k;
+        bq.shape[0] = Bh, bq.shape[1] = Sh, bq.shape[2] = 1, bq.shape[3] = 1;
+        bq.stride[0] = bq.stride[1] = bq.stride[2] = 0, bq.stride[3] = 1;
+        bk.shape[0] = Bh, bk.shape[1] = 1, bk.shape[2] = 1, bk.shape[3] = 1;
+        bk.stride[0] = bk.stride[1] = bk.stride[2] = 0, bk.stride[3] = 1;
         CASE("batch x seqlen x heads x dim overflows",
-             (a.q = fk_tensor_make(e->q, FK_DTYPE_F32, a.q.device, 4, (int64_t[]){Bh, Sh, 1, 1}),
-              a.q.stride[0] = a.q.stride[1] = a.q.stride[2] = 0, a.o = a.do_ = a.dq = a.q,
-              a.k = fk_tensor_make(e->k, FK_DTYPE_F32, a.q.device, 4, (int64_t[]){Bh, 1, 1, 1}),
-              a.k.stride[0] = a.k.stride[1] = a.k.stride[2] = 0, a.v = a.dk = a.dv = a.k, a.lse = fk_tensor_none()),
+             (bq.data = e->q, bk.data = e->k, a.q = a.o = a.do_ = a.dq = bq, a.k = a.v = a.dk = a.dv = bk,
+              a.lse = fk_tensor_none()),
              FK_STATUS_BAD_PARAM_OVERFLOW, 1, 0);
     }
     // Workspace.
