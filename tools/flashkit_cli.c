@@ -1116,7 +1116,8 @@ static void print_pass(const cmp_cfg *c, const cmp_out *o, int bwd, int csv) {
         return;
     }
     printf("%s\n", bwd ? "backward" : "forward");
-    printf("  %-8s %10s %10s %14s %14s\n", "path", "median ms", "GFLOP/s", "allocated", "peak RSS +");
+    printf("  %-8s %10s %10s %14s %14s\n", "path", "median ms", "GFLOP/s", "allocated",
+           c->device.kind == FK_DEVICE_CUDA ? "device mem +" : "peak RSS +");
     printf("  %-8s %10.2f %10.1f %14s %14s\n", "flash", f->ms, flops / (f->ms * 1e6), human(b1, 32, f->allocated),
            c->device.kind == FK_DEVICE_CUDA ? (f->dev_used >= 0 ? human(b2, 32, f->dev_used) : "n/a")
                                             : rss_str(b2, 32, f->rss));
