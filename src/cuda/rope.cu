@@ -6,7 +6,7 @@
  * head — NP rotation pairs (half-split: features [i0, i0 + NP) and [half + i0, ...), one 16-byte vector each;
  * interleaved: one 16-byte vector of NP pairs) or one vector of the unrotated tail — and applies it to every
  * G-th head of the token: the angles are formed (or read from the tables) once per thread and token, not once
- * per head. A thread loads the vectors of up to kHeadsInFlight heads before it stores any, so several 16-byte
+ * per head. A thread loads the vectors of up to HIF heads before it stores any, so several 16-byte
  * loads are in flight per thread even though outputs may alias inputs (in place): heads never overlap.
  * One pass: every input byte is read once and every output byte written once (the tables add [seqlen, half]
  * once per token, from L2 after the first head group).
@@ -34,8 +34,8 @@ using namespace fk_ops;
 namespace {
 
 constexpr int kInvFreqMax     = 256;  // inv_freq passed in the kernel parameters (2 KiB); beyond, exp2 on device
-constexpr int kHeadsInFlight  = 4;    // heads a thread loads before it stores (4 x 2 x 16 B in flight)
-constexpr int kThreadsTarget  = 128;  // threads a block aims at (and at most has: __launch_bounds__)
+constexpr int kThreadsTarget  = 128;  // threads a block aims at (at most 256: __launch_bounds__)
+constexpr int kHeadsInFlightDefault = 4; // heads a thread loads before it stores (x 2 x 16 B in flight)
 constexpr int64_t kPosChunk   = 2048; // positions copied to the host per round for the range check
 
 struct RopeArgs {
@@ -117,7 +117,7 @@ template <typename T> __device__ __forceinline__ HeadPtr head_ptr(const RopeArgs
 
 // NP pairs per rotation unit; IL interleaved. Half-split units are two packs of NP elements (i0 and half + i0),
 // interleaved units one pack of 2 NP elements at 2 i0. Scalar fallback: NP = 1.
-template <typename T, int NP, bool IL> __global__ void __launch_bounds__(128) rope_kernel(const RopeArgs a) {
+template <typename T, int NP, bool IL, int HIF> __global__ void __launch_bounds__(256) rope_kernel(const RopeArgs a) {
     constexpr int PN = IL ? 2 * NP : NP; // elements per pack
     using P          = Pack<T, PN>;
     const int64_t t  = (int64_t)blockIdx.x * a.ty + threadIdx.y;
@@ -133,10 +133,10 @@ template <typename T, int NP, bool IL> __global__ void __launch_bounds__(128) ro
             float     c[NP], sn[NP];
             angles<T, NP>(a, p, i0, c, sn);
             const int o1 = IL ? 2 * i0 : i0, o2 = a.half + i0; // element offsets of the packs
-            for (int h0 = g; h0 < a.nheads_total; h0 += kHeadsInFlight * a.g) {
-                P x1[kHeadsInFlight], x2[kHeadsInFlight];
+            for (int h0 = g; h0 < a.nheads_total; h0 += HIF * a.g) {
+                P x1[HIF], x2[HIF];
 #pragma unroll
-                for (int j = 0; j < kHeadsInFlight; j++) {
+                for (int j = 0; j < HIF; j++) {
                     const int hh = h0 + j * a.g;
                     if (hh < a.nheads_total) {
                         const HeadPtr hp = head_ptr<T>(a, b, s, hh);
@@ -145,7 +145,7 @@ template <typename T, int NP, bool IL> __global__ void __launch_bounds__(128) ro
                     }
                 }
 #pragma unroll
-                for (int j = 0; j < kHeadsInFlight; j++) {
+                for (int j = 0; j < HIF; j++) {
                     const int hh = h0 + j * a.g;
                     if (hh < a.nheads_total) {
                         const HeadPtr hp = head_ptr<T>(a, b, s, hh);
@@ -238,14 +238,29 @@ bool views_aligned(const fk_rope_problem *p, size_t es) {
     return ok;
 }
 
-template <typename T>
+template <typename T, int HIF>
 const void *pick(bool vec, bool il) {
     constexpr int V = kVec<T>;
-    if (vec) return il ? (const void *)rope_kernel<T, V / 2, true> : (const void *)rope_kernel<T, V, false>;
-    return il ? (const void *)rope_kernel<T, 1, true> : (const void *)rope_kernel<T, 1, false>;
+    if (vec) return il ? (const void *)rope_kernel<T, V / 2, true, HIF> : (const void *)rope_kernel<T, V, false, HIF>;
+    return il ? (const void *)rope_kernel<T, 1, true, HIF> : (const void *)rope_kernel<T, 1, false, HIF>;
 }
 
-fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stream, bool bwd) {
+// Launch shape: heads loaded per thread before any store, and threads per block.
+struct RopeTune {
+    int hif     = kHeadsInFlightDefault;
+    int threads = kThreadsTarget;
+};
+template <typename T> const void *pick_hif(bool vec, bool il, int hif) {
+    switch (hif) {
+    case 1: return pick<T, 1>(vec, il);
+    case 2: return pick<T, 2>(vec, il);
+    case 8: return pick<T, 8>(vec, il);
+    default: return pick<T, 4>(vec, il);
+    }
+}
+
+fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stream, bool bwd,
+              RopeTune tune = RopeTune()) {
     const char *op = bwd ? "rope_bwd" : "rope_fwd";
     if (p->dtype != FK_DTYPE_F32 && p->dtype != FK_DTYPE_F16 && p->dtype != FK_DTYPE_BF16)
         return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: dtype %s is not supported on CUDA", op,
@@ -292,12 +307,13 @@ fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stre
 
     // Threads: ux units x g head groups per token (~kThreadsTarget), ty tokens per block.
     const int units = r.units_rot + r.units_tail;
-    r.ux            = units < kThreadsTarget ? units : kThreadsTarget;
-    int gmax        = kThreadsTarget / r.ux;
+    const int target = tune.threads;
+    r.ux             = units < target ? units : target;
+    int gmax         = target / r.ux;
     r.g             = (int)(htot < gmax ? htot : gmax);
     if (r.g < 1) r.g = 1;
     const int tx = r.ux * r.g;
-    r.ty         = kThreadsTarget / tx;
+    r.ty         = target / tx;
     if (r.ty < 1) r.ty = 1;
     if (r.ty > r.tokens) r.ty = (int)r.tokens;
     const int64_t blocks = ceil_div(r.tokens, r.ty);
@@ -305,9 +321,9 @@ fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stre
         return fk_error(FK_STATUS_NOT_SUPPORTED_FEATURE, "%s: batch x seqlen = %lld is beyond the CUDA grid", op,
                         (long long)r.tokens);
 
-    const void *k = p->dtype == FK_DTYPE_F32   ? pick<float>(vec, il)
-                    : p->dtype == FK_DTYPE_F16 ? pick<__half>(vec, il)
-                                               : pick<__nv_bfloat16>(vec, il);
+    const void *k = p->dtype == FK_DTYPE_F32   ? pick_hif<float>(vec, il, tune.hif)
+                    : p->dtype == FK_DTYPE_F16 ? pick_hif<__half>(vec, il, tune.hif)
+                                               : pick_hif<__nv_bfloat16>(vec, il, tune.hif);
     void       *params[] = {&r};
     return launch_result(op, "rope_kernel",
                          cudaLaunchKernel(k, dim3((unsigned)blocks), dim3((unsigned)tx, (unsigned)r.ty), params, 0, st));

@@ -24,51 +24,95 @@ struct SwigluArgs {
     int64_t     width, vpr, total; // vectors per row, rows * vpr
 };
 
-__device__ __forceinline__ float sigmoid(float g) { return 1.0f / (1.0f + expf(-g)); }
+// 1 / (1 + e^-g) from the special-function unit's exp2 (relative error ~2^-22 for |g| < 100) and a correctly
+// rounded reciprocal: a few instructions where expf + an IEEE divide take ~30 with their slow-path branches,
+// which at U = 2 vectors per thread cost registers (occupancy) and issue slots. fp32 results stay within a few
+// ulp of the CPU's g / (1 + expf(-g)) (test tolerance 1e-5 relative); g < -87 gives e^-g = inf and sig = 0.
+__device__ __forceinline__ float sigmoid(float g) { return __frcp_rn(1.0f + __expf(-g)); }
 
-template <typename T, int N, bool BWD>
+// Vector i of the [rows, vpr] grid of vectors: its row and first column. One long row (contiguous operands)
+// needs no division; otherwise a 32-bit division when the vector count allows (a 64-bit one is a ~70
+// instruction subroutine).
+__device__ __forceinline__ void locate(const SwigluArgs &a, int64_t i, int64_t &r, int64_t &j, int n_per_vec) {
+    if (a.vpr == a.total) r = 0;
+    else if (a.total <= 0xffffffffll) r = (int64_t)((uint32_t)i / (uint32_t)a.vpr);
+    else r = i / a.vpr;
+    j = (i - r * a.vpr) * n_per_vec;
+}
+
+// U vectors per thread per step, all loaded before any is used: U x (2 or 3) x 16 bytes in flight per thread.
+template <typename T, int N, bool BWD, int U>
 __global__ void __launch_bounds__(256) swiglu_kernel(const SwigluArgs a) {
-    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.total; i += stride) {
-        const int64_t r = i / a.vpr, j = (i - r * a.vpr) * N;
-        const int     n = a.width - j < N ? (int)(a.width - j) : N;
-        float g[N], u[N];
-        unpack<T, N>(load_pack_any<T, N>(static_cast<const T *>(a.gate) + r * a.gate_rs + j, n), g);
-        unpack<T, N>(load_pack_any<T, N>(static_cast<const T *>(a.up) + r * a.up_rs + j, n), u);
-        if (!BWD) {
-            float o[N];
+    using P             = Pack<T, N>;
+    const int64_t nthr  = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i0 < a.total; i0 += nthr * U) {
+        P       gp[U], up[U], dp[U];
+        int64_t r[U], j[U];
+        int     n[U];
 #pragma unroll
-            for (int k = 0; k < N; k++) o[k] = g[k] / (1.0f + expf(-g[k])) * u[k]; // the CPU's expression
-            store_pack_any<T, N>(static_cast<T *>(a.out) + r * a.out_rs + j, pack<T, N>(o), n);
-        } else {
-            float d[N], dg[N], du[N];
-            unpack<T, N>(load_pack_any<T, N>(static_cast<const T *>(a.dout) + r * a.dout_rs + j, n), d);
-#pragma unroll
-            for (int k = 0; k < N; k++) {
-                const float s = sigmoid(g[k]);
-                dg[k]         = d[k] * u[k] * s * (1.0f + g[k] * (1.0f - s));
-                du[k]         = d[k] * g[k] * s;
+        for (int k = 0; k < U; k++) {
+            const int64_t i = i0 + k * nthr;
+            n[k]            = 0;
+            if (i < a.total) {
+                locate(a, i, r[k], j[k], N);
+                n[k]  = a.width - j[k] < N ? (int)(a.width - j[k]) : N;
+                gp[k] = load_pack_any<T, N>(static_cast<const T *>(a.gate) + r[k] * a.gate_rs + j[k], n[k]);
+                up[k] = load_pack_any<T, N>(static_cast<const T *>(a.up) + r[k] * a.up_rs + j[k], n[k]);
+                if (BWD) dp[k] = load_pack_any<T, N>(static_cast<const T *>(a.dout) + r[k] * a.dout_rs + j[k], n[k]);
             }
-            store_pack_any<T, N>(static_cast<T *>(a.dgate) + r * a.dgate_rs + j, pack<T, N>(dg), n);
-            store_pack_any<T, N>(static_cast<T *>(a.dup) + r * a.dup_rs + j, pack<T, N>(du), n);
+        }
+#pragma unroll
+        for (int k = 0; k < U; k++) {
+            if (n[k] == 0) continue;
+            opaque(gp[k]), opaque(up[k]); // ordered after the previous vector's stores: no interleaved math
+            if (BWD) opaque(dp[k]);
+            float g[N], u[N];
+            unpack<T, N>(gp[k], g);
+            unpack<T, N>(up[k], u);
+            if (!BWD) {
+                float o[N];
+#pragma unroll
+                for (int e = 0; e < N; e++) o[e] = g[e] * sigmoid(g[e]) * u[e];
+                store_pack_any<T, N>(static_cast<T *>(a.out) + r[k] * a.out_rs + j[k], pack<T, N>(o), n[k]);
+            } else {
+                float d[N], dg[N], du[N];
+                unpack<T, N>(dp[k], d);
+#pragma unroll
+                for (int e = 0; e < N; e++) {
+                    const float sg = sigmoid(g[e]);
+                    dg[e]          = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
+                    du[e]          = d[e] * g[e] * sg;
+                }
+                store_pack_any<T, N>(static_cast<T *>(a.dgate) + r[k] * a.dgate_rs + j[k], pack<T, N>(dg), n[k]);
+                store_pack_any<T, N>(static_cast<T *>(a.dup) + r[k] * a.dup_rs + j[k], pack<T, N>(du), n[k]);
+            }
+            asm volatile("" ::: "memory"); // one vector's math at a time: interleaving U of them costs registers
         }
     }
 }
 
-constexpr int kThreads = 256;
+#ifndef FK_SWIGLU_U
+#define FK_SWIGLU_U 2
+#endif
+#ifndef FK_SWIGLU_THREADS
+#define FK_SWIGLU_THREADS 256
+#endif
+constexpr int kU       = FK_SWIGLU_U;
+constexpr int kThreads = FK_SWIGLU_THREADS;
 
-template <typename T, bool BWD>
-void launch_t(const struct fk_context *ctx, SwigluArgs a, int64_t rows, bool vec, cudaStream_t st) {
+template <typename T, bool BWD, int U = kU>
+void launch_t(const struct fk_context *ctx, SwigluArgs a, int64_t rows, bool vec, cudaStream_t st,
+              int threads = kThreads) {
     const int N = vec ? kVec<T> : 1;
     a.vpr       = ceil_div(a.width, N);
     a.total     = rows * a.vpr;
-    // One vector per thread while the grid is small; beyond 64 waves of full occupancy a grid-stride loop
-    // (fewer, longer-lived blocks: no measurable difference, and the grid stays inside 2^31 blocks).
-    int64_t blocks = ceil_div(a.total, kThreads);
-    const int64_t cap = (int64_t)ctx->sm_count * 8 * 64;
+    // Enough blocks for every vector while that is under 64 waves of full occupancy; beyond, a grid-stride
+    // loop (the grid stays inside 2^31 blocks).
+    int64_t       blocks = ceil_div(a.total, (int64_t)threads * U);
+    const int64_t cap    = (int64_t)ctx->sm_count * (2048 / threads) * 64;
     if (blocks > cap) blocks = cap;
-    if (vec) swiglu_kernel<T, kVec<T>, BWD><<<(unsigned)blocks, kThreads, 0, st>>>(a);
-    else swiglu_kernel<T, 1, BWD><<<(unsigned)blocks, kThreads, 0, st>>>(a);
+    if (vec) swiglu_kernel<T, kVec<T>, BWD, U><<<(unsigned)blocks, threads, 0, st>>>(a);
+    else swiglu_kernel<T, 1, BWD, U><<<(unsigned)blocks, threads, 0, st>>>(a);
 }
 
 fk_status run(const struct fk_context *ctx, const fk_swiglu_problem *p, void *stream, bool bwd) {
@@ -105,9 +149,16 @@ fk_status run(const struct fk_context *ctx, const fk_swiglu_problem *p, void *st
     FK_TRY(scope_status(op, scope, ctx->device.index));
     cudaStream_t st = (cudaStream_t)stream;
     switch (p->dtype) {
-    case FK_DTYPE_F32: (bwd ? launch_t<float, true> : launch_t<float, false>)(ctx, a, rows, vec, st); break;
-    case FK_DTYPE_F16: (bwd ? launch_t<__half, true> : launch_t<__half, false>)(ctx, a, rows, vec, st); break;
-    default: (bwd ? launch_t<__nv_bfloat16, true> : launch_t<__nv_bfloat16, false>)(ctx, a, rows, vec, st); break;
+    case FK_DTYPE_F32:
+        bwd ? launch_t<float, true>(ctx, a, rows, vec, st) : launch_t<float, false>(ctx, a, rows, vec, st);
+        break;
+    case FK_DTYPE_F16:
+        bwd ? launch_t<__half, true>(ctx, a, rows, vec, st) : launch_t<__half, false>(ctx, a, rows, vec, st);
+        break;
+    default:
+        bwd ? launch_t<__nv_bfloat16, true>(ctx, a, rows, vec, st)
+            : launch_t<__nv_bfloat16, false>(ctx, a, rows, vec, st);
+        break;
     }
     return launch_result(op, "swiglu_kernel", cudaGetLastError());
 }
