@@ -192,8 +192,8 @@ int main() {
         for (int tables = 1; tables >= 0; tables--) {
             fk_rope_problem pp = p;
             if (!tables) pp.cos_tab = pp.sin_tab = nullptr, pp.max_position = 0;
-            for (int thr : {64, 128, 256})
-                for (int hif : {1, 2, 4, 8}) {
+            for (int thr : {32, 64, 128})
+                for (int hif : {1, 2, 4}) {
                     rp::RopeTune t;
                     t.hif = hif, t.threads = thr;
                     auto f = [&] {

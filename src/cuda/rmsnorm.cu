@@ -194,15 +194,25 @@ template <typename T, int N, int VPT> __global__ void __launch_bounds__(512) rms
         }
     }
     const float inv_h = 1.0f / (float)hidden;
-    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
-        const float rstd = a.rstd[r];
-        const T    *hrow = static_cast<const T *>(a.x) + r * a.x_rs, *dyrow = static_cast<const T *>(a.dy) + r * a.dy_rs;
-        Pack<T, N>  hp[VPT], dyp[VPT];
+    // VPT 1: a software pipeline over the block's rows: row r + G's h, dy and rstd are loaded before row r's
+    // reduction, so they are in flight through the barriers and this row's dx stores. It costs no registers at
+    // VPT 1 (64 either way); at VPT 2 it took 89 -> 114 registers, one block per SM fewer, so wider rows
+    // load each row at the top of its iteration instead.
+    constexpr bool PF = VPT == 1;
+    auto load_row = [&](int64_t rr, Pack<T, N>(&h_)[VPT], Pack<T, N>(&d_)[VPT], float &rs_) {
+        const T *hrow = static_cast<const T *>(a.x) + rr * a.x_rs, *dyrow = static_cast<const T *>(a.dy) + rr * a.dy_rs;
+        rs_           = a.rstd[rr];
 #pragma unroll
         for (int v = 0; v < VPT; v++) {
             const int j = (threadIdx.x + v * blockDim.x) * N, n = min(hidden - j, N);
-            if (n > 0) hp[v] = load_pack_any<T, N>(hrow + j, n), dyp[v] = load_pack_any<T, N>(dyrow + j, n);
+            if (n > 0) h_[v] = load_pack_any<T, N>(hrow + j, n), d_[v] = load_pack_any<T, N>(dyrow + j, n);
         }
+    };
+    Pack<T, N> hp[VPT], dyp[VPT];
+    float      rstd = 0.f;
+    if (PF && (int64_t)blockIdx.x < a.rows) load_row(blockIdx.x, hp, dyp, rstd);
+    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+        if (!PF) load_row(r, hp, dyp, rstd);
         float dot = 0.f;
 #pragma unroll
         for (int v = 0; v < VPT; v++) {
@@ -223,6 +233,10 @@ template <typename T, int N, int VPT> __global__ void __launch_bounds__(512) rms
             // One vector's shared-memory traffic at a time: hoisting all of them costs 2 x VPT x N registers.
             asm volatile("" ::: "memory");
         }
+        Pack<T, N>    hn[VPT], dn[VPT];
+        float         rsn = 0.f;
+        const int64_t rn  = r + gridDim.x;
+        if (PF && rn < a.rows) load_row(rn, hn, dn, rsn);
         dot              = block_sum(dot, red);
         const float coef = rstd * rstd * dot * inv_h;
         const T    *drow  = a.dres ? static_cast<const T *>(a.dres) + r * a.dres_rs : nullptr;
@@ -254,6 +268,11 @@ template <typename T, int N, int VPT> __global__ void __launch_bounds__(512) rms
                 store_pack_any<T, N>(dxrow + j, pack<T, N>(d), n);
             }
             asm volatile("" ::: "memory");
+        }
+        if (PF) {
+#pragma unroll
+            for (int v = 0; v < VPT; v++) hp[v] = hn[v], dyp[v] = dn[v];
+            rstd = rsn;
         }
     }
     __syncthreads(); // the copy below reads columns other threads own
@@ -350,26 +369,28 @@ struct Plan {
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
 constexpr int kWsAlign    = 256;
 constexpr size_t kStaticSmem = 32 * sizeof(float); // block_sum's buffer
-constexpr int kVpts[]     = {1, 2, 3, 4, 5, 6, 8}; // compiled register-resident shapes
 
-// Block size and vectors per thread. Blocks of <= 128 threads with several 16-byte vectors per thread: the
-// bytes in flight per SM grow with VPT at a given register budget, and small blocks keep the row reduction
-// short. Among the VPTs that fit, the one leaving the fewest idle vectors (hidden 5120 bf16: 640 vectors =
-// 128 threads x 5), ties to the smaller VPT. Wider rows relax the limit to 256, then 512 threads; beyond
-// 512 x 8 vectors (32K bf16 / 16K fp32 elements) the loop kernel. The backward holds h and dy (and
-// dresidual_out) per vector: VPT > 4 spills there (ptxas -v: 128 registers and 40-430 bytes of spills for
-// 16-bit VPT 5-8), so it stops at 4 (16K bf16 / 8K fp32 elements in registers).
-void choose_shape(int64_t nvec, int max_vpt, Plan *pl) {
-    for (int limit : {128, 256, kMaxThreads}) {
-        int64_t best_idle = -1;
-        for (int vpt : kVpts) {
-            if (vpt > max_vpt) break;
-            const int64_t t = ceil_div(ceil_div(nvec, vpt), 32) * 32;
-            if (t > limit) continue;
-            const int64_t idle = t * vpt - nvec;
-            if (best_idle < 0 || idle < best_idle) best_idle = idle, pl->vpt = vpt, pl->threads = (int)t;
-        }
-        if (best_idle >= 0) return;
+// Block size and vectors per thread, from the sweep in dev/cuda/ops_tune.cu (bf16, 16K rows, H100; GB/s in
+// docs/PERF.md). Forward: 4 vectors a thread (hidden 2048-8192: 4 beat 1-3, 5, 6 and 8 by 5-35%; the row's
+// loads are all issued before the reduction), 1 for rows under 128 vectors; 8 when 4 would need more than 512
+// threads. Backward: the fewest vectors a thread that fit 512 threads (hidden 4096: VPT 1 x 512 threads gave
+// 2096 GB/s, VPT 4 x 128 1539; 5120: VPT 2 1730 vs 4 1529): its per-row work (shared-memory dweight update,
+// two barriers) is on the critical path, so wider blocks finish a row sooner. Beyond 512 x 8 (forward) or
+// 512 x 4 (backward: VPT > 4 spills) vectors, the loop kernel.
+void choose_shape(int64_t nvec, bool bwd, Plan *pl) {
+    auto threads_for = [&](int vpt) { return ceil_div(ceil_div(nvec, vpt), 32) * 32; };
+    if (!bwd) {
+        for (int vpt : {nvec < 128 ? 1 : 4, 8})
+            if (threads_for(vpt) <= kMaxThreads) {
+                pl->vpt = vpt, pl->threads = (int)threads_for(vpt);
+                return;
+            }
+    } else {
+        for (int vpt : {1, 2, 3, 4})
+            if (threads_for(vpt) <= kMaxThreads) {
+                pl->vpt = vpt, pl->threads = (int)threads_for(vpt);
+                return;
+            }
     }
     pl->vpt = 0, pl->threads = kMaxThreads;
 }
@@ -429,7 +450,7 @@ fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsno
     pl->vec  = vec;
     pl->n    = vec ? (int)(16 / es) : 1;
     pl->nvec = ceil_div(p->hidden, pl->n);
-    choose_shape(pl->nvec, bwd ? 4 : 8, pl);
+    choose_shape(pl->nvec, bwd, pl);
     pl->ld = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
     pl->smem = bwd && pl->vpt > 0 ? 2 * (size_t)pl->n * (size_t)pl->nvec * sizeof(float) : 0;

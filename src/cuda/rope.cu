@@ -34,7 +34,10 @@ using namespace fk_ops;
 namespace {
 
 constexpr int kInvFreqMax     = 256;  // inv_freq passed in the kernel parameters (2 KiB); beyond, exp2 on device
-constexpr int kThreadsTarget  = 128;  // threads a block aims at (at most 256: __launch_bounds__)
+// Threads a block aims at (at most 128: __launch_bounds__) and heads in flight per thread. Measured
+// (dev/cuda/ops_tune.cu: q and k 32 heads x 128, 16K tokens, bf16, tables fp32): 64 threads x 4 heads 2524
+// GB/s, 128 x 4 2471, 256 x 4 2164; 1-2 heads within 1%, 8 heads 25-50% slower (registers).
+constexpr int kThreadsTarget  = 64;
 constexpr int kHeadsInFlightDefault = 4; // heads a thread loads before it stores (x 2 x 16 B in flight)
 constexpr int64_t kPosChunk   = 2048; // positions copied to the host per round for the range check
 
@@ -117,7 +120,7 @@ template <typename T> __device__ __forceinline__ HeadPtr head_ptr(const RopeArgs
 
 // NP pairs per rotation unit; IL interleaved. Half-split units are two packs of NP elements (i0 and half + i0),
 // interleaved units one pack of 2 NP elements at 2 i0. Scalar fallback: NP = 1.
-template <typename T, int NP, bool IL, int HIF> __global__ void __launch_bounds__(256) rope_kernel(const RopeArgs a) {
+template <typename T, int NP, bool IL, int HIF> __global__ void __launch_bounds__(128) rope_kernel(const RopeArgs a) {
     constexpr int PN = IL ? 2 * NP : NP; // elements per pack
     using P          = Pack<T, PN>;
     const int64_t t  = (int64_t)blockIdx.x * a.ty + threadIdx.y;
@@ -254,7 +257,6 @@ template <typename T> const void *pick_hif(bool vec, bool il, int hif) {
     switch (hif) {
     case 1: return pick<T, 1>(vec, il);
     case 2: return pick<T, 2>(vec, il);
-    case 8: return pick<T, 8>(vec, il);
     default: return pick<T, 4>(vec, il);
     }
 }
