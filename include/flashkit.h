@@ -16,7 +16,8 @@
  *   - Storage dtypes are fp32, fp16 and bf16, with fp32 arithmetic; the CPU backend also takes fp64, computed
  *     in fp64 (so torch.autograd.gradcheck can run in float64). Index tensors are int32 or int64.
  *   - Ops that need scratch memory have a `*_workspace_size` query; the caller passes a buffer at least that
- *     large (on the context's device). A smaller buffer returns FK_STATUS_WORKSPACE_TOO_SMALL; the library
+ *     large (on the context's device). A smaller buffer returns FK_STATUS_WORKSPACE_TOO_SMALL, a NULL one
+ *     when bytes are needed FK_STATUS_BAD_PARAM_NULL_POINTER; the library
  *     never allocates behind the caller's back during a compute call.
  *
  * Thread safety
