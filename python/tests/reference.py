@@ -3,20 +3,29 @@ Used for NumPy and torch inputs alike, so the tests need no autograd to know the
 import numpy as np
 
 
-def attn_ref(q, k, v, causal=False, window=(-1, -1), softcap=0.0, alibi=None, scale=None, dout=None):
+def attn_ref(q, k, v, causal=False, window=(-1, -1), softcap=0.0, alibi=None, scale=None, dout=None, mags=None):
     """q: [B, Sq, Hq, D], k/v: [B, Sk, Hk, D] (float64 arrays). Returns (out, lse[B, Hq, Sq]) and, when dout
-    is given, also (dq, dk, dv)."""
+    is given, also (dq, dk, dv). With a dict `mags` and dout, also fills mags["dq"], mags["dk"]: the same
+    products over absolute values, |dS| taken as P * (|dP| + |D|) before it cancels — the size of the terms whose
+    difference dq and dk are, which is what rounding error in them scales with (see grad_floor).
+
+    softmax_scale and softcap are fp32 in the C API (fk_attn_args), and the library computes the default scale
+    as (float)(1 / sqrt(D)); the reference uses the same fp32-rounded values, so a float64 run is compared with
+    the float64 math of the function the library was actually given."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     B, Sq, Hq, D = q.shape
     _, Sk, Hk, _ = k.shape
     g = Hq // Hk
-    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    scale = float(np.float32(1.0 / np.sqrt(D) if scale is None else scale))
+    softcap = float(np.float32(softcap))
     out = np.zeros_like(q)
     lse = np.full((B, Hq, Sq), -np.inf)
     grads = dout is not None
     if grads:
         dout = np.asarray(dout, dtype=np.float64)
         dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+        if mags is not None:
+            mags["dq"], mags["dk"] = np.zeros_like(q), np.zeros_like(k)
     i = np.arange(Sq)[:, None]
     j = np.arange(Sk)[None, :]
     diag = i + Sk - Sq
@@ -60,32 +69,43 @@ def attn_ref(q, k, v, causal=False, window=(-1, -1), softcap=0.0, alibi=None, sc
                     dS = dS * (1.0 - t * t)
                 dq[b, :, h] = scale * dS @ K
                 dk[b, :, kh] += scale * dS.T @ Q
+                if mags is not None:
+                    aS = P * (np.abs(dP) + np.abs(Drow))
+                    if t is not None:
+                        aS = aS * (1.0 - t * t)
+                    mags["dq"][b, :, h] = scale * aS @ np.abs(K)
+                    mags["dk"][b, :, kh] += scale * aS.T @ np.abs(Q)
     if grads:
         return out, lse, dq, dk, dv
     return out, lse
 
 
-def attn_varlen_ref(q, k, v, cu_q, cu_k, dout=None, **kw):
-    """q: [total_q, Hq, D] packed; per sequence, attn_ref on [1, s, H, D]. Returns out, lse[Hq, total_q] (+ grads)."""
-    outs = []
+def attn_varlen_ref(q, k, v, cu_q, cu_k, dout=None, mags=None, **kw):
+    """q: [total_q, Hq, D] packed; per sequence, attn_ref on [1, s, H, D]. Returns out, lse[Hq, total_q] (+ grads;
+    mags as in attn_ref)."""
     res = [np.zeros(q.shape), np.full((q.shape[1], q.shape[0]), -np.inf)]
     if dout is not None:
         res += [np.zeros(q.shape), np.zeros(k.shape), np.zeros(v.shape)]
+        if mags is not None:
+            mags["dq"], mags["dk"] = np.zeros(q.shape), np.zeros(k.shape)
     alibi = kw.pop("alibi", None)
     for b in range(len(cu_q) - 1):
         sq, eq, sk, ek = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
         if eq == sq:
             continue
         al = None if alibi is None else (alibi if alibi.ndim == 1 else alibi[b])
+        m = {} if mags is not None else None
         r = attn_ref(q[None, sq:eq], k[None, sk:ek], v[None, sk:ek], alibi=al,
-                     dout=None if dout is None else dout[None, sq:eq], **kw)
+                     dout=None if dout is None else dout[None, sq:eq], mags=m, **kw)
         res[0][sq:eq] = r[0][0]
         res[1][:, sq:eq] = r[1][0]
         if dout is not None:
             res[2][sq:eq] = r[2][0]
             res[3][sk:ek] += r[3][0]
             res[4][sk:ek] += r[4][0]
-    del outs
+            if m:
+                mags["dq"][sq:eq] = m["dq"][0]
+                mags["dk"][sk:ek] += m["dk"][0]
     return tuple(res)
 
 
@@ -137,7 +157,16 @@ def swiglu_ref(g, u, dout=None):
     return out, dg, du
 
 
-def rel_l2(a, ref):
+def grad_floor(mag):
+    """The denominator floor for a gradient that cancels: a tenth of the L2 norm of its terms' magnitudes (mags
+    from attn_ref). dq = scale * dS @ K with dS = P * (dP - D) cancels exactly when a query row sees one key
+    (dq = dk = 0, while fp32 leaves ~eps * |dP| per element); measured against a tenth of the terms' size, such
+    a row passes at fp32 rounding, and a gradient that does not cancel (|dq| is then a sizeable fraction of its
+    terms) is still measured against its own norm."""
+    return 0.1 * float(np.linalg.norm(mag))
+
+
+def rel_l2(a, ref, floor=0.0):
     a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
     assert np.all(np.isfinite(a) | ~np.isfinite(ref)), "NaN/Inf in the result"
     fin = np.isfinite(ref)
@@ -145,4 +174,4 @@ def rel_l2(a, ref):
     num = np.linalg.norm(a[fin] - ref[fin])
     den = np.linalg.norm(ref[fin])
     # floor: a reference that is ~0 by cancellation (one visible key gives dq = 0) has no relative scale
-    return num / max(den, 1e-3 * np.sqrt(max(int(fin.sum()), 1)))
+    return num / max(den, floor, 1e-3 * np.sqrt(max(int(fin.sum()), 1)))

@@ -5,11 +5,8 @@ import numpy as np
 import pytest
 
 import flashkit
-from conftest import HAS_CUDA, randn, rng, torch
-from reference import attn_ref, attn_varlen_ref, rel_l2
-
-pytestmark = pytest.mark.skipif("fk_attn_fwd" in flashkit._lib.MISSING,
-                                reason="this libflashkit build has no attention yet")
+from conftest import GRADCHECK_TOL, HAS_CUDA, randn, rng, torch
+from reference import attn_ref, attn_varlen_ref, grad_floor, rel_l2
 
 # (batch, seqlen_q, seqlen_k, nheads_q, nheads_kv, head_dim): odd extents, Sq != Sk both ways, GQA and MQA,
 # a single token, head dims off every tile size.
@@ -30,7 +27,10 @@ FEATURES = {
     "alibi": {"alibi": True},
     "all": {"causal": True, "window": (6, -1), "softcap": 3.0, "alibi": True, "scale": 0.25},
 }
-TOL = {np.float32: 2e-5, np.float64: 1e-10}
+# The project's bar: fp32 within 1e-5 relative (L2) of float64; fp64 (CPU, computed in fp64) to 1e-12 as in
+# tests/test_attn.c. F32 is the tolerance for every fp32 check below.
+F32 = 1e-5
+TOL = {np.float32: F32, np.float64: 1e-12}
 
 
 def _inputs(shape, feat, seed, dtype):
@@ -49,9 +49,16 @@ def _kwargs(fw, feat, alibi):
                 alibi_slopes=None if alibi is None else fw.arr(alibi))
 
 
-def _ref(q, k, v, dout, alibi, feat):
+def _ref(q, k, v, dout, alibi, feat, mags=None):
     return attn_ref(q, k, v, causal=feat.get("causal", False), window=feat.get("window", (-1, -1)),
-                    softcap=feat.get("softcap", 0.0), alibi=alibi, scale=feat.get("scale"), dout=dout)
+                    softcap=feat.get("softcap", 0.0), alibi=alibi, scale=feat.get("scale"), dout=dout, mags=mags)
+
+
+def _check_grads(fw, grads, refs, mags, tol):
+    for g, g_r, floor in zip(grads, refs, (grad_floor(mags["dq"]), grad_floor(mags["dk"]), 0.0)):
+        fw.check_kind(g)
+        assert tuple(g.shape) == g_r.shape
+        assert rel_l2(fw.np(g), g_r, floor) < tol
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -60,11 +67,10 @@ def _ref(q, k, v, dout, alibi, feat):
 def test_fwd_bwd(fw, shape, feat, dtype):
     if fw.device == "cuda" and dtype == np.float64:
         pytest.skip("fp64 is CPU-only")
-    if dtype == np.float64 and shape not in SHAPES[:3]:
-        pytest.skip("fp64 runs on the first shapes only (time)")
     f = FEATURES[feat]
     q, k, v, dout, alibi = _inputs(shape, f, hash((shape, feat)) % 2**31, dtype)
-    out_r, lse_r, dq_r, dk_r, dv_r = _ref(q, k, v, dout, alibi, f)
+    mags = {}
+    out_r, lse_r, dq_r, dk_r, dv_r = _ref(q, k, v, dout, alibi, f, mags)
     tq, tk, tv = fw.arr(q, True), fw.arr(k, True), fw.arr(v, True)
     out, lse, probs = flashkit.flash_attn_func(tq, tk, tv, return_attn_probs=True, **_kwargs(fw, f, alibi))
     fw.check_kind(out)
@@ -75,23 +81,18 @@ def test_fwd_bwd(fw, shape, feat, dtype):
     assert rel_l2(fw.np(out), out_r) < tol
     assert rel_l2(fw.np(lse), lse_r) < tol
     if fw.torch:
-        try:
-            out.backward(fw.arr(dout))
-        except NotImplementedError as e:
-            pytest.skip(f"backward: {e}")
+        out.backward(fw.arr(dout))  # a NotImplementedError on CUDA is reported as a skip by conftest.py
         grads = tq.grad, tk.grad, tv.grad
     else:
         grads = flashkit.flash_attn_backward(fw.arr(dout), tq, tk, tv, out, lse, **_kwargs(fw, f, alibi))
-    for g, g_r in zip(grads, (dq_r, dk_r, dv_r)):
-        fw.check_kind(g)
-        assert rel_l2(fw.np(g), g_r) < tol
+    _check_grads(fw, grads, (dq_r, dk_r, dv_r), mags, tol)
 
 
 def test_default_out_only(fw):
     q, k, v, _, _ = _inputs((1, 9, 9, 2, 2, 16), {}, 1, np.float32)
     out = flashkit.flash_attn_func(fw.arr(q), fw.arr(k), fw.arr(v))
     fw.check_kind(out)
-    assert rel_l2(fw.np(out), attn_ref(q, k, v)[0]) < 2e-5
+    assert rel_l2(fw.np(out), attn_ref(q, k, v)[0]) < F32
 
 
 def test_packed(fw):
@@ -99,11 +100,11 @@ def test_packed(fw):
     qkv = randn(r, 2, 11, 3, 4, 32)
     out = flashkit.flash_attn_qkvpacked_func(fw.arr(qkv), causal=True)
     ref = attn_ref(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], causal=True)[0]
-    assert rel_l2(fw.np(out), ref) < 2e-5
+    assert rel_l2(fw.np(out), ref) < F32
     q, kv = randn(r, 2, 11, 4, 32), randn(r, 2, 14, 2, 2, 32)
     out = flashkit.flash_attn_kvpacked_func(fw.arr(q), fw.arr(kv), window_size=(3, 3))
     ref = attn_ref(q, kv[:, :, 0], kv[:, :, 1], window=(3, 3))[0]
-    assert rel_l2(fw.np(out), ref) < 2e-5
+    assert rel_l2(fw.np(out), ref) < F32
 
 
 VARLEN = [([0, 5, 5, 17, 18], [0, 9, 12, 12 + 20, 33]), ([0, 31], [0, 7])]
@@ -118,26 +119,24 @@ def test_varlen(fw, seqs, causal):
     q, k, v = randn(r, cu_q[-1], Hq, D), randn(r, cu_k[-1], Hk, D), randn(r, cu_k[-1], Hk, D)
     dout = randn(r, cu_q[-1], Hq, D)
     alibi = r.uniform(0.05, 0.5, size=(Hq,)).astype(np.float32)
-    out_r, lse_r, dq_r, dk_r, dv_r = attn_varlen_ref(q, k, v, cu_q, cu_k, dout=dout, causal=causal, alibi=alibi)
+    mags = {}
+    out_r, lse_r, dq_r, dk_r, dv_r = attn_varlen_ref(q, k, v, cu_q, cu_k, dout=dout, mags=mags, causal=causal,
+                                                     alibi=alibi)
     max_q, max_k = int(np.diff(cu_q).max()), int(np.diff(cu_k).max())
     tq, tk, tv = fw.arr(q, True), fw.arr(k, True), fw.arr(v, True)
     kw = dict(causal=causal, alibi_slopes=fw.arr(alibi))
     out, lse, _ = flashkit.flash_attn_varlen_func(tq, tk, tv, fw.arr(cu_q), fw.arr(cu_k), max_q, max_k,
                                                   return_attn_probs=True, **kw)
     assert tuple(lse.shape) == (Hq, cu_q[-1])
-    assert rel_l2(fw.np(out), out_r) < 2e-5
-    assert rel_l2(fw.np(lse), lse_r) < 2e-5
+    assert rel_l2(fw.np(out), out_r) < F32
+    assert rel_l2(fw.np(lse), lse_r) < F32
     if fw.torch:
-        try:
-            out.backward(fw.arr(dout))
-        except NotImplementedError as e:
-            pytest.skip(f"backward: {e}")
+        out.backward(fw.arr(dout))
         grads = tq.grad, tk.grad, tv.grad
     else:
         grads = flashkit.flash_attn_backward(fw.arr(dout), tq, tk, tv, out, lse, cu_seqlens_q=fw.arr(cu_q),
                                              cu_seqlens_k=fw.arr(cu_k), max_seqlen_q=max_q, max_seqlen_k=max_k, **kw)
-    for g, g_r in zip(grads, (dq_r, dk_r, dv_r)):
-        assert rel_l2(fw.np(g), g_r) < 2e-5
+    _check_grads(fw, grads, (dq_r, dk_r, dv_r), mags, F32)
 
 
 # --- torch only ----------------------------------------------------------------------------------------
@@ -145,16 +144,33 @@ def test_varlen(fw, seqs, causal):
 needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
 
 
+# Each feature alone (4 query and 4 KV heads), GQA and MQA alone, then everything at once on GQA. seqlen_q 5 <
+# seqlen_k 7, so the bottom-right alignment of the causal mask and the window is inside the checked function.
+GRADCHECK = {
+    "causal": ({"causal": True}, 4),
+    "window": ({"window": (2, 1)}, 4),
+    "softcap": ({"softcap": 2.0, "scale": 1.5}, 4),  # scores up to ~5x the cap: tanh well into its bend
+    "alibi": ({"alibi": True}, 4),
+    "gqa": ({}, 2),
+    "mqa": ({}, 1),
+    "all_gqa": ({"causal": True, "window": (3, -1), "softcap": 2.0, "alibi": True, "scale": 0.7}, 2),
+}
+
+
 @needs_torch
-@pytest.mark.parametrize("feat", ["causal_gqa", "window", "softcap", "alibi", "all"])
+@pytest.mark.parametrize("feat", list(GRADCHECK))
 def test_gradcheck(feat):
-    f = {"causal_gqa": {"causal": True}, "window": {"window": (2, 1)}, "softcap": {"softcap": 2.0},
-         "alibi": {"alibi": True}, "all": FEATURES["all"]}[feat]
-    q, k, v, _, alibi = _inputs((2, 5, 7, 4, 2, 6), f, 11, np.float64)
+    """torch.autograd.gradcheck in float64 on the CPU: the library computes fp64 end to end (FK_DTYPE_F64), so
+    the analytic gradients (the C backward) must match central differences of the C forward to gradcheck's
+    default tolerances."""
+    f, hk = GRADCHECK[feat]
+    q, k, v, _, alibi = _inputs((2, 5, 7, 4, hk, 6), f, 11, np.float64)
     tq, tk, tv = (torch.from_numpy(a).requires_grad_(True) for a in (q, k, v))
+    assert flashkit.flash_attn_func(tq, tk, tv).dtype == torch.float64
     kw = dict(causal=f.get("causal", False), window_size=f.get("window", (-1, -1)), softcap=f.get("softcap", 0.0),
               softmax_scale=f.get("scale"), alibi_slopes=None if alibi is None else torch.from_numpy(alibi))
-    assert torch.autograd.gradcheck(lambda a, b, c: flashkit.flash_attn_func(a, b, c, **kw), (tq, tk, tv))
+    fn = lambda a, b, c: flashkit.flash_attn_func(a, b, c, **kw)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (tq, tk, tv), **GRADCHECK_TOL)
 
 
 @needs_torch
@@ -163,7 +179,7 @@ def test_gradcheck_varlen():
     cu = torch.tensor([0, 3, 8], dtype=torch.int32)
     q, k, v = (torch.from_numpy(randn(r, 8, h, 4, dtype=np.float64)).requires_grad_(True) for h in (2, 1, 1))
     fn = lambda a, b, c: flashkit.flash_attn_varlen_func(a, b, c, cu, cu, 5, 5, causal=True)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (q, k, v))
+    assert torch.autograd.gradcheck(fn, (q, k, v), **GRADCHECK_TOL)
 
 
 @needs_torch
@@ -180,7 +196,7 @@ def test_torch_compile_fullgraph():
     ref = attn_ref(q.detach().numpy(), k.detach().numpy(), v.detach().numpy(), causal=True,
                    dout=np.ones((1, 9, 2, 16)))
     assert abs(loss.item() - ref[0].sum()) < 1e-3
-    assert rel_l2(q.grad.numpy(), ref[2]) < 2e-5
+    assert rel_l2(q.grad.numpy(), ref[2]) < F32
 
 
 @needs_torch
