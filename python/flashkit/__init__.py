@@ -10,7 +10,7 @@ NotImplementedError).
 import sys as _sys
 
 from ._lib import (FlashkitError, FlashkitNotSupportedError, FlashkitValueError,  # noqa: F401
-                   build_info, version)
+                   build_info, get_num_threads, set_num_threads, version)
 from .attention import (flash_attn_backward, flash_attn_func, flash_attn_kvpacked_func,  # noqa: F401
                         flash_attn_qkvpacked_func, flash_attn_varlen_func, flash_attn_varlen_kvpacked_func,
                         flash_attn_varlen_qkvpacked_func, flash_attn_with_kvcache)

@@ -256,6 +256,14 @@ def build_info():
 
 _contexts = {}
 _contexts_lock = threading.Lock()
+_cpu_threads = 0  # fk_context_options.num_threads for the CPU context; 0 = OpenMP's default
+
+
+def _new_context(kind, index):
+    handle = c_void_p()
+    opts = fk_context_options(_cpu_threads if kind == DEVICE_CPU else 0)
+    check(fn.context_init(fk_device(kind, index), ctypes.byref(opts), ctypes.byref(handle)))
+    return handle.value
 
 
 def context(kind, index):
@@ -266,11 +274,35 @@ def context(kind, index):
     with _contexts_lock:
         ctx = _contexts.get(key)
         if ctx is None:
-            handle = c_void_p()
-            check(fn.context_init(fk_device(kind, index), None, ctypes.byref(handle)))
-            ctx = handle.value
+            ctx = _new_context(kind, index)
             _contexts[key] = ctx
     return ctx
+
+
+def set_num_threads(n):
+    """Threads of the CPU backend for the calls that follow (0 = OpenMP's default: OMP_NUM_THREADS or all
+    cores); like torch.set_num_threads. Replaces the CPU context, so call it between flashkit calls, not while
+    another thread is inside one."""
+    global _cpu_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"flashkit: set_num_threads needs an int >= 0, got {n!r}")
+    key = (DEVICE_CPU, 0)
+    with _contexts_lock:
+        old, _cpu_threads = _cpu_threads, n
+        try:
+            ctx = _new_context(DEVICE_CPU, 0)
+        except FlashkitError:
+            _cpu_threads = old
+            raise
+        prev = _contexts.get(key)
+        _contexts[key] = ctx
+    if prev is not None:
+        fn.context_free(prev)
+
+
+def get_num_threads():
+    """Threads the CPU backend's calls use (fk_context_num_threads of the CPU context)."""
+    return int(fn.context_num_threads(context(DEVICE_CPU, 0)))
 
 
 def _free_contexts():
