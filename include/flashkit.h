@@ -98,6 +98,7 @@ typedef enum fk_status {
     FK_STATUS_NO_DEVICE     = 3000, // CUDA built in, but no such device is present
     FK_STATUS_CUDA_ERROR    = 3001, // a CUDA runtime call or launch failed; the message has CUDA's text
     FK_STATUS_ALLOC_FAILED  = 3002, // host allocation failed (context creation only)
+    FK_STATUS_COMM_ERROR    = 3003, // NCCL could not be loaded, or an NCCL call failed; the message has NCCL's text
 
     FK_STATUS_INTERNAL = 4000, // a bug in flashkit: please report it with the message
 } fk_status;
@@ -361,6 +362,78 @@ typedef struct fk_train_memory {
 } fk_train_memory;
 
 FK_API fk_status fk_estimate_train_step_memory(const fk_model_config *config, fk_train_memory *out);
+
+// --- attention merge and ring attention (context parallelism) ----------------------------------------------
+// Attention over a set of keys is the LSE-weighted mean of attention over disjoint parts of that set. For one
+// query row with partial results (o_a, lse_a) and (o_p, lse_p) over two disjoint key sets:
+//   lse = log(exp(lse_a) + exp(lse_p))
+//   o   = exp(lse_a - lse) * o_a + exp(lse_p - lse) * o_p
+// computed in fp32 around the larger LSE. A part with lse = -inf saw no key: its o is never read (it may hold
+// anything, NaN included), so it contributes nothing. Both -inf gives o = 0, lse = -inf.
+//
+// fk_attn_merge updates an accumulator (out, lse) in place with one partial (part_out, part_lse): out and lse
+// are read and written. Start an accumulator by filling lse with -inf (out need not be initialized), or from a
+// first partial. This is split-KV decode's reduction and ring attention's running merge.
+// Operands (fixed-length):
+//   out, part_out : [batch, seqlen, nheads, head_dim]  fp32 | fp16 | bf16 (the two may differ)
+//   lse, part_lse : [batch, nheads, seqlen]            fp32
+// Operands (packed, as in variable-length attention): out, part_out [tokens, nheads, head_dim];
+//   lse, part_lse [nheads, tokens]. Strides are free (inner stride 1): a merge may target a view.
+// Works on CPU and CUDA contexts; fp64 is not supported.
+
+typedef struct fk_attn_merge_args {
+    fk_tensor out, lse;           // the accumulator: read and written
+    fk_tensor part_out, part_lse; // one partial result: read
+} fk_attn_merge_args;
+
+FK_API void      fk_attn_merge_args_init(fk_attn_merge_args *args);
+FK_API fk_status fk_attn_merge(fk_context_t ctx, const fk_attn_merge_args *args, void *stream);
+
+// Ring attention: one sequence split over the N ranks of an NCCL communicator (context parallelism). Each
+// rank passes its local slice of q, k, v (and o, lse, do_, dq, dk, dv) in `attn`, with seqlen = the local
+// length S (total length N * S); every rank calls with the same shapes and options. K/V slices travel around
+// the ring (rank r sends to r+1, receives from r-1) on a communication stream while the caller's stream runs
+// attention on the slice already held; partial results are merged by LSE (fk_attn_merge) in fp32.
+// Backward reads forward's o and lse (the full-sequence ones each rank got from fk_ring_attn_fwd); dq
+// accumulates locally in fp32, dK/dV accumulate in fp32 while travelling with their K/V and are sent home at
+// the end.
+//
+// Layouts (which global tokens rank r holds, in this order, as its local rows 0..S-1):
+//   FK_RING_LAYOUT_CONTIGUOUS: tokens [r*S, (r+1)*S). With causal, rank r does r+1 blocks of work: unbalanced.
+//   FK_RING_LAYOUT_ZIGZAG:     the sequence is cut into 2N chunks of S/2 tokens; rank r holds chunk r then
+//                              chunk 2N-1-r. With causal every rank does the same work. S must be even.
+// Supported: fp32, fp16, bf16; head dims of fk_attn_fwd/bwd on CUDA; GQA/MQA; causal (either layout); softcap;
+// scale. Not supported across the ring (FK_STATUS_NOT_SUPPORTED_FEATURE): varlen, windows, ALiBi.
+// The communicator is the caller's (flashkit never creates or destroys one): pass an ncclComm_t as
+// `nccl_comm`; its device must be the context's. NCCL is loaded at run time (dlopen "libnccl.so.2", or the
+// path in the environment variable FK_NCCL_LIBRARY); without it the calls return FK_STATUS_COMM_ERROR. A build
+// without CUDA or without nccl.h returns FK_STATUS_NOT_SUPPORTED_BACKEND; a CPU context
+// FK_STATUS_NOT_SUPPORTED_FEATURE. A call that fails after it started communicating leaves the communicator in
+// an unknown state (as NCCL's own calls do).
+// Streams: `stream` is the compute stream (inputs are read and outputs written in its order); comm_stream is
+// the stream NCCL runs on (NULL: the call creates one and releases it). The two are joined with events: when
+// the work on `stream` is done, so is all of the call's communication.
+
+typedef enum fk_ring_layout {
+    FK_RING_LAYOUT_CONTIGUOUS = 0,
+    FK_RING_LAYOUT_ZIGZAG     = 1,
+} fk_ring_layout;
+
+typedef struct fk_ring_attn_args {
+    fk_attn_args   attn;        // this rank's slice (fixed-length batch; seqlen_q == seqlen_k == local S)
+    void          *nccl_comm;   // ncclComm_t of the ring, on the context's device
+    fk_ring_layout layout;      // default FK_RING_LAYOUT_ZIGZAG
+    void          *comm_stream; // cudaStream_t for communication; NULL = one per call
+} fk_ring_attn_args;
+
+// Fills the defaults: attn as fk_attn_args_init, no communicator, zigzag layout, comm_stream NULL.
+FK_API void      fk_ring_attn_args_init(fk_ring_attn_args *args);
+FK_API fk_status fk_ring_attn_fwd_workspace_size(fk_context_t ctx, const fk_ring_attn_args *args, size_t *bytes);
+FK_API fk_status fk_ring_attn_fwd(fk_context_t ctx, const fk_ring_attn_args *args, void *workspace,
+                                  size_t workspace_bytes, void *stream);
+FK_API fk_status fk_ring_attn_bwd_workspace_size(fk_context_t ctx, const fk_ring_attn_args *args, size_t *bytes);
+FK_API fk_status fk_ring_attn_bwd(fk_context_t ctx, const fk_ring_attn_args *args, void *workspace,
+                                  size_t workspace_bytes, void *stream);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,7 @@ const char *fk_status_string(fk_status s) {
     case FK_STATUS_NO_DEVICE: return "no such device";
     case FK_STATUS_CUDA_ERROR: return "CUDA error";
     case FK_STATUS_ALLOC_FAILED: return "allocation failed";
+    case FK_STATUS_COMM_ERROR: return "communication error (NCCL)";
     case FK_STATUS_INTERNAL: return "internal error";
     }
     return "unknown status";
