@@ -232,3 +232,61 @@ def test_deterministic_flag():
         grads.append([t.grad.clone() for t in (q, k, v)])
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+
+
+# --- return_attn_probs: the LSE, as flash_attn returns it ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_return_attn_probs_lse(fw, dtype):
+    """flash_attn's return_attn_probs=True gives (out, softmax_lse, S_dmask): softmax_lse (batch, nheads,
+    seqlen_q), fp32, the natural-log sum of exp of the scaled scores; S_dmask is filled only with dropout, so
+    None here. out is the same as without the flag. A row that sees no key: out 0, lse -inf."""
+    if fw.device == "cuda" and dtype == np.float64:
+        pytest.skip("fp64 is CPU-only")
+    B, Sq, Sk, H, D = 2, 6, 9, 3, 16
+    r = rng(16)
+    q, k, v = (randn(r, B, s, H, D, dtype=dtype) for s in (Sq, Sk, Sk))
+    kw = dict(causal=True, window_size=(1, 0), softmax_scale=0.5)
+    res = flashkit.flash_attn_func(fw.arr(q), fw.arr(k), fw.arr(v), return_attn_probs=True, **kw)
+    assert isinstance(res, tuple) and len(res) == 3 and res[2] is None
+    out, lse, _ = res
+    fw.check_kind(lse)
+    assert tuple(lse.shape) == (B, H, Sq)
+    assert str(lse.dtype).endswith("float64" if dtype == np.float64 else "float32")
+    s = np.einsum("bqhd,bkhd->bhqk", q.astype(np.float64), k.astype(np.float64)) * 0.5
+    i, j = np.arange(Sq)[:, None] + Sk - Sq, np.arange(Sk)[None, :]
+    s = np.where((j <= i) & (j >= i - 1), s, -np.inf)
+    lse_r = np.log(np.exp(s).sum(-1))  # every row sees 1-2 keys here
+    assert rel_l2(fw.np(lse), lse_r) < TOL[dtype]
+    plain = flashkit.flash_attn_func(fw.arr(q), fw.arr(k), fw.arr(v), **kw)
+    assert np.array_equal(fw.np(plain), fw.np(out))
+    # seqlen_k 3 < seqlen_q 6, causal (bottom-right aligned): query rows 0..2 see no key
+    out0, lse0, _ = flashkit.flash_attn_func(fw.arr(q), fw.arr(k[:, :3]), fw.arr(v[:, :3]), causal=True,
+                                             return_attn_probs=True)
+    lse0, out0 = fw.np(lse0), fw.np(out0)
+    assert np.all(np.isneginf(lse0[:, :, :Sq - 3])) and np.all(out0[:, :Sq - 3] == 0)
+    assert np.all(np.isfinite(lse0[:, :, Sq - 3:]))
+
+
+@pytest.mark.parametrize("dt", ["float16", "bfloat16"])
+def test_return_attn_probs_lse_low_precision(dt):
+    """fp16/bf16 inputs: the LSE is still fp32 (flash_attn's softmax_lse dtype)."""
+    if torch is None:
+        pytest.skip("torch not installed")
+    q = torch.randn(1, 7, 2, 32).to(getattr(torch, dt))
+    out, lse, probs = flashkit.flash_attn_func(q, q, q, return_attn_probs=True)
+    assert out.dtype == q.dtype and lse.dtype == torch.float32 and probs is None and lse.shape == (1, 2, 7)
+    ref = attn_ref(q.double().numpy(), q.double().numpy(), q.double().numpy())[1]
+    assert np.abs(lse.numpy() - ref).max() < 1e-2
+
+
+def test_varlen_lse_layout(fw):
+    """Varlen: softmax_lse is (nheads, total_q), as current flash_attn 2 releases return it (older ones padded it
+    to (batch, nheads, max_seqlen_q))."""
+    r = rng(17)
+    cu = np.array([0, 3, 8], np.int32)
+    q = randn(r, 8, 2, 16)
+    tq, tcu = fw.arr(q), fw.arr(cu)
+    out, lse, probs = flashkit.flash_attn_varlen_func(tq, tq, tq, tcu, tcu, 5, 5, return_attn_probs=True)
+    assert probs is None and tuple(lse.shape) == (2, 8)
+    assert rel_l2(fw.np(lse), attn_varlen_ref(q, q, q, cu, cu)[1]) < F32

@@ -5,22 +5,90 @@ import pytest
 import flashkit
 from conftest import randn, rng
 
-has_attn = pytest.mark.skipif("fk_attn_fwd" in flashkit._lib.MISSING, reason="no attention in this build")
-
-
 def _qkv(fw, Hq=4, Hk=2, D=16, dk=None):
     r = rng(0)
     return (fw.arr(randn(r, 1, 5, Hq, D)), fw.arr(randn(r, 1, 6, Hk, dk or D)), fw.arr(randn(r, 1, 6, Hk, dk or D)))
 
 
+def _every_entry(fw, **kw):
+    """Each flash_attn-compatible entry point, called with kw on small valid operands."""
+    r = rng(9)
+    q, k, v = _qkv(fw)
+    qkv = fw.arr(randn(r, 1, 5, 3, 2, 16))
+    kv = fw.arr(randn(r, 1, 6, 2, 2, 16))
+    cu = fw.arr(np.array([0, 2, 5], np.int32))
+    tq, tk = fw.arr(randn(r, 5, 4, 16)), fw.arr(randn(r, 5, 2, 16))
+    tqkv, tkv = fw.arr(randn(r, 5, 3, 2, 16)), fw.arr(randn(r, 5, 2, 2, 16))
+    return {
+        "func": lambda: flashkit.flash_attn_func(q, k, v, **kw),
+        "qkvpacked": lambda: flashkit.flash_attn_qkvpacked_func(qkv, **kw),
+        "kvpacked": lambda: flashkit.flash_attn_kvpacked_func(q, kv, **kw),
+        "varlen": lambda: flashkit.flash_attn_varlen_func(tq, tk, tk, cu, cu, 3, 3, **kw),
+        "varlen_qkvpacked": lambda: flashkit.flash_attn_varlen_qkvpacked_func(tqkv, cu, 3, **kw),
+        "varlen_kvpacked": lambda: flashkit.flash_attn_varlen_kvpacked_func(tq, tkv, cu, cu, 3, 3, **kw),
+    }
+
+
+ENTRIES = ["func", "qkvpacked", "kvpacked", "varlen", "varlen_qkvpacked", "varlen_kvpacked"]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("kwargs, what", [
     ({"dropout_p": 0.1}, "dropout"),
+    ({"dropout_p": 0.1, "return_attn_probs": True}, "dropout"),
     ({"softmax_scale": 0.0}, "softmax_scale"),
-])
-def test_unsupported_arguments(fw, kwargs, what):
-    q, k, v = _qkv(fw)
+], ids=["dropout", "dropout_probs", "scale0"])
+def test_unsupported_arguments(fw, entry, kwargs, what):
+    """What flashkit cannot do raises NotImplementedError naming the argument, on every entry point, rather than
+    computing something else (dropout ignored, or a scale of 0 read as the C API's 'default')."""
     with pytest.raises(NotImplementedError, match=what):
+        _every_entry(fw, **kwargs)[entry]()
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_supported_defaults_still_work(fw, entry):
+    """The same entry points with dropout_p=0.0 (flash_attn's evaluation setting) and an explicit scale run."""
+    out = _every_entry(fw, dropout_p=0.0, softmax_scale=0.3)[entry]()
+    fw.check_kind(out)
+    assert np.all(np.isfinite(fw.np(out)))
+
+
+def test_library_message_reaches_python(fw):
+    """A failed call raises the library's own sentence (fk_last_error_message, read right after the call on the
+    same thread), with the status name and number; the class follows the status category."""
+    q, k, v = _qkv(fw, Hq=3, Hk=2)
+    with pytest.raises(flashkit.FlashkitError) as e:
+        flashkit.flash_attn_func(q, k, v)
+    lib_msg = flashkit._lib.fn.last_error_message().decode()  # still the failed call's: nothing ran since
+    assert e.value.library_message == lib_msg
+    assert lib_msg.startswith("attn_fwd") and "nheads_q (3, q.shape[2])" in lib_msg
+    assert str(e.value) == f"{lib_msg} [{e.value.status_name}, status 1007]"
+    assert e.value.status_name == flashkit._lib.fn.status_string(1007).decode()
+    assert isinstance(e.value, ValueError) and not isinstance(e.value, NotImplementedError)
+
+
+@pytest.mark.parametrize("kwargs, status, words", [
+    ({"window_size": (-3, 0)}, 1008, "window_left"),
+    ({"softcap": float("inf")}, 1008, "softcap"),
+    ({"softmax_scale": -1.0}, 1008, "softmax_scale"),
+    ({"alibi_slopes": "wrong shape"}, 1002, "alibi_slopes.shape[0]"),
+])
+def test_attn_bad_values(fw, kwargs, status, words):
+    q, k, v = _qkv(fw)
+    if kwargs.get("alibi_slopes") == "wrong shape":
+        kwargs = {"alibi_slopes": fw.arr(np.ones(3, np.float32))}
+    with pytest.raises(flashkit.FlashkitValueError) as e:
         flashkit.flash_attn_func(q, k, v, **kwargs)
+    assert e.value.status == status and words in e.value.library_message
+
+
+def test_varlen_max_seqlen_too_small(fw):
+    """flash_attn trusts max_seqlen_*; flashkit checks it against cu_seqlens instead of reading past a tile."""
+    r = rng(10)
+    q = fw.arr(randn(r, 10, 2, 16))
+    cu = fw.arr(np.array([0, 4, 10], np.int32))
+    with pytest.raises(flashkit.FlashkitValueError, match="max_seqlen_q"):
+        flashkit.flash_attn_varlen_func(q, q, q, cu, cu, 3, 6)
 
 
 def test_kvcache_not_implemented(fw):
@@ -35,7 +103,6 @@ def test_block_table_not_implemented(fw):
         flashkit.flash_attn_varlen_func(q[0], k[0], v[0], None, None, 5, 6, block_table=q)
 
 
-@has_attn
 def test_bad_heads_message(fw):
     q, k, v = _qkv(fw, Hq=3, Hk=2)
     with pytest.raises(ValueError) as e:
@@ -45,7 +112,6 @@ def test_bad_heads_message(fw):
     assert e.value.library_message and "attn" in str(e.value)
 
 
-@has_attn
 def test_head_dim_mismatch(fw):
     q, k, v = _qkv(fw, dk=8)
     with pytest.raises(flashkit.FlashkitValueError) as e:
@@ -53,7 +119,6 @@ def test_head_dim_mismatch(fw):
     assert e.value.library_message
 
 
-@has_attn
 def test_head_dim_too_large(fw):
     if fw.device == "cuda":
         pytest.skip("CPU rule")
@@ -63,7 +128,6 @@ def test_head_dim_too_large(fw):
     assert isinstance(e.value, flashkit.FlashkitNotSupportedError) and e.value.library_message
 
 
-@has_attn
 def test_dtype_mismatch(fw):
     q, k, v = _qkv(fw)
     if fw.torch:
