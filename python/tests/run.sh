@@ -1,7 +1,10 @@
 #!/bin/sh
 # The Python suite, as `make test` and CI run it: install the package the README's way (pip install ./python,
 # which builds libflashkit.so with CMake and bundles it) into a virtual environment in build-pyenv/, with
-# pytest, NumPy and torch (CPU use), then run pytest. GPU tests in the same files skip without a GPU.
+# pytest, NumPy, torch (CPU use; PyPI's Linux wheel is the CUDA build, ~4 GB with its nvidia-* wheels: PyPI
+# has no CPU-only torch) and JAX (CPU), then run pytest. GPU tests in the same files skip without a GPU.
+# Time from scratch (fresh clone, new venv, cold pip cache, 2-core build machine): see docs/PERF.md, "Python
+# binding".
 #   FLASHKIT_CUDA=AUTO|ON|OFF  CUDA in the package's library (default: AUTO when a GPU is visible, else OFF,
 #                              since CI has no GPU and compiles the CUDA sources in its own build already)
 #   PYTHON=python3.x           interpreter to use
@@ -23,6 +26,10 @@ PIP="$VPY -m pip -q --disable-pip-version-check"
 if ! "$VPY" -c "import torch" 2>/dev/null; then
   echo "python tests: installing torch (first run only; takes a few minutes)"
   $PIP install torch || echo "skipped: torch tests (torch could not be installed); the NumPy tests still run"
+fi
+# JAX on the CPU covers the DLPack path that CuPy takes on a GPU (jax + jaxlib: ~100 MB, seconds).
+if ! "$VPY" -c "import jax" 2>/dev/null; then
+  $PIP install jax || echo "skipped: jax tests (jax could not be installed)"
 fi
 
 if [ -z "${FLASHKIT_CUDA:-}" ]; then
