@@ -5,7 +5,9 @@
 #   3. the standalone attention-forward check (dev/cuda, float64 reference on the GPU)
 #   4. compute-sanitizer memcheck + racecheck on small cases of each CUDA kernel
 #   5. bench/bench_attn.py (flashkit vs PyTorch FA2 / cuDNN / naive), short table last
-# Options: --no-build --no-tests --no-dev --no-sanitize --no-bench --only-bench --quick-bench
+#   --python: the Python suite's GPU cases (torch-cuda, CuPy) on the library in build-gpu
+#   --ring:   bench/gpu_ring.sh on build-gpu (needs 2 GPUs: ring attention tests and benchmark)
+# Options: --no-build --no-tests --no-dev --no-sanitize --no-bench --only-bench --quick-bench --python --ring
 #          --time (tile-variant timing of dev/cuda) --test-filter STR (sanitizer case filter for test_attn: a
 #          substring of its case signatures; default: every CUDA case. A filter that selects no case fails)
 # Logs go to $OUT (or ./gpu_check_out when OUT is unset). Exit status: non-zero if any step failed.
@@ -15,7 +17,7 @@ OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
 ARCH=${ARCH:-90}
 JOBS=${JOBS:-16}
-do_build=1 do_tests=1 do_dev=1 do_san=1 do_bench=1 quick=0 do_time=0 filter=""
+do_build=1 do_tests=1 do_dev=1 do_san=1 do_bench=1 quick=0 do_time=0 filter="" do_py=0 do_ring=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) do_build=0 ;;
@@ -26,6 +28,8 @@ while [ $# -gt 0 ]; do
     --only-bench) do_tests=0 do_dev=0 do_san=0 ;;
     --quick-bench) quick=1 ;;
     --time) do_time=1 ;;
+    --python) do_py=1 ;;
+    --ring) do_ring=1 ;;
     --test-filter) filter="$2"; shift ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
@@ -86,6 +90,15 @@ sanitize() {
   done
   return $rc
 }
+pytests() {
+  (cd python && FLASHKIT_LIBRARY="$PWD/../build-gpu/libflashkit.so" PYTHONUNBUFFERED=1 timeout 420 \
+     python3 -m pytest -q -rs -p no:cacheprovider tests -k "cuda or cupy") > "$OUT/pytest_gpu.log" 2>&1
+  local rc=$?
+  grep -E "passed|failed|error" "$OUT/pytest_gpu.log" | tail -5
+  [ $rc -ne 0 ] && grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.log" | head -20
+  return $rc
+}
+ring() { bash bench/gpu_ring.sh build-gpu; }
 run_bench() {
   local q=""; [ $quick = 1 ] && q="--quick"
   PYTHONUNBUFFERED=1 python3 bench/bench_attn.py $q --csv "$OUT/bench.csv" > "$OUT/bench.log" 2>&1; local rc=$?
@@ -98,6 +111,8 @@ run_bench() {
 if [ $do_dev = 1 ] || [ $do_san = 1 ] || [ $do_time = 1 ] || [ $do_bench = 1 ]; then
   { [ $do_build = 1 ] || [ ! -x build-cuda/dev/attn_fwd_check ]; } && step dev-build dev_build
 fi
+[ $do_py = 1 ] && step python pytests
+[ $do_ring = 1 ] && step ring ring
 [ $do_dev = 1 ] && step dev-check dev_check
 [ $do_san = 1 ] && step sanitize sanitize
 [ $do_time = 1 ] && step dev-time dev_time
