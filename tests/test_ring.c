@@ -871,8 +871,6 @@ static void run_gpu(void) {
         fk_context_free(c0);
         return;
     }
-    if (!fk_test_selected(sig_all, FK_DEVICE_CUDA) && !fk_test_selected("RING_ATTN_BAD(backend=cuda", FK_DEVICE_CUDA))
-        return;
     if (ndev < 2) {
         char why[100];
         snprintf(why, sizeof why, "needs 2 GPUs, %d visible", ndev);
