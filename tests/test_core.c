@@ -33,7 +33,7 @@ int main(int argc, char **argv) {
                              FK_STATUS_NOT_SUPPORTED_HEAD_DIM, FK_STATUS_NOT_SUPPORTED_DTYPE,
                              FK_STATUS_NOT_SUPPORTED_ARCH, FK_STATUS_NOT_SUPPORTED_FEATURE,
                              FK_STATUS_NOT_SUPPORTED_BACKEND, FK_STATUS_NO_DEVICE, FK_STATUS_CUDA_ERROR,
-                             FK_STATUS_ALLOC_FAILED, FK_STATUS_INTERNAL};
+                             FK_STATUS_ALLOC_FAILED, FK_STATUS_COMM_ERROR, FK_STATUS_INTERNAL};
     int n = (int)(sizeof all / sizeof all[0]), distinct = 1;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < i; j++)
