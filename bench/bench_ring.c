@@ -5,8 +5,8 @@
  *
  *   t_single   one GPU, the whole sequence (fk_attn_fwd, or fwd then bwd)
  *   t_ring     2 GPUs, each its zigzag (causal) or contiguous (non-causal) half, the slowest rank's time
- *   t_compute  the same per-step attention calls and merges on local data, no NCCL (the ring minus its K/V
- *              copy, final conversion and gradient adds, which are memory-bound and small)
+ *   t_compute  the same ring calls with FK_RING_SKIP_COMM=1: every kernel of the ring (K/V copies, attention
+ *              steps, merges, gradient adds, conversions) and its stream/event traffic, but no transfer
  *   t_comm     the same NCCL send/recv pairs alone, same sizes and order (fwd: N-1 K/V hops; bwd: N-1 K/V hops
  *              plus N fp32 dK/dV hops)
  *   hidden     1 - (t_ring - t_compute) / t_comm, the fraction of communication time the ring did not pay
@@ -191,6 +191,14 @@ static void *rank_main(void *p) {
 
     double *t = malloc(sizeof(double) * (size_t)(c->reps + 1));
     for (int what = 0; what < 4; what++) {
+        if (what == 2 || what == 3) { // the environment changes only while every rank waits at the barrier
+            pthread_barrier_wait(&sh->bar);
+            if (r == 0) {
+                if (what == 2) setenv("FK_RING_SKIP_COMM", "1", 1);
+                else unsetenv("FK_RING_SKIP_COMM");
+            }
+            pthread_barrier_wait(&sh->bar);
+        }
         for (int rep = 0; rep <= c->reps; rep++) { // rep 0 warms up
             pthread_barrier_wait(&sh->bar);
             if (what == 0 && r != 0) continue; // single GPU: rank 0 only
@@ -202,25 +210,9 @@ static void *rank_main(void *p) {
             } else if (what == 1) {
                 FK(fk_ring_attn_fwd(ctx, &ring, ws, w1, s));
                 if (c->bwd) FK(fk_ring_attn_bwd(ctx, &ring, ws, w2, s));
-            } else if (what == 2) {
-                for (int pass = 0; pass < 1 + c->bwd; pass++)
-                    for (int i = 0; i < 2; i++) {
-                        fk_attn_args a = view_args(&L, st[i][0], st[i][1], st[i][2], st[i][3], (int)st[i][4], dev);
-                        if (pass == 0) {
-                            // Partial into o/lse, then merged into an fp32 accumulator, as the ring does.
-                            FK(fk_attn_fwd(ctx, &a, NULL, 0, s));
-                            fk_attn_merge_args m;
-                            fk_attn_merge_args_init(&m);
-                            m.part_out = a.o, m.part_lse = a.lse;
-                            m.out      = fk_tensor_make((float *)L.acc_o + st[i][0] * H * D, FK_DTYPE_F32, dev, 4,
-                                                        (int64_t[]){1, st[i][1], H, D});
-                            m.out.stride[0] = S * H * D;
-                            m.lse           = a.lse, m.lse.data = (float *)L.acc_lse + st[i][0];
-                            FK(fk_attn_merge(ctx, &m, s));
-                        } else {
-                            FK(fk_attn_bwd(ctx, &a, wsc, wc, s));
-                        }
-                    }
+            } else if (what == 2) { // the ring without its transfers (FK_RING_SKIP_COMM=1)
+                FK(fk_ring_attn_fwd(ctx, &ring, ws, w1, s));
+                if (c->bwd) FK(fk_ring_attn_bwd(ctx, &ring, ws, w2, s));
             } else {
                 const int peer = 1 - r;
                 for (int hop = 0; hop < NR - 1 + (c->bwd ? 2 * NR - 1 : 0); hop++) {

@@ -205,6 +205,10 @@ FK_API int       fk_context_num_threads(fk_context_t ctx);
 //   cu_seqlens_q, cu_seqlens_k : [batch + 1] int32, cumulative offsets starting at 0, non-decreasing
 //   lse  : [nheads_q, total_q]
 //   max_seqlen_q / max_seqlen_k : upper bounds of the per-sequence lengths (used to size launches)
+//   The CPU backend checks the offsets (within [0, total], non-decreasing, lengths <= max_seqlen) and returns
+//   FK_STATUS_BAD_PARAM_VALUE. On CUDA the offsets stay on the device and the host does not read them (no sync):
+//   a sequence whose offsets fall outside [0, total] is treated as empty and a length beyond max_seqlen is cut
+//   to it, so bad offsets give unspecified output for those rows but never an out-of-bounds access.
 // Broadcast: nheads_q % nheads_kv == 0; query head h reads key/value head h / (nheads_q / nheads_kv).
 // Head dim: 1..256 on the CPU; on CUDA see the README's support matrix. Innermost strides must be 1.
 //

@@ -730,6 +730,65 @@ static void run_negative(fk_context_t ctx) {
     free(e);
 }
 
+// CUDA: cu_seqlens stay on the device, so the host cannot check them. Offsets past the tensors and lengths past
+// max_seqlen must still never make a kernel read or write out of bounds (compute-sanitizer memcheck runs this
+// case too); a far offset without the bound would fault, and the sync below would report it.
+static void check_cuda_bad_cu_seqlens(fk_context_t ctx) {
+    const char *sig = "ATTN_BAD(backend=cuda,cu_seqlens past the tensors or past max_seqlen: no out-of-bounds access)";
+    if (!fk_test_selected(sig, FK_DEVICE_CUDA)) return;
+    const int64_t T = 64, HQ = 2, HK = 1, D = 64, nq = T * HQ * D, nk = T * HK * D;
+    const fk_device dev = {FK_DEVICE_CUDA, 0};
+    uint16_t       *h = malloc((size_t)nq * 2);
+    fk_rng          rng;
+    fk_rng_seed(&rng, 99);
+    fk_fill_normal(h, FK_DTYPE_F16, nq, 1.0, &rng, NULL);
+    void *q = fk_test_dev_alloc((size_t)nq * 2), *k = fk_test_dev_alloc((size_t)nk * 2), *v = fk_test_dev_alloc((size_t)nk * 2);
+    void *o = fk_test_dev_alloc((size_t)nq * 2), *dO = fk_test_dev_alloc((size_t)nq * 2), *lse = fk_test_dev_alloc((size_t)(HQ * T) * 4);
+    void *dq = fk_test_dev_alloc((size_t)nq * 2), *dk = fk_test_dev_alloc((size_t)nk * 2), *dv = fk_test_dev_alloc((size_t)nk * 2);
+    void *cq = fk_test_dev_alloc(12), *ck = fk_test_dev_alloc(12);
+    bool  ok = q && k && v && o && dO && lse && dq && dk && dv && cq && ck && fk_test_h2d(q, h, (size_t)nq * 2) &&
+              fk_test_h2d(k, h, (size_t)nk * 2) && fk_test_h2d(v, h + nk, (size_t)nk * 2) && fk_test_h2d(dO, h, (size_t)nq * 2);
+    // {cu_q, cu_k, max_seqlen_q, max_seqlen_k}: an end far past total_k; a start past total_q; decreasing
+    // offsets; lengths past max_seqlen (32 > 8).
+    static const int32_t cus[4][2][3] = {{{0, 32, 64}, {0, 40, 1 << 30}}, {{0, 1 << 30, 64}, {0, 32, 64}},
+                                         {{0, 48, 16}, {0, 32, 64}}, {{0, 32, 64}, {0, 32, 64}}};
+    static const int64_t maxs[4] = {64, 64, 64, 8};
+    char detail[300] = "every call succeeded and the device reports no error";
+    for (int c = 0; c < 4 && ok; c++) {
+        ok = fk_test_h2d(cq, cus[c][0], 12) && fk_test_h2d(ck, cus[c][1], 12);
+        fk_attn_args a;
+        fk_attn_args_init(&a);
+        a.q   = fk_tensor_make(q, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HQ, D});
+        a.k   = fk_tensor_make(k, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HK, D});
+        a.v   = fk_tensor_make(v, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HK, D});
+        a.o   = fk_tensor_make(o, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HQ, D});
+        a.do_ = fk_tensor_make(dO, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HQ, D});
+        a.dq  = fk_tensor_make(dq, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HQ, D});
+        a.dk  = fk_tensor_make(dk, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HK, D});
+        a.dv  = fk_tensor_make(dv, FK_DTYPE_F16, dev, 3, (int64_t[]){T, HK, D});
+        a.lse = fk_tensor_make(lse, FK_DTYPE_F32, dev, 2, (int64_t[]){HQ, T});
+        a.cu_seqlens_q = fk_tensor_make(cq, FK_DTYPE_INT32, dev, 1, (int64_t[]){3});
+        a.cu_seqlens_k = fk_tensor_make(ck, FK_DTYPE_INT32, dev, 1, (int64_t[]){3});
+        a.max_seqlen_q = a.max_seqlen_k = maxs[c];
+        a.causal       = c & 1;
+        for (int det = 0; det < 2 && ok; det++) {
+            a.deterministic = det;
+            size_t w1 = 0, w2 = 0;
+            ok = fk_attn_fwd_workspace_size(ctx, &a, &w1) == FK_STATUS_SUCCESS &&
+                 fk_attn_bwd_workspace_size(ctx, &a, &w2) == FK_STATUS_SUCCESS;
+            void *ws = ok ? fk_test_dev_alloc((w1 > w2 ? w1 : w2) + 1) : NULL;
+            ok = ok && ws && fk_attn_fwd(ctx, &a, ws, w1, NULL) == FK_STATUS_SUCCESS &&
+                 fk_attn_bwd(ctx, &a, ws, w2, NULL) == FK_STATUS_SUCCESS && fk_test_dev_sync();
+            if (!ok) snprintf(detail, sizeof detail, "case %d, deterministic %d: %s", c, det, fk_last_error_message());
+            fk_test_dev_free(ws);
+        }
+    }
+    fk_test_check(ok, sig, detail);
+    void *all[] = {q, k, v, o, dO, lse, dq, dk, dv, cq, ck};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fk_test_dev_free(all[i]);
+    free(h);
+}
+
 int main(int argc, char **argv) {
     fk_test_init(argc, argv, "test_attn");
     backend cpu = {FK_DEVICE_CPU, "cpu", NULL};
@@ -787,7 +846,14 @@ int main(int argc, char **argv) {
         }
         fk_context_free(one);
     }
-    run_negative(cpu.ctx);
+    if (have_cuda) check_cuda_bad_cu_seqlens(cuda.ctx);
+    // The negative tests use a fixed 1 MiB workspace: a 2-thread context keeps the CPU's per-thread scratch inside
+    // it on any machine (the default context has a thread per core).
+    fk_context_t neg = NULL;
+    if (fk_context_init((fk_device){FK_DEVICE_CPU, 0}, &(fk_context_options){2}, &neg) == FK_STATUS_SUCCESS) {
+        run_negative(neg);
+        fk_context_free(neg);
+    } else fk_test_fail("ATTN_BAD(backend=cpu,2-thread context)", fk_last_error_message());
 
     fk_context_free(cpu.ctx);
     fk_context_free(cuda.ctx);

@@ -196,6 +196,7 @@ static fk_cuda::FwdParams variant_params(const fk_attn_problem *p) {
     f.v_bs = p->v_bs, f.v_rs = p->v_rs, f.v_hs = p->v_hs, f.o_bs = p->o_bs, f.o_rs = p->o_rs, f.o_hs = p->o_hs;
     f.lse_bs = p->lse_bs, f.lse_hs = p->lse_hs, f.lse_rs = p->lse_rs;
     f.cu_q = p->cu_seqlens_q, f.cu_k = p->cu_seqlens_k, f.alibi = p->alibi, f.alibi_bs = p->alibi_bs;
+    f.total_q = p->total_q, f.total_k = p->total_k;
     f.seqlen_q = (int)p->seqlen_q, f.seqlen_k = (int)p->seqlen_k, f.head_dim = (int)p->head_dim;
     f.group       = (int)(p->nheads_q / p->nheads_kv);
     f.window_left = (int)p->window_left, f.window_right = (int)p->window_right;

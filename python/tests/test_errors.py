@@ -83,7 +83,10 @@ def test_attn_bad_values(fw, kwargs, status, words):
 
 
 def test_varlen_max_seqlen_too_small(fw):
-    """flash_attn trusts max_seqlen_*; flashkit checks it against cu_seqlens instead of reading past a tile."""
+    """flash_attn trusts max_seqlen_*; flashkit's CPU backend checks it against cu_seqlens. On CUDA the offsets
+    stay on the device (no host sync): the kernels bound them instead (tests/test_attn.c covers that)."""
+    if fw.device == "cuda":
+        pytest.skip("CPU rule: CUDA does not read cu_seqlens on the host")
     r = rng(10)
     q = fw.arr(randn(r, 10, 2, 16))
     cu = fw.arr(np.array([0, 4, 10], np.int32))

@@ -136,6 +136,7 @@ BwdParams make_params(const fk_attn_problem *p, void *ws) {
     f.lsef          = (float *)(w + l.lsef);
     f.sem           = p->dtype != FK_DTYPE_F32 && p->deterministic ? (int *)(w + l.sem) : NULL;
     f.total_q       = p->total_q;
+    f.total_k       = p->total_k;
     f.acc_d         = bucket_of(p->head_dim);
     f.n_mblocks     = l.n_mblocks;
     return f;

@@ -59,25 +59,33 @@ struct BwdParams {
     float  *dsum;     // [Hq, total_q]
     float  *lsef;     // [Hq, total_q], natural log, +inf for rows with no key
     int    *sem;      // [B, Hq, n_mblocks] (deterministic only)
-    int64_t total_q;
+    int64_t total_q, total_k; // rows of q and k/v (device-side bounds of cu_q / cu_k)
     int     acc_d;    // head-dim bucket (row pitch of dq_acc)
     int     n_mblocks;
 };
 
-__device__ __forceinline__ int bwd_tok0_q(const BwdParams &p, int b) { return p.cu_q ? p.cu_q[b] : b * p.seqlen_q; }
 
 struct BwdSeq {
     int q0, k0, sq, sk; // token offsets (varlen) and lengths
 };
+// cu_seqlens are bounded on the device as in the forward's seq_info: offsets outside [0, total] make the
+// sequence empty, lengths are cut to max_seqlen (the grid and the deterministic counters are sized by it).
 __device__ __forceinline__ BwdSeq bwd_seq(const BwdParams &p, int b) {
     BwdSeq s;
     if (p.cu_q) {
-        s.q0 = p.cu_q[b], s.k0 = p.cu_k[b];
-        s.sq = p.cu_q[b + 1] - s.q0, s.sk = p.cu_k[b + 1] - s.k0;
+        const int  q0 = p.cu_q[b], q1 = p.cu_q[b + 1], k0 = p.cu_k[b], k1 = p.cu_k[b + 1];
+        const bool ok = 0 <= q0 && q0 <= q1 && q1 <= p.total_q && 0 <= k0 && k0 <= k1 && k1 <= p.total_k;
+        s.q0 = ok ? q0 : 0, s.k0 = ok ? k0 : 0;
+        s.sq = ok ? min(q1 - q0, p.seqlen_q) : 0, s.sk = ok ? min(k1 - k0, p.seqlen_k) : 0;
     } else {
         s.q0 = s.k0 = 0, s.sq = p.seqlen_q, s.sk = p.seqlen_k;
     }
     return s;
+}
+
+// The first row of sequence b in the [Hq, total_q] / [total_q, Hq, .] workspace rows.
+__device__ __forceinline__ int bwd_tok0_q(const BwdParams &p, int b, const BwdSeq &s) {
+    return p.cu_q ? s.q0 : b * p.seqlen_q;
 }
 
 // Visible keys [lo, hi) of row i (fk_attn_key_range in 32-bit).
@@ -258,7 +266,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
     int m_begin, m_end;
     bwd_mblock_range<BM, BN>(p, j, s.sq, s.sk, m_begin, m_end);
     const int nm = max(m_end - m_begin, 0), total = nm * p.group;
-    const int tokq = bwd_tok0_q(p, b);
+    const int tokq = bwd_tok0_q(p, b, s);
 
     // Issue the loads of step `it` (query head, query block) into buffer `buf`.
     auto load_step = [&](int it, int buf) {
@@ -635,7 +643,7 @@ template <int NW> __global__ void __launch_bounds__(NW * 32) bwd_f32_dkdv_kernel
         for (int c = 0; c < BF32_MAXC; ++c) dk[kk][c] = dv[kk][c] = 0.f;
     int m_begin, m_end;
     bwd_mblock_range<BF32_T, BF32_T>(p, j, s.sq, s.sk, m_begin, m_end);
-    const int tokq = bwd_tok0_q(p, b);
+    const int tokq = bwd_tok0_q(p, b, s);
     for (int gi = 0; gi < p.group; ++gi) {
         const int   h     = hk * p.group + gi;
         const float slope = p.alibi ? p.alibi[b * p.alibi_bs + h] : 0.f;
@@ -727,7 +735,7 @@ template <int NW> __global__ void __launch_bounds__(NW * 32) bwd_f32_dq_kernel(c
         sQ[idx]       = ok ? gQ[(int64_t)r * p.q_rs + c] : 0.f;
         sdO[idx]      = ok ? gdO[(int64_t)r * p.do_rs + c] : 0.f;
     }
-    const int   tokq  = bwd_tok0_q(p, b);
+    const int   tokq  = bwd_tok0_q(p, b, s);
     const float slope = p.alibi ? p.alibi[b * p.alibi_bs + h] : 0.f;
     float       lse[BF32_PW], dsum[BF32_PW], acc[BF32_PW][BF32_MAXC];
 #pragma unroll

@@ -40,6 +40,7 @@ struct FwdParams {
     int64_t     q_bs, q_rs, q_hs, k_bs, k_rs, k_hs, v_bs, v_rs, v_hs, o_bs, o_rs, o_hs;
     int64_t     lse_bs, lse_hs, lse_rs;
     const int32_t *cu_q, *cu_k; // NULL for a fixed-length batch
+    int64_t        total_q, total_k; // varlen: rows of q and k/v (device-side bounds of cu_q / cu_k)
     const float   *alibi;       // NULL = none; slope(b, h) = alibi[b * alibi_bs + h]
     int64_t        alibi_bs;
     int            seqlen_q, seqlen_k; // fixed length; varlen: the maxima (grid size only)
@@ -63,17 +64,21 @@ __device__ __forceinline__ void key_range(const FwdParams &p, int i, int sq, int
     if (p.window_right >= 0) hi = min(hi, diag + p.window_right + 1);
 }
 
-// The sequence a block works on: offsets in tokens and lengths.
+// The sequence a block works on: offsets in tokens and lengths. cu_seqlens stay on the device (the host never
+// reads them), so they are bounded here: a sequence whose offsets fall outside [0, total] is empty, and a
+// length beyond max_seqlen is cut to it. Bad offsets give unspecified output, never an out-of-bounds access.
 struct SeqInfo {
     int q0, k0, sq, sk;
 };
 __device__ __forceinline__ SeqInfo seq_info(const FwdParams &p, int b) {
     SeqInfo s;
     if (p.cu_q) {
-        s.q0 = p.cu_q[b];
-        s.k0 = p.cu_k[b];
-        s.sq = p.cu_q[b + 1] - s.q0;
-        s.sk = p.cu_k[b + 1] - s.k0;
+        const int  q0 = p.cu_q[b], q1 = p.cu_q[b + 1], k0 = p.cu_k[b], k1 = p.cu_k[b + 1];
+        const bool ok = 0 <= q0 && q0 <= q1 && q1 <= p.total_q && 0 <= k0 && k0 <= k1 && k1 <= p.total_k;
+        s.q0 = ok ? q0 : 0;
+        s.k0 = ok ? k0 : 0;
+        s.sq = ok ? min(q1 - q0, p.seqlen_q) : 0;
+        s.sk = ok ? min(k1 - k0, p.seqlen_k) : 0;
     } else {
         s.q0 = s.k0 = 0;
         s.sq        = p.seqlen_q;

@@ -177,53 +177,71 @@ struct View4 {
     int64_t stride[4];
 };
 
+bool contiguous(const View4 &v) {
+    return v.stride[3] == 1 && v.stride[2] == v.shape[3] && v.stride[1] == v.shape[2] * v.shape[3] &&
+           (v.shape[0] == 1 || v.stride[0] == v.shape[1] * v.shape[2] * v.shape[3]);
+}
+
 template <typename TS, typename TD>
-__global__ void copy_kernel(const TS *__restrict__ src, View4 vs, TD *__restrict__ dst, View4 vd, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t rem = i, os = 0, od = 0;
-        for (int k = 3; k >= 0; k--) {
-            const int64_t x = rem % vs.shape[k];
-            rem /= vs.shape[k];
-            os += x * vs.stride[k];
-            od += x * vd.stride[k];
-        }
-        dst[od] = from_f<TD>(to_f(src[os]));
+__global__ void copy_flat_kernel(const TS *__restrict__ src, TD *__restrict__ dst, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = from_f<TD>(to_f(src[i]));
+}
+
+// A block per (b, s, h) row at a time: the index arithmetic is per row, not per element.
+template <typename TS, typename TD>
+__global__ void copy_rows_kernel(const TS *__restrict__ src, View4 vs, TD *__restrict__ dst, View4 vd, int64_t rows) {
+    const int64_t d = vs.shape[3];
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const int64_t h = r % vs.shape[2], t = r / vs.shape[2], si = t % vs.shape[1], b = t / vs.shape[1];
+        const TS     *ps = src + b * vs.stride[0] + si * vs.stride[1] + h * vs.stride[2];
+        TD           *pd = dst + b * vd.stride[0] + si * vd.stride[1] + h * vd.stride[2];
+        for (int64_t x = threadIdx.x; x < d; x += blockDim.x) pd[x * vd.stride[3]] = from_f<TD>(to_f(ps[x * vs.stride[3]]));
     }
 }
 
 cudaError_t launch_copy(const void *src, fk_dtype sdt, View4 vs, void *dst, fk_dtype ddt, View4 vd,
                         cudaStream_t stream) {
-    const int64_t n = vs.shape[0] * vs.shape[1] * vs.shape[2] * vs.shape[3];
+    const int64_t rows = vs.shape[0] * vs.shape[1] * vs.shape[2], n = rows * vs.shape[3];
     if (n == 0) return cudaSuccess;
+    const bool flat = contiguous(vs) && contiguous(vd);
+    if (flat && sdt == ddt) return cudaMemcpyAsync(dst, src, (size_t)n * fk_dtype_size(sdt), cudaMemcpyDeviceToDevice, stream);
     bool ok = false;
     with_type(sdt, [&](auto *ts) {
         using TS = typename std::remove_pointer<decltype(ts)>::type;
         ok = with_type(ddt, [&](auto *td) {
             using TD = typename std::remove_pointer<decltype(td)>::type;
-            copy_kernel<TS, TD><<<grid_for(n, 256), 256, 0, stream>>>((const TS *)src, vs, (TD *)dst, vd, n);
+            if (flat) copy_flat_kernel<TS, TD><<<grid_for(n, 256), 256, 0, stream>>>((const TS *)src, (TD *)dst, n);
+            else {
+                const int threads = vs.shape[3] >= 256 ? 256 : vs.shape[3] >= 128 ? 128 : 64;
+                const int grid    = (int)(rows < 65535 * 16 ? rows : 65535 * 16);
+                copy_rows_kernel<TS, TD><<<grid, threads, 0, stream>>>((const TS *)src, vs, (TD *)dst, vd, rows);
+            }
         });
     });
     if (!ok) return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 
-// acc[b * acc_bs + x] += part[b * part_bs + x] for x < inner (fp32 accumulator, storage-dtype partial).
+// acc[b][x] += part[b][x] for x < inner: blockIdx.y walks the batch, so there is no division per element.
 template <typename TP>
 __global__ void add_kernel(float *__restrict__ acc, int64_t acc_bs, const TP *__restrict__ part, int64_t part_bs,
-                           int64_t inner, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = i / inner, x = i % inner;
-        acc[b * acc_bs + x] += to_f(part[b * part_bs + x]);
+                           int64_t inner, int64_t batch) {
+    for (int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
+        float    *a = acc + b * acc_bs;
+        const TP *q = part + b * part_bs;
+        for (int64_t x = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; x < inner; x += (int64_t)gridDim.x * blockDim.x)
+            a[x] += to_f(q[x]);
     }
 }
 
 cudaError_t launch_add(float *acc, int64_t acc_bs, const void *part, fk_dtype dt, int64_t part_bs, int64_t batch,
                        int64_t inner, cudaStream_t stream) {
-    const int64_t n = batch * inner;
-    if (n == 0) return cudaSuccess;
+    if (batch * inner == 0) return cudaSuccess;
+    const dim3 grid((unsigned)grid_for(inner, 256), (unsigned)(batch < 65535 ? batch : 65535));
     const bool ok = with_type(dt, [&](auto *tp) {
         using TP = typename std::remove_pointer<decltype(tp)>::type;
-        add_kernel<TP><<<grid_for(n, 256), 256, 0, stream>>>(acc, acc_bs, (const TP *)part, part_bs, inner, n);
+        add_kernel<TP><<<grid, 256, 0, stream>>>(acc, acc_bs, (const TP *)part, part_bs, inner, batch);
     });
     if (!ok) return cudaErrorInvalidValue;
     return cudaGetLastError();
@@ -390,6 +408,10 @@ fk_status ring_setup(const char *op, const struct fk_context *ctx, const fk_ring
 // One exchange on the comm stream: send `bytes` at src to rank+1, receive as many into dst from rank-1.
 fk_status exchange(const char *op, const fk_ring_problem *rp, int nranks, int rank, const void *src, void *dst,
                    size_t bytes, cudaStream_t s) {
+    // FK_RING_SKIP_COMM=1 (benchmarks only): the transfers are left out, so a run times everything but the
+    // communication; the results are wrong. bench_ring uses it to measure how much communication is hidden.
+    const char *skip = getenv("FK_RING_SKIP_COMM");
+    if (skip && skip[0] == '1') return FK_STATUS_SUCCESS;
     const NcclApi &api  = nccl();
     ncclComm_t     comm = (ncclComm_t)rp->comm;
     FK_NC(api.group_start());
