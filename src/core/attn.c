@@ -313,13 +313,8 @@ static fk_status run(const char *op, fk_context_t ctx, const fk_attn_args *args,
     FK_TRY(resolve(op, ctx, args, backward, &p));
     size_t need = 0;
     FK_TRY(fk_attn_select(ctx, &p, backward, &need));
-    const char *query = backward ? "fk_attn_bwd_workspace_size" : "fk_attn_fwd_workspace_size";
-    if (workspace_bytes < need)
-        return fk_error(FK_STATUS_WORKSPACE_TOO_SMALL, "%s: workspace_bytes is %zu but %s asks for %zu", op,
-                        workspace_bytes, query, need);
-    if (need > 0 && !workspace)
-        return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "%s: workspace is NULL but %s asks for %zu bytes", op,
-                        query, need);
+    FK_TRY(fk_check_workspace(op, workspace, workspace_bytes, need,
+                              backward ? "fk_attn_bwd_workspace_size" : "fk_attn_fwd_workspace_size"));
     if (ctx->device.kind == FK_DEVICE_CPU)
         return backward ? fk_cpu_attn_bwd(ctx, &p, workspace, workspace_bytes)
                         : fk_cpu_attn_fwd(ctx, &p, workspace, workspace_bytes);

@@ -224,13 +224,8 @@ static fk_status ring_run(const char *op, fk_context_t ctx, const fk_ring_attn_a
     fk_ring_problem rp;
     size_t          need = 0;
     FK_TRY(ring_workspace(op, ctx, args, backward, &rp, &need));
-    const char *query = backward ? "fk_ring_attn_bwd_workspace_size" : "fk_ring_attn_fwd_workspace_size";
-    if (workspace_bytes < need)
-        return fk_error(FK_STATUS_WORKSPACE_TOO_SMALL, "%s: workspace_bytes is %zu but %s asks for %zu", op,
-                        workspace_bytes, query, need);
-    if (need > 0 && !workspace)
-        return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "%s: workspace is NULL but %s asks for %zu bytes", op,
-                        query, need);
+    FK_TRY(fk_check_workspace(op, workspace, workspace_bytes, need,
+                              backward ? "fk_ring_attn_bwd_workspace_size" : "fk_ring_attn_fwd_workspace_size"));
 #if defined(FK_WITH_CUDA) && defined(FK_HAVE_NCCL_H)
     return backward ? fk_cuda_ring_attn_bwd(ctx, &rp, workspace, workspace_bytes, stream)
                     : fk_cuda_ring_attn_fwd(ctx, &rp, workspace, workspace_bytes, stream);

@@ -63,6 +63,10 @@ fk_status fk_check_same_dtype(const char *op, const char *name_a, const fk_tenso
                               const fk_tensor *b);
 // Context is non-NULL and its device kind is known.
 fk_status fk_check_context(const char *op, const struct fk_context *ctx);
+// The caller's workspace against what the size query `query` asked for: too few bytes is
+// FK_STATUS_WORKSPACE_TOO_SMALL, a NULL buffer when bytes are needed FK_STATUS_BAD_PARAM_NULL_POINTER.
+fk_status fk_check_workspace(const char *op, const void *workspace, size_t workspace_bytes, size_t need,
+                             const char *query);
 
 #define FK_TRY(expr)                                                                                          \
     do {                                                                                                      \

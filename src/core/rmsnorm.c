@@ -176,12 +176,7 @@ fk_status fk_rmsnorm_bwd(fk_context_t ctx, const fk_rmsnorm_args *args, void *wo
     FK_TRY(resolve_bwd(op, ctx, args, &p));
     size_t need = 0;
     FK_TRY(select_bwd(op, ctx, &p, &need));
-    if (workspace_bytes < need)
-        return fk_error(FK_STATUS_WORKSPACE_TOO_SMALL,
-                        "%s: workspace_bytes is %zu but fk_rmsnorm_bwd_workspace_size asks for %zu", op,
-                        workspace_bytes, need);
-    if (need > 0 && !workspace)
-        return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "%s: workspace is NULL but %zu bytes are needed", op, need);
+    FK_TRY(fk_check_workspace(op, workspace, workspace_bytes, need, "fk_rmsnorm_bwd_workspace_size"));
     if (ctx->device.kind == FK_DEVICE_CPU) return fk_cpu_rmsnorm_bwd(ctx, &p, workspace, workspace_bytes);
 #ifdef FK_WITH_CUDA
     return fk_cuda_rmsnorm_bwd(ctx, &p, workspace, workspace_bytes, stream);

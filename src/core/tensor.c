@@ -58,6 +58,17 @@ static const char *device_name(fk_device_kind k) {
     return k == FK_DEVICE_CPU ? "cpu" : k == FK_DEVICE_CUDA ? "cuda" : "unknown";
 }
 
+fk_status fk_check_workspace(const char *op, const void *workspace, size_t workspace_bytes, size_t need,
+                             const char *query) {
+    if (workspace_bytes < need)
+        return fk_error(FK_STATUS_WORKSPACE_TOO_SMALL, "%s: workspace_bytes is %zu but %s asks for %zu", op,
+                        workspace_bytes, query, need);
+    if (need > 0 && !workspace)
+        return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "%s: workspace is NULL but %s asks for %zu bytes", op,
+                        query, need);
+    return FK_STATUS_SUCCESS;
+}
+
 fk_status fk_check_context(const char *op, const struct fk_context *ctx) {
     if (!ctx) return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "%s: ctx is NULL", op);
     if (ctx->device.kind != FK_DEVICE_CPU && ctx->device.kind != FK_DEVICE_CUDA)
