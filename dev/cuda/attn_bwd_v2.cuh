@@ -424,63 +424,51 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd2_tc_kernel(const BwdParams 
             }
         }
 
-        // 5. dQ (this step's part) = dS K: warp (wm, wn) owns rows wm*BM/WM.. and columns wn*D/WN.. (as v1)
-        float acc[S::MQ][S::NQ][4];
-#pragma unroll
-        for (int a = 0; a < S::MQ; ++a)
-#pragma unroll
-            for (int i = 0; i < S::NQ; ++i)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc[a][i][e] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < BN / 16; ++ks) {
-            uint32_t a[S::MQ][4];
-#pragma unroll
-            for (int mq = 0; mq < S::MQ; ++mq)
-                ldmatrix_x4_trans(a[mq], dsAt + 2u * (ks * 16 * LDS + wm * (BM / S::WM) + mq * 16));
-#pragma unroll
-            for (int np = 0; np < S::NQ / 2; ++np) {
-                uint32_t bk[4];
-                ldmatrix_x4_trans(bk, kBt + 2u * (ks * 16 * LD + wn * (D / S::WN) + np * 16));
-#pragma unroll
-                for (int mq = 0; mq < S::MQ; ++mq) {
-                    mma_16816<BF16>(acc[mq][2 * np], a[mq], bk[0], bk[1]);
-                    mma_16816<BF16>(acc[mq][2 * np + 1], a[mq], bk[2], bk[3]);
-                }
-            }
-        }
+        // 5. dQ (this step's part) = dS K: warp (wm, wn) owns rows wm*BM/WM.. and columns wn*D/WN.. (as v1), in
+        //    DQP column passes of NQP n-tiles (DQP = 2 where registers are tight: 8 more ldmatrix of dS, half
+        //    the accumulator registers). Deterministic: wait before the first pass, pass the turn after the last.
+        constexpr int DQP = S::FUSE_SDP ? 1 : 2, NQP = S::NQ / DQP;
         const int     rows = min(BM, s.sq - m0);
         float        *gacc = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wn * (D / S::WN) + 2 * t;
         const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
-        if (!p.deterministic) {
-#pragma unroll
-            for (int mq = 0; mq < S::MQ; ++mq)
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const int r = wm * (BM / S::WM) + mq * 16 + g + 8 * hh;
-                    if (r < rows) {
-#pragma unroll
-                        for (int i = 0; i < S::NQ; ++i) {
-                            float *dst = gacc + r * rstride + 8 * i;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-                            atomicAdd(reinterpret_cast<float2 *>(dst), make_float2(acc[mq][i][2 * hh], acc[mq][i][2 * hh + 1]));
-#else
-                            atomicAdd(dst, acc[mq][i][2 * hh]);
-                            atomicAdd(dst + 1, acc[mq][i][2 * hh + 1]);
-#endif
-                        }
-                    }
-                }
-        } else {
-            // as v1: wait for key blocks n_lo(mb)..j-1, add, pass the turn on (p.sem sized for this BM)
+        int          *sem     = nullptr;
+        if (p.deterministic) {
+            // as v1: wait for key blocks n_lo(mb)..j-1 to have added their parts (p.sem sized for this BM)
             int n_lo, n_hi;
             bwd_mblock_keys<BM, BN>(p, mb, s.sq, s.sk, n_lo, n_hi);
-            int *sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
+            sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
             if (threadIdx.x == 0) {
                 while (atomicAdd(sem, 0) != j - n_lo) __nanosleep(64);
                 __threadfence();
             }
             __syncthreads();
+        }
+#pragma unroll
+        for (int pass = 0; pass < DQP; ++pass) {
+            float acc[S::MQ][NQP][4];
+#pragma unroll
+            for (int a = 0; a < S::MQ; ++a)
+#pragma unroll
+                for (int i = 0; i < NQP; ++i)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) acc[a][i][e] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < BN / 16; ++ks) {
+                uint32_t a[S::MQ][4];
+#pragma unroll
+                for (int mq = 0; mq < S::MQ; ++mq)
+                    ldmatrix_x4_trans(a[mq], dsAt + 2u * (ks * 16 * LDS + wm * (BM / S::WM) + mq * 16));
+#pragma unroll
+                for (int np = 0; np < NQP / 2; ++np) {
+                    uint32_t bk[4];
+                    ldmatrix_x4_trans(bk, kBt + 2u * (ks * 16 * LD + wn * (D / S::WN) + pass * NQP * 8 + np * 16));
+#pragma unroll
+                    for (int mq = 0; mq < S::MQ; ++mq) {
+                        mma_16816<BF16>(acc[mq][2 * np], a[mq], bk[0], bk[1]);
+                        mma_16816<BF16>(acc[mq][2 * np + 1], a[mq], bk[2], bk[3]);
+                    }
+                }
+            }
 #pragma unroll
             for (int mq = 0; mq < S::MQ; ++mq)
 #pragma unroll
@@ -488,15 +476,28 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd2_tc_kernel(const BwdParams 
                     const int r = wm * (BM / S::WM) + mq * 16 + g + 8 * hh;
                     if (r < rows) {
 #pragma unroll
-                        for (int i = 0; i < S::NQ; ++i) {
-                            float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * i);
-                            float2  v   = __ldcg(dst);
-                            v.x += acc[mq][i][2 * hh];
-                            v.y += acc[mq][i][2 * hh + 1];
-                            __stcg(dst, v);
+                        for (int i = 0; i < NQP; ++i) {
+                            float *dst = gacc + r * rstride + 8 * (pass * NQP + i);
+                            if (!p.deterministic) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                                atomicAdd(reinterpret_cast<float2 *>(dst),
+                                          make_float2(acc[mq][i][2 * hh], acc[mq][i][2 * hh + 1]));
+#else
+                                atomicAdd(dst, acc[mq][i][2 * hh]);
+                                atomicAdd(dst + 1, acc[mq][i][2 * hh + 1]);
+#endif
+                            } else {
+                                float2 *d2 = reinterpret_cast<float2 *>(dst);
+                                float2  v  = __ldcg(d2);
+                                v.x += acc[mq][i][2 * hh];
+                                v.y += acc[mq][i][2 * hh + 1];
+                                __stcg(d2, v);
+                            }
                         }
                     }
                 }
+        }
+        if (p.deterministic) {
             __threadfence();
             __syncthreads();
             if (threadIdx.x == 0) atomicAdd(sem, 1);
