@@ -2,7 +2,9 @@
  * attn_bwd_v2.cuh — candidate kernels for the CUDA attention backward (issue 5), instantiated only by
  * dev/cuda/attn_bwd_check.cu (`check2`, `time2`); production dispatch (BwdTile, attn_bwd.cu) is untouched.
  *
- * Verdict: written and compiled (sm_80, sm_90, 0 bytes spilled), NOT yet run on a GPU.
+ * Verdict: written and compiled, NOT yet run on a GPU. Layouts checked on the host (dev/cuda/frag_sim.c). ptxas
+ * spills: 0 B for every candidate except D = 128 64x128w8s2b1 on sm_90 (8 B) and D = 256 64x64w8s4b1 on sm_80 (4 B;
+ * its 221 KB of shared memory only fits sm_90). Registers per candidate: docs/PERF.md.
  *
  * v2 main kernel (bwd2_tc_kernel): warp groups of SPLIT warps (2, or 4 at D = 256) share KP keys and split the
  * head dimension for dK/dV, as FA2's AtomLayoutNdKV does; P^T and dS^T are staged through shared memory.
