@@ -8,6 +8,7 @@ fp32 reference on batch 0, the first two heads (max abs error). The memory secti
 (torch.cuda.max_memory_allocated deltas, output included) of flashkit and naive at B=4, H=16, D=128, causal.
 
 Usage: python3 bench/bench_attn.py [--lib build-gpu/libflashkit.so] [--quick] [--csv out.csv]
+                                  [--dims 64,128,256] [--seqlens 2048,8192] [--no-mem]
 If the library has no working fk_attn_fwd yet (src/core/attn.c not landed), the dev shim
 build-cuda/dev/libfkdev.so (dev/cuda/build.sh) is used for the flashkit calls; the output says which.
 """
@@ -126,6 +127,9 @@ def main():
     ap.add_argument("--shim", default="build-cuda/dev/libfkdev.so")
     ap.add_argument("--quick", action="store_true", help="seqlen 2048 and 8192 only")
     ap.add_argument("--csv", default=None)
+    ap.add_argument("--dims", default="64,128,256", help="head dims, comma-separated")
+    ap.add_argument("--seqlens", default=None, help="seqlens, comma-separated (overrides --quick)")
+    ap.add_argument("--no-mem", action="store_true", help="skip the memory/time-vs-naive section")
     args = ap.parse_args()
     torch.manual_seed(0)
     fk = Flashkit(args.lib, args.shim)
@@ -133,8 +137,10 @@ def main():
     print("device: %s; torch %s; flashkit via %s" % (dev, torch.__version__, fk.mode), flush=True)
 
     seqlens = [2048, 8192] if args.quick else [512, 1024, 2048, 4096, 8192, 16384]
+    if args.seqlens:
+        seqlens = [int(x) for x in args.seqlens.split(",")]
     rows = []
-    for D in (64, 128, 256):
+    for D in (int(x) for x in args.dims.split(",")):
         for S in seqlens:
             for causal in (False, True):
                 B, H = 16384 // S, 2048 // D
@@ -171,7 +177,7 @@ def main():
 
     # memory and time against naive: B=4, H=16, D=128, causal, seqlen 8192 (BENCHMARKS.md's table)
     mem = []
-    for S in (2048, 8192):
+    for S in () if args.no_mem else (2048, 8192):
         B, H, D = 4, 16, 128
         q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
 

@@ -6,12 +6,17 @@
  *   v2 PLAIN kernels (common case) and pipelines 0/1/2 (when the next K load is issued): PLAIN +8-13% at the
  *      same tile, +6-7% more from 128x128 (D=64) / 128x64 (D=128); PIPE 2 +1-4% at D=128; D=256 best at 64x64w4.
  *      Fragment prefetch (PIPE+4): no gain at D=64/128, 7x slower at D=256 (rejected). Tables: PERF.md.
+ *   v3 D=256 candidate d256c (attn_fwd_d256.cuh: 128x64, 8 warps 4 rows x 2 halves, P through shared memory,
+ *      100 instead of 144 ldmatrix.x4 per 256 MMAs): compiled spill-free sm_80/sm_90, NOT YET RUN on a GPU.
  *
  *   attn_fwd_check check [filter]   every case through fk_cuda_attn_fwd (the library's own dispatch) against a
  *                                   float64 reference computed on the GPU; prints one line per case.
- *   attn_fwd_check time             bf16 tile-shape variants on the BENCHMARKS.md grid (TFLOP/s, median of 30)
+ *   attn_fwd_check time [F [S,..]]  bf16 tile-shape variants on the BENCHMARKS.md grid (TFLOP/s, median of 30,
+ *                                   ratio to the bucket's production PLAIN kernel); F: a head dim or a name part
  *   attn_fwd_check small            one small case per kernel (for compute-sanitizer)
- *   attn_fwd_check vcheck           every timing variant (tile shape, pipeline, PLAIN) on a few bf16 cases
+ *   attn_fwd_check vcheck [F]       every timing variant (tile shape, pipeline, PLAIN) on a few bf16 cases; the
+ *                                   D = 256 candidates (d256c, attn_fwd_d256.cuh) on 48 bf16 + fp16 cases
+ *   attn_fwd_check vsmall [F]       the selected variants on 1-2 small cases (for compute-sanitizer)
  *
  * Tolerance (docs/HELPERS_COMMON.md): fp32 rel L2 <= 1e-5; fp16/bf16 max_abs <= 2 * max_abs of the naive
  * same-dtype computation (probabilities and output rounded to the dtype) + 1e-4. LSE: |err| <= 1e-4 (1e-5 fp32
@@ -19,6 +24,7 @@
  */
 #include "../../src/core/attn_internal.h"
 #include "../../src/cuda/attn_fwd_impl.cuh"
+#include "../../src/cuda/attn_fwd_d256.cuh"
 
 #include <math.h>
 #include <stdio.h>
@@ -428,11 +434,20 @@ static int cmd_check(const char *filter, bool verbose) {
 struct Variant {
     int         D;
     const char *name;
-    LaunchFn    fn;
+    LaunchFn    fn;     // bf16
+    LaunchFn    fn_f16; // fp16, where vcheck also runs fp16 cases (the D = 256 candidates)
+    bool        prod;   // the production PLAIN kernel of this bucket (FwdTile<D, true>): `time` prints ratios to it
 };
 // name: BRxBC w(warps) p(pipeline) and g (general kernel) or p (PLAIN kernel)
-#define VAR(D, BR, BC, NW, PLAIN, PIPE)                                                                      \
-    {D, #BR "x" #BC "w" #NW "p" #PIPE "-" #PLAIN, fk_cuda::launch_fwd_tc<D, BR, BC, NW, true, PLAIN, PIPE>}
+#define VAR(D_, BR_, BC_, NW_, PLAIN_, PIPE_)                                                                \
+    {D_, #BR_ "x" #BC_ "w" #NW_ "p" #PIPE_ "-" #PLAIN_,                                                      \
+     fk_cuda::launch_fwd_tc<D_, BR_, BC_, NW_, true, PLAIN_, PIPE_>, nullptr,                                \
+     PLAIN_ && fk_cuda::FwdTile<D_, true>::BR == BR_ && fk_cuda::FwdTile<D_, true>::BC == BC_ &&             \
+         fk_cuda::FwdTile<D_, true>::NW == NW_ && fk_cuda::FwdTile<D_, true>::PIPE == PIPE_}
+// D = 256 candidate (src/cuda/attn_fwd_d256.cuh): 128x64, 8 warps as 4 row groups x 2 halves, PLAIN only
+#define VAR_D256C(PIPE)                                                                                      \
+    {256, "d256c-128x64w8p" #PIPE, fk_cuda::launch_fwd_d256<true, PIPE>, fk_cuda::launch_fwd_d256<false, PIPE>, \
+     false}
 static const Variant kVariants[] = {
     VAR(64, 128, 64, 4, false, 0),  VAR(64, 128, 128, 4, false, 0), VAR(64, 128, 128, 4, true, 0),
     VAR(64, 128, 128, 4, true, 2),  VAR(64, 128, 128, 4, true, 4),
@@ -440,16 +455,40 @@ static const Variant kVariants[] = {
     VAR(128, 128, 64, 4, true, 6),
     VAR(256, 128, 64, 8, false, 0), VAR(256, 64, 64, 4, false, 0),  VAR(256, 64, 64, 4, true, 0),
     VAR(256, 64, 64, 4, true, 1),   VAR(256, 64, 64, 4, true, 4),   VAR(256, 64, 64, 4, true, 5),
+    VAR_D256C(0),                   VAR_D256C(2),
 };
 
-static int cmd_time() {
+// Variant filter of `time` and `vcheck`: none, a head dim ("256": that bucket's variants), or a substring of
+// the variant name ("d256c": the candidates). The production variant of a selected bucket is always timed.
+static bool variant_selected(const Variant &v, const char *filter, bool for_time) {
+    if (!filter || !*filter) return true;
+    const int d = atoi(filter);
+    if (d > 0) return v.D == d;
+    return strstr(v.name, filter) != nullptr || (for_time && v.prod);
+}
+
+// time [filter [S,S,...]]: default seqlens 512, 2048, 8192; "ratio" = TFLOP/s over the production variant's
+// (same D, S, causal; it is listed, so timed, before the others of its bucket).
+static int cmd_time(const char *filter, const char *slist) {
+    std::vector<int> seqlens = {512, 2048, 8192};
+    if (slist) {
+        seqlens.clear();
+        for (const char *c = slist; *c;) {
+            seqlens.push_back(atoi(c));
+            while (*c && *c != ',') ++c;
+            if (*c == ',') ++c;
+        }
+    }
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    printf("%-5s %-6s %-6s %-3s %-12s %8s %8s\n", "D", "S", "BxH", "c", "variant", "ms", "TFLOP/s");
+    printf("%-5s %-6s %-6s %-3s %-18s %8s %8s %6s\n", "D", "S", "BxH", "c", "variant", "ms", "TFLOP/s", "ratio");
     for (int D : {64, 128, 256})
-        for (int S : {512, 2048, 8192})
+        for (int S : seqlens)
             for (int causal : {0, 1}) {
+                bool any = false;
+                for (const Variant &var : kVariants) any |= var.D == D && variant_selected(var, filter, true);
+                if (!any) continue;
                 const int B = 16384 / S, H = 2048 / D;
                 const int64_t n = (int64_t)B * S * H * D;
                 void *q, *k, *v, *o;
@@ -474,8 +513,16 @@ static int cmd_time() {
                 f.scale = 1.f / sqrtf((float)D), f.scale_log2 = f.scale * 1.4426950408889634f;
                 f.vec_in = f.vec_out = f.plain = 1;
                 const double flops = 4.0 * B * H * (double)S * S * D / (causal ? 2 : 1);
+                double       prod_tf = 0;
                 for (const Variant &var : kVariants) {
-                    if (var.D != D) continue;
+                    if (var.D != D || !variant_selected(var, filter, true)) continue;
+                    const cudaError_t le = var.fn(f, B, H, 0);
+                    if (le != cudaSuccess) {
+                        printf("%-5d %-6d %-6s %-3d %-18s launch failed: %s\n", D, S, "", causal, var.name,
+                               cudaGetErrorString(le));
+                        cudaGetLastError();
+                        continue;
+                    }
                     for (int w = 0; w < 3; ++w) CK(var.fn(f, B, H, 0));
                     std::vector<float> ts;
                     for (int r = 0; r < 30; ++r) {
@@ -488,21 +535,26 @@ static int cmd_time() {
                         ts.push_back(ms);
                     }
                     std::sort(ts.begin(), ts.end());
-                    const float ms = ts[ts.size() / 2];
-                    printf("%-5d %-6d %-6s %-3d %-12s %8.3f %8.1f\n", D, S,
-                           (std::to_string(B) + "x" + std::to_string(H)).c_str(), causal, var.name, ms,
-                           flops / ms * 1e-9);
+                    const float  ms = ts[ts.size() / 2];
+                    const double tf = flops / ms * 1e-9;
+                    if (var.prod) prod_tf = tf;
+                    printf("%-5d %-6d %-6s %-3d %-18s %8.3f %8.1f %6.3f\n", D, S,
+                           (std::to_string(B) + "x" + std::to_string(H)).c_str(), causal, var.name, ms, tf,
+                           prod_tf > 0 ? tf / prod_tf : 0.0);
                 }
                 cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o), cudaFree(lse);
             }
     return 0;
 }
 
-// vcheck: every timing variant on aligned bf16 cases of its head dim (PLAIN-eligible: no softcap/ALiBi).
-static int cmd_vcheck() {
+// vcheck [filter]: every timing variant on aligned bf16 cases of its head dim (PLAIN-eligible: no softcap/ALiBi);
+// variants with an fp16 instance (the D = 256 candidates) also on a longer list, bf16 and fp16: causal and not,
+// Sq != Sk both ways, lengths 1, 17, 1000 and others that are not multiples of the tiles, windows, varlen, GQA.
+static int cmd_vcheck(const char *filter) {
     int bad = 0, n = 0;
     uint64_t seed = 500;
     for (const Variant &var : kVariants) {
+        if (!variant_selected(var, filter, false)) continue;
         g_variant = var.fn;
         const int D = var.D;
         const Case cs[] = {
@@ -516,13 +568,60 @@ static int cmd_vcheck() {
             {FK_DTYPE_BF16, 1, 1024, 1024, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
             {FK_DTYPE_BF16, 1, 1, 1000, 4, 1, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
         };
-        int vb = 0;
-        for (const Case &c : cs) vb += run_case(c, seed++, false), ++n;
-        printf("vcheck D%d %-16s %s\n", D, var.name, vb ? "FAIL" : "ok");
+        int vb = 0, vn = 0;
+        for (const Case &c : cs) vb += run_case(c, seed++, false), ++vn;
+        if (var.fn_f16)
+            for (fk_dtype dt : {FK_DTYPE_BF16, FK_DTYPE_F16}) {
+                const Case more[] = {
+                    {dt, 2, 200, 200, 4, 2, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 2, 200, 200, 4, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 77, 300, 2, 1, D, 0, -1, -1, 0, 0, 0, 1, 8, 0},
+                    {dt, 1, 77, 300, 2, 1, D, 1, -1, -1, 0, 0, 0, 1, 8, 0},
+                    {dt, 1, 300, 77, 2, 2, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 300, 77, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1, 1, 2, 1, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1, 1000, 4, 1, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1, 1000, 4, 1, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1000, 1, 2, 2, D, 0, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1000, 1, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0}, // rows with no visible key
+                    {dt, 2, 17, 17, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 17, 1000, 2, 1, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1000, 17, 2, 1, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1000, 1000, 2, 2, D, 0, -1, -1, 0, 0, 0, 0, 0, 0},
+                    {dt, 1, 1000, 1000, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 1, 1024, 1024, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0},
+                    {dt, 2, 260, 190, 4, 4, D, 0, 50, 10, 0, 0, 0, 1, 0, 0},
+                    {dt, 5, 220, 180, 4, 1, D, 1, -1, -1, 0, 0, 1, 1, 8, 0},
+                    {dt, 5, 180, 220, 4, 2, D, 0, -1, -1, 0, 0, 1, 1, 0, 0},
+                };
+                g_variant = dt == FK_DTYPE_F16 ? var.fn_f16 : var.fn;
+                for (const Case &c : more) vb += run_case(c, seed++, false), ++vn;
+            }
+        n += vn;
+        printf("vcheck D%d %-20s %3d cases %s\n", D, var.name, vn, vb ? "FAIL" : "ok");
         bad += vb;
     }
     g_variant = nullptr;
     printf("vcheck: %d cases, %d failed\n", n, bad);
+    return bad ? 1 : 0;
+}
+
+// vsmall [filter]: the selected variants on two small cases each (bf16 causal, fp16 GQA + window), for
+// compute-sanitizer (racecheck covers the candidates' shared-memory exchange).
+static int cmd_vsmall(const char *filter) {
+    int bad = 0;
+    uint64_t seed = 900;
+    for (const Variant &var : kVariants) {
+        if (!variant_selected(var, filter, false)) continue;
+        g_variant = var.fn;
+        bad += run_case({FK_DTYPE_BF16, 2, 150, 170, 2, 1, var.D, 1, -1, -1, 0, 0, 0, 1, 0, 0}, seed++, true);
+        if (var.fn_f16) {
+            g_variant = var.fn_f16;
+            bad += run_case({FK_DTYPE_F16, 1, 130, 200, 4, 2, var.D, 0, 40, 30, 0, 0, 0, 1, 0, 0}, seed++, true);
+        }
+    }
+    g_variant = nullptr;
+    printf("vsmall: %d failed\n", bad);
     return bad ? 1 : 0;
 }
 
@@ -576,11 +675,13 @@ int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "check";
     if (!strcmp(cmd, "check")) return cmd_check(argc > 2 ? argv[2] : nullptr, false);
     if (!strcmp(cmd, "checkv")) return cmd_check(argc > 2 ? argv[2] : nullptr, true);
-    if (!strcmp(cmd, "time")) return cmd_time();
+    if (!strcmp(cmd, "time")) return cmd_time(argc > 2 ? argv[2] : nullptr, argc > 3 ? argv[3] : nullptr);
     if (!strcmp(cmd, "small")) return cmd_small();
-    if (!strcmp(cmd, "vcheck")) return cmd_vcheck();
+    if (!strcmp(cmd, "vcheck")) return cmd_vcheck(argc > 2 ? argv[2] : nullptr);
+    if (!strcmp(cmd, "vsmall")) return cmd_vsmall(argc > 2 ? argv[2] : nullptr);
     if (!strcmp(cmd, "prof") && argc > 4)
         return cmd_prof(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), argc > 5 && !strcmp(argv[5], "f16") ? FK_DTYPE_F16 : FK_DTYPE_BF16);
-    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | time | small\n", argv[0]);
+    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | time [filter [S,S,..]] | vcheck [filter] | vsmall [filter] "
+                    "| small | prof D S causal [f16]\n", argv[0]);
     return 2;
 }
