@@ -78,15 +78,8 @@ static double copy_gbs(fk_context &) {
     return 2.0 * n / ms * 1e-6;
 }
 
-int main() {
-    fk_context ctx;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.device.kind = FK_DEVICE_CUDA;
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    ctx.sm_count = prop.multiProcessorCount, ctx.max_smem_optin = (int)prop.sharedMemPerBlockOptin;
-    ctx.cc_major = prop.major, ctx.cc_minor = prop.minor;
-    printf("tune: %s, copy %.0f GB/s\n", prop.name, copy_gbs(ctx));
+// The production launch-shape sweep (no argument).
+static int sweep(fk_context &ctx) {
     const int64_t T = 16384;
 
     // --- SwiGLU: U vectors per thread x block size --------------------------------------------------------
@@ -207,4 +200,20 @@ int main() {
         cudaFree(q), cudaFree(k), cudaFree(qo), cudaFree(ko), cudaFree(cs);
     }
     return 0;
+}
+
+#include "ops_tune_next.inc"
+
+int main(int argc, char **argv) {
+    fk_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.device.kind = FK_DEVICE_CUDA;
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    ctx.sm_count = prop.multiProcessorCount, ctx.max_smem_optin = (int)prop.sharedMemPerBlockOptin;
+    ctx.cc_major = prop.major, ctx.cc_minor = prop.minor;
+    const double copy = copy_gbs(ctx);
+    printf("tune: %s, copy %.0f GB/s\n", prop.name, copy);
+    if (argc > 1 && strcmp(argv[1], "next") == 0) return next_main(ctx, copy, argc - 2, argv + 2);
+    return sweep(ctx);
 }
