@@ -487,7 +487,7 @@ static int cmd_time(const char *filter, const char *slist) {
         for (int S : seqlens)
             for (int causal : {0, 1}) {
                 bool any = false;
-                for (const Variant &var : kVariants) any |= var.D == D && variant_selected(var, filter, true);
+                for (const Variant &var : kVariants) any |= var.D == D && variant_selected(var, filter, false);
                 if (!any) continue;
                 const int B = 16384 / S, H = 2048 / D;
                 const int64_t n = (int64_t)B * S * H * D;
