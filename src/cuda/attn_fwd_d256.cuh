@@ -56,7 +56,7 @@ template <int PIPE> struct D256Shape {
 };
 
 // ldmatrix.x4 lane -> element offset (pitch in elements) of the row this lane addresses, for the two operand
-// shapes (also called by dev/cuda/d256_sim.c's host simulation, which checks the fragment ownership).
+// shapes (also called by dev/cuda/d256_sim.cu's host simulation, which checks the fragment ownership).
 // A operand (16 x 16, row-major rows) and the .trans B operand of P V: matrices (rows 0-7, k 0-7),
 // (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15).
 __host__ __device__ __forceinline__ int d256_lane_a(int lane, int pitch) {
