@@ -117,6 +117,17 @@ template <int N> __device__ __forceinline__ void stage_weight(const NormArgs &a,
     }
 }
 
+// Row accesses: EX (the row fills the group's VPL x 32 W vectors exactly) drops every tail check, so a
+// thread's addresses are one base plus constants and no partial-vector code is generated.
+template <typename T, int N, bool EX> __device__ __forceinline__ Pack<T, N> ld_row(const T *p, int n) {
+    if constexpr (EX) return load_pack<T, N>(p);
+    else return load_pack_any<T, N>(p, n);
+}
+template <typename T, int N, bool EX> __device__ __forceinline__ void st_row(T *p, const Pack<T, N> &x, int n) {
+    if constexpr (EX) store_pack<T, N>(p, x);
+    else store_pack_any<T, N>(p, x, n);
+}
+
 // Group geometry: G = 32 W threads a row; group `grp` of the block takes rows blockIdx.x * groups + grp,
 // then every gridDim.x * groups rows.
 template <int W> struct Group {
@@ -127,8 +138,34 @@ template <int W> struct Group {
     }
 };
 
+template <typename T, int N> __device__ __forceinline__ Pack<T, N> add_round(const Pack<T, N> &x, const Pack<T, N> &r) {
+    float xf[N], rf[N];
+    unpack<T, N>(x, xf);
+    unpack<T, N>(r, rf);
+#pragma unroll
+    for (int k = 0; k < N; k++) xf[k] += rf[k];
+    return pack<T, N>(xf);
+}
+template <typename T, int N> __device__ __forceinline__ float sum_sq(const Pack<T, N> &h) {
+    float f[N], s = 0.f;
+    unpack<T, N>(h, f);
+#pragma unroll
+    for (int k = 0; k < N; k++) s += f[k] * f[k];
+    return s;
+}
+// y = h * rstd * (offset + w) for vector idx, the weight from the staged row.
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> scale_row(const Pack<T, N> &h, const float *ws, int nvec, int idx, float rstd) {
+    float hf[N], w[N], o[N];
+    unpack<T, N>(h, hf);
+    lds_split<N>(ws, nvec, idx, w);
+#pragma unroll
+    for (int k = 0; k < N; k++) o[k] = hf[k] * rstd * w[k];
+    return pack<T, N>(o);
+}
+
 // Forward. The row stays in registers as VPL packs (vectors gt, gt + 32W, ...): hidden <= VPL x 32 W x N.
-template <typename T, int N, int W, int VPL>
+template <typename T, int N, int W, int VPL, bool EX>
 __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const NormArgs a) {
     extern __shared__ float4 next_sm4[];
     float *ws  = reinterpret_cast<float *>(next_sm4);
@@ -136,75 +173,70 @@ __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const NormArgs a) {
     stage_weight<N>(a, ws);
     __syncthreads(); // the only block-wide barrier
     const Group<W> G;
-    float         *gred = red + G.grp * 2 * W;
+    float         *gred   = red + G.grp * 2 * W;
     const int      hidden = a.hidden;
-    int            parity = 0;
+    // Whole vectors [0, nfull) sit in the VPL packs; a partial last vector (hidden % N elements, !EX only) is
+    // held apart by the one thread it falls to, so the unrolled loops carry no element-wise code (with it,
+    // VPL 8 spilled at 128 registers).
+    const int  nfull = EX ? VPL * 32 * W : hidden / N, tailn = EX ? 0 : hidden - nfull * N;
+    const bool own_tail = !EX && tailn > 0 && G.gt == nfull % (32 * W);
+    int        parity   = 0;
     for (int64_t r = (int64_t)blockIdx.x * G.groups + G.grp; r < a.rows; r += (int64_t)gridDim.x * G.groups) {
         const T   *x    = static_cast<const T *>(a.x) + r * a.x_rs;
         const T   *res  = a.residual ? static_cast<const T *>(a.residual) + r * a.residual_rs : nullptr;
         T         *rout = a.residual ? static_cast<T *>(a.residual_out) + r * a.residual_out_rs : nullptr;
         T         *y    = static_cast<T *>(a.y) + r * a.y_rs;
-        Pack<T, N> h[VPL];
-        float      ss = 0.f;
+        Pack<T, N> h[VPL], ht;
 #pragma unroll
         for (int v = 0; v < VPL; v++) {
-            const int j = (G.gt + v * 32 * W) * N, n = min(hidden - j, N);
-            if (n > 0) h[v] = load_pack_any<T, N>(x + j, n);
+            const int idx = G.gt + v * 32 * W;
+            if (EX || idx < nfull) h[v] = load_pack<T, N>(x + idx * N);
         }
+        if (own_tail) ht = load_pack_n<T, N>(x + nfull * N, tailn);
         if (res) {
-            Pack<T, N> rp[VPL];
+            Pack<T, N> rp[VPL], rt;
 #pragma unroll
             for (int v = 0; v < VPL; v++) {
-                const int j = (G.gt + v * 32 * W) * N, n = min(hidden - j, N);
-                if (n > 0) rp[v] = load_pack_any<T, N>(res + j, n);
+                const int idx = G.gt + v * 32 * W;
+                if (EX || idx < nfull) rp[v] = load_pack<T, N>(res + idx * N);
             }
+            if (own_tail) rt = load_pack_n<T, N>(res + nfull * N, tailn);
 #pragma unroll
             for (int v = 0; v < VPL; v++) {
-                const int j = (G.gt + v * 32 * W) * N, n = min(hidden - j, N);
-                if (n > 0) {
-                    float xf[N], rf[N];
-                    unpack<T, N>(h[v], xf);
-                    unpack<T, N>(rp[v], rf);
-#pragma unroll
-                    for (int k = 0; k < N; k++) xf[k] += rf[k];
-                    h[v] = pack<T, N>(xf); // h rounded to T, as the unfused add stores it
-                    store_pack_any<T, N>(rout + j, h[v], n);
+                const int idx = G.gt + v * 32 * W;
+                if (EX || idx < nfull) {
+                    h[v] = add_round<T, N>(h[v], rp[v]); // h rounded to T, as the unfused add stores it
+                    store_pack<T, N>(rout + idx * N, h[v]);
                 }
             }
-        }
-#pragma unroll
-        for (int v = 0; v < VPL; v++) {
-            const int j = (G.gt + v * 32 * W) * N;
-            if (hidden - j > 0) {
-                float f[N];
-                unpack<T, N>(h[v], f);
-#pragma unroll
-                for (int k = 0; k < N; k++) ss += f[k] * f[k];
+            if (own_tail) {
+                ht = add_round<T, N>(ht, rt);
+                store_pack_n<T, N>(rout + nfull * N, ht, tailn);
             }
         }
+        float ss = own_tail ? sum_sq<T, N>(ht) : 0.f; // zeros past tailn
+#pragma unroll
+        for (int v = 0; v < VPL; v++)
+            if (EX || G.gt + v * 32 * W < nfull) ss += sum_sq<T, N>(h[v]);
         ss               = group_sum<W>(ss, gred, G.wig, G.lane, G.grp + 1, parity);
         parity          ^= 1;
         const float rstd = 1.0f / sqrtf(ss / (float)hidden + a.eps);
         if (a.rstd && G.gt == 0) a.rstd[r] = rstd;
 #pragma unroll
         for (int v = 0; v < VPL; v++) {
-            const int idx = G.gt + v * 32 * W, j = idx * N, n = min(hidden - j, N);
-            if (n > 0) {
-                float hf[N], w[N], o[N];
+            const int idx = G.gt + v * 32 * W;
+            if (EX || idx < nfull) {
                 opaque(h[v]); // keep the packed form live across the reduction, not VPL x N floats
-                unpack<T, N>(h[v], hf);
-                lds_split<N>(ws, a.nvec, idx, w);
-#pragma unroll
-                for (int k = 0; k < N; k++) o[k] = hf[k] * rstd * w[k];
-                store_pack_any<T, N>(y + j, pack<T, N>(o), n);
+                store_pack<T, N>(y + idx * N, scale_row<T, N>(h[v], ws, a.nvec, idx, rstd));
             }
         }
+        if (own_tail) store_pack_n<T, N>(y + nfull * N, scale_row<T, N>(ht, ws, a.nvec, nfull, rstd), tailn);
     }
 }
 
 // Backward. h, dy (and dresidual_out) of the row in registers; the dweight partial of the thread's columns
 // in VPL x N fp32 registers across all of the group's rows.
-template <typename T, int N, int W, int VPL>
+template <typename T, int N, int W, int VPL, bool EX>
 __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const NormArgs a) {
     extern __shared__ float4 next_sm4[];
     float *ws  = reinterpret_cast<float *>(next_sm4);
@@ -230,18 +262,18 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const NormArgs a) {
         Pack<T, N>  hp[VPL], dp[VPL], rp[VPL];
 #pragma unroll
         for (int v = 0; v < VPL; v++) {
-            const int j = (G.gt + v * 32 * W) * N, n = min(hidden - j, N);
-            if (n > 0) {
-                hp[v] = load_pack_any<T, N>(hrow + j, n);
-                dp[v] = load_pack_any<T, N>(dyrow + j, n);
-                if (drow) rp[v] = load_pack_any<T, N>(drow + j, n);
+            const int j = (G.gt + v * 32 * W) * N, n = EX ? N : min(hidden - j, N);
+            if (EX || n > 0) {
+                hp[v] = ld_row<T, N, EX>(hrow + j, n);
+                dp[v] = ld_row<T, N, EX>(dyrow + j, n);
+                if (drow) rp[v] = ld_row<T, N, EX>(drow + j, n);
             }
         }
         float dot = 0.f;
 #pragma unroll
         for (int v = 0; v < VPL; v++) {
             const int idx = G.gt + v * 32 * W;
-            if (hidden - idx * N > 0) {
+            if (EX || hidden - idx * N > 0) {
                 float h[N], d[N], w[N];
                 unpack<T, N>(hp[v], h);
                 unpack<T, N>(dp[v], d);
@@ -258,8 +290,8 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const NormArgs a) {
         const float coef = rstd * rstd * dot * inv_h;
 #pragma unroll
         for (int v = 0; v < VPL; v++) {
-            const int idx = G.gt + v * 32 * W, j = idx * N, n = min(hidden - j, N);
-            if (n > 0) {
+            const int idx = G.gt + v * 32 * W, j = idx * N, n = EX ? N : min(hidden - j, N);
+            if (EX || n > 0) {
                 float h[N], d[N], w[N], dr[N];
                 opaque(hp[v]);
                 opaque(dp[v]);
@@ -272,7 +304,7 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const NormArgs a) {
                     d[k] = rstd * (d[k] * w[k] - h[k] * coef);
                     if (drow) d[k] += dr[k];
                 }
-                store_pack_any<T, N>(dxrow + j, pack<T, N>(d), n);
+                st_row<T, N, EX>(dxrow + j, pack<T, N>(d), n);
             }
         }
     }
@@ -316,8 +348,14 @@ cudaError_t rows_plan(const NormArgs &a, int threads, int sm_count, RowsLaunch *
     if (threads % (32 * W) != 0 || groups < 1 || threads > 512 || (W > 1 && groups > 15) ||
         (int64_t)a.hidden > (int64_t)VPL * 32 * W * N || a.nvec != (a.hidden + N - 1) / N)
         return cudaErrorInvalidValue;
-    if constexpr (BWD) L->kernel = (const void *)rms_bwd_rows_kernel<T, N, W, VPL>;
-    else L->kernel = (const void *)rms_fwd_rows_kernel<T, N, W, VPL>;
+    const bool ex = a.hidden == VPL * 32 * W * N;
+    // The forward's general (tail) instance at VPL >= 8 spilled (ptxas, 128-register cap): exact rows only there;
+    // a hidden size with a tail takes a candidate with fewer vectors a thread.
+    if (!BWD && N > 1 && VPL >= 8 && !ex) return cudaErrorInvalidValue;
+    if constexpr (BWD)
+        L->kernel = ex ? (const void *)rms_bwd_rows_kernel<T, N, W, VPL, true> : (const void *)rms_bwd_rows_kernel<T, N, W, VPL, false>;
+    else if constexpr (N > 1 && VPL >= 8) L->kernel = (const void *)rms_fwd_rows_kernel<T, N, W, VPL, true>;
+    else L->kernel = ex ? (const void *)rms_fwd_rows_kernel<T, N, W, VPL, true> : (const void *)rms_fwd_rows_kernel<T, N, W, VPL, false>;
     L->threads = threads;
     L->smem    = rows_smem(a.nvec, N, threads, W);
     cudaError_t e = cudaSuccess;
