@@ -2,6 +2,8 @@
 // shape of src/cuda/{swiglu,rmsnorm,rope}.cu's kernels with CUDA events (median of 20 after 3 warm-ups) on
 // random data larger than L2, and prints GB/s (each input read once + each output written once). The library's
 // selection rules were set from its output (docs/PERF.md, "GPU: fused ops").
+// `ops_tune next [rmsnorm|swiglu|rope]`: the candidates of src/cuda/ops_next.cuh instead, each checked against
+// float64 and timed beside production (ops_tune_next.inc; one device call: bench/next_ops.sh).
 // Build (needs build-gpu/libflashkit.a for fk_error & co.):
 //   nvcc -O3 -std=c++17 -arch=sm_90 --expt-relaxed-constexpr -DFK_WITH_CUDA -Iinclude -Isrc \
 //        dev/cuda/ops_tune.cu build-gpu/libflashkit.a -o build-gpu/ops_tune
