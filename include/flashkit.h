@@ -439,6 +439,54 @@ FK_API fk_status fk_ring_attn_bwd_workspace_size(fk_context_t ctx, const fk_ring
 FK_API fk_status fk_ring_attn_bwd(fk_context_t ctx, const fk_ring_attn_args *args, void *workspace,
                                   size_t workspace_bytes, void *stream);
 
+// --- decode with a KV cache (flash_attn_with_kvcache) -------------------------------------------------------
+// Attention of a few new query tokens against a cache of keys and values, with optional new keys and values
+// appended to the cache in place first (incremental decoding; seqlen_q > 1 is speculative decoding).
+// Operands:
+//   q       : [batch, seqlen_q, nheads_q, head_dim]                  fp32 | fp16 | bf16 (| fp64 on the CPU)
+//   k_cache, v_cache (same shape; read, and written where new keys land):
+//             contiguous: [batch_cache, seqlen_cache, nheads_kv, head_dim]   capacity = seqlen_cache
+//             paged:      [num_blocks, page_size, nheads_kv, head_dim]       capacity = max_blocks * page_size
+//                         (paged when block_table is given)
+//   k, v    : optional [batch, seqlen_new, nheads_kv, head_dim], both or neither; row i of sequence b is written
+//             to cache row cache_seqlens[b] + i before the attention, which then sees those rows too
+//   cache_seqlens   : int32 [batch], keys already in the cache per sequence; sequence b attends to
+//                     seqlen_k(b) = cache_seqlens[b] + seqlen_new keys, which must be <= capacity
+//   cache_batch_idx : optional int32 [batch] (contiguous cache only): sequence b uses cache entry
+//                     cache_batch_idx[b] (absent: entry b, and batch_cache >= batch); entries must not repeat
+//                     when k, v are appended
+//   block_table     : optional int32 [batch, max_blocks]: key j of sequence b lives in block
+//                     block_table[b][j / page_size], row j % page_size; only the blocks that hold keys
+//                     < seqlen_k(b) are read and must be in [0, num_blocks)
+//   o       : [batch, seqlen_q, nheads_q, head_dim], q's dtype;  lse : optional fp32 [batch, nheads_q, seqlen_q]
+//   alibi_slopes, softmax_scale, softcap, causal, window_left/right: as fk_attn_args, with seqlen_k(b) as the
+//             key length (causal: query i sees keys j <= seqlen_k(b) - seqlen_q + i).
+// Rotary embedding is not part of this call: rotate q and the new k first (fk_rope_fwd with positions
+// cache_seqlens[b] + i), as the Python binding's flash_attn_with_kvcache does.
+// The CPU backend reads cache_seqlens, cache_batch_idx and block_table and checks their values
+// (FK_STATUS_BAD_PARAM_VALUE); num_splits is a hint (0 = the backend's choice) that the CPU ignores.
+// CUDA: not implemented yet (FK_STATUS_NOT_SUPPORTED_FEATURE after the shape checks).
+
+typedef struct fk_attn_kvcache_args {
+    fk_tensor q, k_cache, v_cache, k, v, o, lse;
+    fk_tensor cache_seqlens;   // int32 [batch]; required
+    fk_tensor cache_batch_idx; // int32 [batch]; data NULL = identity
+    fk_tensor block_table;     // int32 [batch, max_blocks]; data NULL = contiguous cache
+    fk_tensor alibi_slopes;    // fp32 [nheads_q] or [batch, nheads_q]; data NULL = no ALiBi
+    float     softmax_scale;   // 0 = 1/sqrt(head_dim)
+    float     softcap;         // 0 = off
+    int       causal;          // 0 or 1
+    int64_t   window_left;     // -1 = unbounded
+    int64_t   window_right;    // -1 = unbounded
+    int       num_splits;      // >= 0; 0 = backend's choice
+} fk_attn_kvcache_args;
+
+// Fills the defaults: every tensor absent, scale 0, softcap 0, causal 0, windows -1, num_splits 0.
+FK_API void      fk_attn_kvcache_args_init(fk_attn_kvcache_args *args);
+FK_API fk_status fk_attn_kvcache_workspace_size(fk_context_t ctx, const fk_attn_kvcache_args *args, size_t *bytes);
+FK_API fk_status fk_attn_fwd_kvcache(fk_context_t ctx, const fk_attn_kvcache_args *args, void *workspace,
+                                     size_t workspace_bytes, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,6 +19,7 @@
  * The environment variable FK_CPU_SIMD_MAX (0, 256 or 512) caps the SIMD level, so tests reach every path.
  */
 #include "attn_cpu.h"
+#include "../core/attn_kvcache_internal.h"
 #include "ops_cpu.h"
 
 #include <math.h>
@@ -263,8 +264,8 @@ size_t fk_cpu_attn_bwd_workspace(const struct fk_context *ctx, const fk_attn_pro
 fk_status fk_cpu_attn_fwd(const struct fk_context *ctx, const fk_attn_problem *p, void *ws, size_t ws_bytes) {
     if (ws_bytes < fk_cpu_attn_fwd_workspace(ctx, p))
         return fk_error(FK_STATUS_INTERNAL, "attn_fwd: CPU backend got a workspace smaller than it asked for");
-    if (p->dtype == FK_DTYPE_F64) fwd_f64(ctx, p, &kern_double, ws);
-    else fwd_f32(ctx, p, pick_f32(ctx), ws);
+    if (p->dtype == FK_DTYPE_F64) fwd_f64(ctx, p, NULL, &kern_double, ws);
+    else fwd_f32(ctx, p, NULL, pick_f32(ctx), ws);
     return FK_STATUS_SUCCESS;
 }
 
@@ -273,5 +274,45 @@ fk_status fk_cpu_attn_bwd(const struct fk_context *ctx, const fk_attn_problem *p
         return fk_error(FK_STATUS_INTERNAL, "attn_bwd: CPU backend got a workspace smaller than it asked for");
     if (p->dtype == FK_DTYPE_F64) bwd_f64(ctx, p, &kern_double, ws);
     else bwd_f32(ctx, p, pick_f32(ctx), ws);
+    return FK_STATUS_SUCCESS;
+}
+
+// --- decode with a KV cache ------------------------------------------------------------------------------
+// The same forward items, with each sequence's keys read from the cache (attn_body.h, kv != NULL). New keys
+// and values are first copied into their cache rows (storage dtype, no conversion), so the attention sees
+// one set of keys per sequence, cache_seqlens[b] + seqlen_new long.
+
+size_t fk_cpu_attn_kvcache_workspace(const struct fk_context *ctx, const fk_attn_kv_problem *p) {
+    return fk_cpu_attn_fwd_workspace(ctx, &p->attn);
+}
+
+// k, v (B, Snew, Hkv, D) -> cache rows cache_seqlens[b] + i of every kv head.
+static void kv_append(const struct fk_context *ctx, const fk_attn_kv_problem *kp) {
+    const fk_attn_problem *p  = &kp->attn;
+    const fk_attn_kv      *kv = &kp->kv;
+    const size_t           es = fk_dtype_size(p->dtype), row = (size_t)p->head_dim * es;
+    const int64_t          n  = p->batch * kv->seqlen_new;
+    const int              nt = (int)threads_of(ctx);
+    const int              par = n * p->nheads_kv * p->head_dim >= FK_CPU_PAR_MIN_WORK;
+    FK_OMP_PARALLEL_FOR
+    for (int64_t t = 0; t < n; t++) {
+        const int64_t b = t / kv->seqlen_new, i = t % kv->seqlen_new, j = kv->cache_seqlens[b] + i;
+        const int64_t ko = fk_attn_kv_row(kv, b, j, p->k_bs, p->k_rs), vo = fk_attn_kv_row(kv, b, j, p->v_bs, p->v_rs);
+        for (int64_t h = 0; h < p->nheads_kv; h++) {
+            memcpy(fk_cpu_at_mut(kv->k_cache, p->dtype, ko + h * p->k_hs),
+                   fk_cpu_at(kv->k_new, p->dtype, b * kv->kn_bs + i * kv->kn_rs + h * kv->kn_hs), row);
+            memcpy(fk_cpu_at_mut(kv->v_cache, p->dtype, vo + h * p->v_hs),
+                   fk_cpu_at(kv->v_new, p->dtype, b * kv->vn_bs + i * kv->vn_rs + h * kv->vn_hs), row);
+        }
+    }
+}
+
+fk_status fk_cpu_attn_fwd_kvcache(const struct fk_context *ctx, const fk_attn_kv_problem *kp, void *ws,
+                                  size_t ws_bytes) {
+    if (ws_bytes < fk_cpu_attn_kvcache_workspace(ctx, kp))
+        return fk_error(FK_STATUS_INTERNAL, "attn_fwd_kvcache: CPU backend got a workspace smaller than it asked for");
+    if (kp->kv.seqlen_new > 0) kv_append(ctx, kp);
+    if (kp->attn.dtype == FK_DTYPE_F64) fwd_f64(ctx, &kp->attn, &kp->kv, &kern_double, ws);
+    else fwd_f32(ctx, &kp->attn, &kp->kv, pick_f32(ctx), ws);
     return FK_STATUS_SUCCESS;
 }

@@ -81,6 +81,31 @@ static void FN(load_rows_t)(T *dst, T *tmp, const void *base, fk_dtype dt, int64
         for (int64_t c = 0; c < d; c++) memset(dst + c * BC + n, 0, (size_t)(BC - n) * sizeof(T));
 }
 
+// Rows at element offsets offs[0..n) (each a row start), as FN(load_rows) with mul = 1: the paged KV cache,
+// whose rows of one tile may sit in different blocks.
+static void FN(load_rows_idx)(T *dst, int64_t dp, const void *base, fk_dtype dt, const int64_t *offs, int64_t n,
+                              int64_t d) {
+    const int64_t es = (int64_t)fk_dtype_size(dt), m = round_up(n, FK_ATTN_MR);
+    for (int64_t r = 0; r < n; r++) {
+        T *row = dst + r * dp;
+        LOAD_ROW(row, (const char *)base + offs[r] * es, dt, d);
+        for (int64_t c = d; c < dp; c++) row[c] = 0;
+    }
+    for (int64_t r = n; r < m; r++) memset(dst + r * dp, 0, (size_t)dp * sizeof(T));
+}
+
+// The same, transposed into dst [dp x BC], as FN(load_rows_t).
+static void FN(load_rows_t_idx)(T *dst, T *tmp, const void *base, fk_dtype dt, const int64_t *offs, int64_t n,
+                                int64_t d) {
+    const int64_t es = (int64_t)fk_dtype_size(dt);
+    for (int64_t r = 0; r < n; r++) {
+        LOAD_ROW(tmp, (const char *)base + offs[r] * es, dt, d);
+        for (int64_t c = 0; c < d; c++) dst[c * BC + r] = tmp[c];
+    }
+    if (n < BC)
+        for (int64_t c = 0; c < d; c++) memset(dst + c * BC + n, 0, (size_t)(BC - n) * sizeof(T));
+}
+
 // --- scores ----------------------------------------------------------------------------------------------
 
 // Row i (within its sequence) of a score tile over keys [j0, j0 + nk): softcap (its derivative 1 - t^2 into
@@ -127,41 +152,62 @@ static T FN(slope_of)(const fk_attn_problem *p, int64_t b, int64_t h) {
 
 // --- forward ---------------------------------------------------------------------------------------------
 
-// One (sequence b, query head h, query tile starting at row i0) work item.
-static void FN(fwd_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *w, int64_t b, int64_t h,
-                         int64_t i0) {
-    const seq_t   sq = seq_of(p, b);
+// One work item: query rows [i0, i0 + nqi) of the nh heads h .. h + nh - 1 (nh > 1 only when they share a
+// kv head: decode packs a GQA group into one tile, so each K/V tile is converted once for the whole group and
+// the GEMMs get nh x more useful rows). Tile row r is head h + r / nqi, position i0 + r % nqi.
+// kv != NULL: the keys of sequence b come from a KV cache (attn_kvcache_internal.h), seqlen_k(b) of them.
+static void FN(fwd_item)(const fk_attn_problem *p, const fk_attn_kv *kv, const KERN *kn, FN(scratch) *w,
+                         int64_t b, int64_t h, int64_t nh, int64_t i0) {
+    seq_t sq = seq_of(p, b);
+    if (kv) sq.sk = kv->cache_seqlens[b] + kv->seqlen_new;
     const int64_t D = p->head_dim, dp = round_up(D, FK_ATTN_NV), hk = h / (p->nheads_q / p->nheads_kv);
     const fk_dtype dt = p->dtype;
     if (i0 >= sq.sq) return;
-    const int64_t nq = sq.sq - i0 < BRF ? sq.sq - i0 : BRF, mq = round_up(nq, FK_ATTN_MR);
+    const int64_t nqi = sq.sq - i0 < BRF / nh ? sq.sq - i0 : BRF / nh, nq = nh * nqi, mq = round_up(nq, FK_ATTN_MR);
     const T       slope = FN(slope_of)(p, b, h);
     T *m = w->ra, *l = w->rb;
 
-    // q is (B, Sq, Hq, D): this tile's rows, pre-multiplied by the softmax scale.
-    FN(load_rows)(w->qs, dp, p->q, dt, b * p->q_bs + (sq.q0 + i0) * p->q_rs + h * p->q_hs, p->q_rs, nq, D,
-                  (T)p->scale);
+    // q is (B, Sq, Hq, D): this tile's rows, pre-multiplied by the softmax scale, one head after the other.
+    for (int64_t g = 0; g < nh; g++)
+        FN(load_rows)(w->qs + g * nqi * dp, dp, p->q, dt, b * p->q_bs + (sq.q0 + i0) * p->q_rs + (h + g) * p->q_hs,
+                      p->q_rs, nqi, D, (T)p->scale);
+    if (nh > 1) memset(w->qs + nq * dp, 0, (size_t)((mq - nq) * dp) * sizeof(T)); // groups overlap their padding
     memset(w->acc, 0, (size_t)(mq * dp) * sizeof(T));
     for (int64_t r = 0; r < BRF; r++) {
         m[r] = -(T)INFINITY;
         l[r] = 0;
     }
 
+    // The cache entry of a contiguous KV cache (kv: k_bs is the entry stride); a paged one is read by row.
+    const int64_t kb = kv && kv->cache_batch_idx ? kv->cache_batch_idx[b] : b;
+    const int     paged = kv && kv->block_table;
+    int64_t       koffs[BC], voffs[BC];
     int64_t lo, hi;
-    key_span(p, i0, nq, sq.sq, sq.sk, &lo, &hi);
+    key_span(p, i0, nqi, sq.sq, sq.sk, &lo, &hi);
     for (int64_t j0 = lo; j0 < hi; j0 += BC) {
         const int64_t nk = hi - j0 < BC ? hi - j0 : BC;
         // k, v are (B, Sk, Hkv, D): the key tile transposed (B operand of S = Q K^T), values as rows.
-        const int64_t koff = b * p->k_bs + (sq.k0 + j0) * p->k_rs + hk * p->k_hs;
-        const int64_t voff = b * p->v_bs + (sq.k0 + j0) * p->v_rs + hk * p->v_hs;
-        FN(load_rows_t)(w->kt, w->tmp, p->k, dt, koff, p->k_rs, nk, D);
-        FN(load_rows)(w->vx, dp, p->v, dt, voff, p->v_rs, nk, D, (T)1);
+        if (paged) {
+            for (int64_t c = 0; c < nk; c++) {
+                koffs[c] = fk_attn_kv_row(kv, b, j0 + c, p->k_bs, p->k_rs) + hk * p->k_hs;
+                voffs[c] = fk_attn_kv_row(kv, b, j0 + c, p->v_bs, p->v_rs) + hk * p->v_hs;
+            }
+            FN(load_rows_t_idx)(w->kt, w->tmp, p->k, dt, koffs, nk, D);
+            FN(load_rows_idx)(w->vx, dp, p->v, dt, voffs, nk, D);
+        } else {
+            const int64_t koff = kb * p->k_bs + (sq.k0 + j0) * p->k_rs + hk * p->k_hs;
+            const int64_t voff = kb * p->v_bs + (sq.k0 + j0) * p->v_rs + hk * p->v_hs;
+            FN(load_rows_t)(w->kt, w->tmp, p->k, dt, koff, p->k_rs, nk, D);
+            FN(load_rows)(w->vx, dp, p->v, dt, voff, p->v_rs, nk, D, (T)1);
+        }
 
         kn->gemm(mq, BC, D, w->qs, dp, w->kt, BC, w->s, BC, 0); // S = (scale Q) K^T
-        const int full = FN(tile_full)(p, i0, nq, j0, nk, sq.sq, sq.sk);
+        const int full = FN(tile_full)(p, i0, nqi, j0, nk, sq.sq, sq.sk);
         for (int64_t r = 0; r < nq; r++) {
-            T *srow = w->s + r * BC;
-            FN(score_row)(p, srow, NULL, i0 + r, j0, nk, sq.sq, sq.sk, slope, full);
+            T            *srow = w->s + r * BC;
+            const int64_t g    = nh > 1 ? r / nqi : 0;
+            FN(score_row)(p, srow, NULL, i0 + r - g * nqi, j0, nk, sq.sq, sq.sk,
+                          g ? FN(slope_of)(p, b, h + g) : slope, full);
             // Online softmax: new running max, rescale what was accumulated under the old one.
             T mx = kn->row_max(srow, BC), mnew = m[r] > mx ? m[r] : mx;
             if (mnew == -(T)INFINITY) { // no visible key yet: this row's P is zero
@@ -183,21 +229,28 @@ static void FN(fwd_item)(const fk_attn_problem *p, const KERN *kn, FN(scratch) *
 
     // Epilogue: O = acc / l, lse = m + log l (o = 0, lse = -inf for a row that saw no key).
     for (int64_t r = 0; r < nq; r++) {
-        T *arow = w->acc + r * dp;
-        T  inv  = l[r] > 0 ? (T)1 / l[r] : (T)0;
+        const int64_t g = nh > 1 ? r / nqi : 0, hr = h + g, ir = sq.q0 + i0 + r - g * nqi;
+        T            *arow = w->acc + r * dp;
+        T             inv  = l[r] > 0 ? (T)1 / l[r] : (T)0;
         for (int64_t c = 0; c < D; c++) arow[c] *= inv;
-        STORE_ROW(fk_cpu_at_mut(p->o, dt, b * p->o_bs + (sq.q0 + i0 + r) * p->o_rs + h * p->o_hs), dt, arow, D);
+        STORE_ROW(fk_cpu_at_mut(p->o, dt, b * p->o_bs + ir * p->o_rs + hr * p->o_hs), dt, arow, D);
         if (p->lse)
-            ((T *)p->lse)[b * p->lse_bs + h * p->lse_hs + (sq.q0 + i0 + r) * p->lse_rs] =
-                l[r] > 0 ? m[r] + LOG(l[r]) : -(T)INFINITY;
+            ((T *)p->lse)[b * p->lse_bs + hr * p->lse_hs + ir * p->lse_rs] = l[r] > 0 ? m[r] + LOG(l[r]) : -(T)INFINITY;
     }
 }
 
-static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, const KERN *kn, void *ws) {
-    const int64_t ntq = (p->seqlen_q + BRF - 1) / BRF, items = p->batch * p->nheads_q * ntq;
-    const int64_t per = FN(scratch_elems)(p->head_dim);
-    T            *base = (T *)align64(ws);
+// Work items over (batch, head group, query tile). Decode (kv != NULL) packs the nh = G query heads of a GQA
+// group into one tile when G * seqlen_q fits half a tile and there are still at least as many items as
+// threads; otherwise (and always without kv) nh = 1, the layout of the plain forward.
+static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, const fk_attn_kv *kv, const KERN *kn,
+                    void *ws) {
     const int     nt   = ctx->num_threads > 0 ? ctx->num_threads : 1;
+    const int64_t G    = p->nheads_q / p->nheads_kv;
+    const int64_t nh   = kv && G > 1 && G * p->seqlen_q <= BRF / 2 && p->batch * p->nheads_kv >= nt ? G : 1;
+    const int64_t rows = BRF / nh, ntq = (p->seqlen_q + rows - 1) / rows, hg = p->nheads_q / nh;
+    const int64_t items = p->batch * hg * ntq;
+    const int64_t per   = FN(scratch_elems)(p->head_dim);
+    T            *base  = (T *)align64(ws);
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -209,7 +262,7 @@ static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, cons
 #endif
         for (int64_t t = 0; t < items; t++) {
             int64_t qt = t % ntq, bh = t / ntq;
-            FN(fwd_item)(p, kn, &w, bh / p->nheads_q, bh % p->nheads_q, qt * BRF);
+            FN(fwd_item)(p, kv, kn, &w, bh / hg, (bh % hg) * nh, nh, qt * rows);
         }
     }
     clear_unused_rows_fwd(p);
