@@ -103,7 +103,7 @@ static void *dev_alloc(size_t bytes) {
 
 // An attention call on rows [q0, q0 + nq) of q and [k0, k0 + nk) of k/v (views of [1, S, H, D] buffers).
 typedef struct tensors {
-    void *q, *k, *v, *o, *dO, *dq, *dk, *dv, *lse, *acc_o, *acc_lse;
+    void *q, *k, *v, *o, *dO, *dq, *dk, *dv, *lse;
     int64_t s, h, d;
 } tensors;
 
@@ -132,7 +132,7 @@ static void *rank_main(void *p) {
     shared       *sh = ra->sh;
     const config *c  = sh->cfg;
     const int     r  = ra->rank;
-    const int64_t T = c->t, S = T / NR, H = c->h, D = c->d, half = S / 2;
+    const int64_t T = c->t, S = T / NR, H = c->h, D = c->d;
     fk_device     dev = {FK_DEVICE_CUDA, r};
     fk_context_t  ctx = sh->ctx[r];
     CU(cudaSetDevice(r));
@@ -143,8 +143,7 @@ static void *rank_main(void *p) {
     CU(cudaEventCreate(&e1));
     const size_t nloc = (size_t)(S * H * D) * 2, lloc = (size_t)(H * S) * 4;
     tensors      L = {dev_alloc(nloc), dev_alloc(nloc), dev_alloc(nloc), dev_alloc(nloc), dev_alloc(nloc),
-                      dev_alloc(nloc), dev_alloc(nloc), dev_alloc(nloc), dev_alloc(lloc), dev_alloc(2 * nloc),
-                      dev_alloc(lloc), S, H, D};
+                      dev_alloc(nloc), dev_alloc(nloc), dev_alloc(nloc), dev_alloc(lloc), S, H, D};
     // Ring arguments.
     fk_ring_attn_args ring;
     fk_ring_attn_args_init(&ring);
@@ -155,21 +154,6 @@ static void *rank_main(void *p) {
     FK(fk_ring_attn_fwd_workspace_size(ctx, &ring, &w1));
     FK(fk_ring_attn_bwd_workspace_size(ctx, &ring, &w2));
     void *ws = dev_alloc(w1 > w2 ? w1 : w2);
-    // Compute-only steps (N = 2): what rank r computes at step 0 (its own K/V) and step 1 (the other's).
-    int64_t st[2][5]; // q0, nq, k0, nk, causal
-    st[0][0] = 0, st[0][1] = S, st[0][2] = 0, st[0][3] = S, st[0][4] = c->causal;
-    if (!c->causal) st[1][0] = 0, st[1][1] = S, st[1][2] = 0, st[1][3] = S;
-    else if (r == 0) st[1][0] = half, st[1][1] = S - half, st[1][2] = 0, st[1][3] = S; // j = 1 > r
-    else st[1][0] = 0, st[1][1] = S, st[1][2] = 0, st[1][3] = half;                   // j = 0 < r
-    st[1][4] = 0;
-    size_t wc = 0;
-    for (int i = 0; i < 2; i++) {
-        fk_attn_args a = view_args(&L, st[i][0], st[i][1], st[i][2], st[i][3], (int)st[i][4], dev);
-        size_t       x = 0;
-        FK(fk_attn_bwd_workspace_size(ctx, &a, &x));
-        wc = x > wc ? x : wc;
-    }
-    void *wsc = dev_alloc(wc);
     // Comm-only buffers: a K/V slice (bf16) and a dK/dV slice (fp32), twice (send, receive).
     const size_t kvb = 2 * nloc, dkvb = 2 * (size_t)(S * H * D) * 4;
     void        *cb[2] = {dev_alloc(dkvb), dev_alloc(dkvb)};
@@ -181,7 +165,7 @@ static void *rank_main(void *p) {
     if (r == 0) {
         const size_t ng = (size_t)(T * H * D) * 2, lg = (size_t)(H * T) * 4;
         G = (tensors){dev_alloc(ng), dev_alloc(ng), dev_alloc(ng), dev_alloc(ng), dev_alloc(ng), dev_alloc(ng),
-                      dev_alloc(ng), dev_alloc(ng), dev_alloc(lg), NULL, NULL, T, H, D};
+                      dev_alloc(ng), dev_alloc(ng), dev_alloc(lg), T, H, D};
         fk_attn_args a = view_args(&G, 0, T, 0, T, c->causal, dev);
         FK(fk_attn_fwd_workspace_size(ctx, &a, &ws1));
         FK(fk_attn_bwd_workspace_size(ctx, &a, &ws2));
@@ -233,7 +217,7 @@ static void *rank_main(void *p) {
     }
     free(t);
     CU(cudaDeviceSynchronize());
-    void *all[] = {L.q, L.k, L.v, L.o, L.dO, L.dq, L.dk, L.dv, L.lse, L.acc_o, L.acc_lse, ws, wsc, cb[0], cb[1],
+    void *all[] = {L.q, L.k, L.v, L.o, L.dO, L.dq, L.dk, L.dv, L.lse, ws, cb[0], cb[1],
                    G.q, G.k, G.v, G.o, G.dO, G.dq, G.dk, G.dv, G.lse, wss};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i]) CU(cudaFree(all[i]));
