@@ -1,0 +1,474 @@
+/*
+ * test_kvcache.c — decode with a KV cache (fk_attn_fwd_kvcache) against the float64 reference: each
+ * sequence's keys are rebuilt densely from the cache (rows before cache_seqlens[b]) and the new k, v, then
+ * ref_attn_fwd runs on them. Cases: seqlen_q 1 and > 1, with and without new k/v (the cache must be written
+ * at exactly the right rows and nowhere else), contiguous and paged caches (page sizes 16 and 256, scrambled
+ * block tables), cache_batch_idx, GQA/MQA, causal, windows, softcap, ALiBi, head dims 64, 128 and odd ones,
+ * empty caches and full ones; the CPU's narrower SIMD paths; every bad-input rule. CUDA answers "not
+ * supported" (no kernel yet), which is reported as skipped.
+ * Run: build/test_kvcache [-v] [-p SUBSTRING] [-b cpu|cuda]
+ */
+#define _POSIX_C_SOURCE 200112L
+#include "common/fk_test.h"
+#include "ref/ref_attn.h"
+#include "ref/ref_ops.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct kv_case {
+    int64_t batch, sq, snew, hq, hkv, d;
+    int64_t cap;       // contiguous: seqlen_cache; paged: max_blocks * page
+    int64_t page;      // 0 = contiguous cache
+    int     batch_idx; // contiguous only: a permuted cache_batch_idx into a larger cache
+    int     fill;      // 0 random cache_seqlens, 1 all 0 (only new keys), 2 full (capacity - snew)
+    int     causal;
+    int64_t wl, wr;    // -1 = unbounded
+    float   softcap;
+    int     alibi;     // 0 none, 1 [hq], 2 [batch, hq]
+    int     simd;      // also under the narrower SIMD paths
+} kv_case;
+
+static const char *simd_label = "native";
+static const fk_device cpu_dev = {FK_DEVICE_CPU, 0};
+
+static void *xalloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
+
+static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t seed) {
+    char sig[512];
+    snprintf(sig, sizeof sig,
+             "KVCACHE(backend=cpu,dtype=%s,d=%lld,b=%lld,sq=%lld,snew=%lld,hq=%lld,hkv=%lld,cap=%lld,page=%lld,"
+             "batch_idx=%d,fill=%d,causal=%d,wl=%lld,wr=%lld,softcap=%g,alibi=%d,simd=%s)",
+             fk_dtype_name(dt), (long long)c->d, (long long)c->batch, (long long)c->sq, (long long)c->snew,
+             (long long)c->hq, (long long)c->hkv, (long long)c->cap, (long long)c->page, c->batch_idx, c->fill,
+             c->causal, (long long)c->wl, (long long)c->wr, (double)c->softcap, c->alibi, simd_label);
+    if (!fk_test_selected(sig, FK_DEVICE_CPU)) return;
+    const int64_t B = c->batch, sq = c->sq, sn = c->snew, hq = c->hq, hkv = c->hkv, d = c->d;
+    const int64_t page = c->page, maxb = page ? c->cap / page : 0;
+    const int64_t entries = page ? B * maxb + 3 : (c->batch_idx ? B + 2 : B); // spare blocks / entries
+    const int64_t rows = page ? page : c->cap, row_el = hkv * d;
+    const int64_t ncache = entries * rows * row_el, nq = B * sq * hq * d, nnew = B * sn * row_el;
+    const size_t  es = fk_dtype_size(dt);
+    const fk_dtype ldt = dt == FK_DTYPE_F64 ? FK_DTYPE_F64 : FK_DTYPE_F32;
+    fk_rng rng;
+    fk_rng_seed(&rng, seed);
+
+    void *kc = xalloc((size_t)ncache * es), *vc = xalloc((size_t)ncache * es);
+    void *kc0 = xalloc((size_t)ncache * es), *vc0 = xalloc((size_t)ncache * es);
+    void *q = xalloc((size_t)nq * es), *o = xalloc((size_t)nq * es), *lse = xalloc((size_t)(B * hq * sq) * 8);
+    void *kn = xalloc((size_t)(nnew ? nnew : 1) * es), *vn = xalloc((size_t)(nnew ? nnew : 1) * es);
+    int32_t *cs = xalloc((size_t)B * 4), *bidx = xalloc((size_t)B * 4), *bt = xalloc((size_t)(B * (maxb ? maxb : 1)) * 4);
+    float   *slopes = xalloc((size_t)(B * hq) * 4);
+    fk_fill_normal(kc, dt, ncache, 1.0, &rng, NULL);
+    fk_fill_normal(vc, dt, ncache, 1.0, &rng, NULL);
+    fk_fill_normal(q, dt, nq, 1.0, &rng, NULL);
+    if (nnew) {
+        fk_fill_normal(kn, dt, nnew, 1.0, &rng, NULL);
+        fk_fill_normal(vn, dt, nnew, 1.0, &rng, NULL);
+    }
+    memcpy(kc0, kc, (size_t)ncache * es);
+    memcpy(vc0, vc, (size_t)ncache * es);
+    fk_poison(o, dt, nq);
+    fk_poison(lse, ldt, B * hq * sq);
+    int64_t lq[64], lk[64];
+    for (int64_t b = 0; b < B; b++) {
+        int64_t room = c->cap - sn;
+        cs[b] = (int32_t)(c->fill == 1 ? 0 : c->fill == 2 ? room : (int64_t)(fk_rng_uniform(&rng) * (double)(room + 1)));
+        lq[b] = sq;
+        lk[b] = cs[b] + sn;
+    }
+    // cache_batch_idx: distinct entries in reverse order, two unused. Block table: a shuffle of all blocks.
+    for (int64_t b = 0; b < B; b++) bidx[b] = (int32_t)(entries - 1 - b);
+    if (page) {
+        int32_t *perm = xalloc((size_t)entries * 4);
+        for (int64_t i = 0; i < entries; i++) perm[i] = (int32_t)i;
+        for (int64_t i = entries - 1; i > 0; i--) {
+            int64_t  j = (int64_t)(fk_rng_uniform(&rng) * (double)(i + 1));
+            int32_t t = perm[i];
+            perm[i] = perm[j], perm[j] = t;
+        }
+        for (int64_t i = 0; i < B * maxb; i++) bt[i] = perm[i];
+        free(perm);
+    }
+    for (int64_t x = 0; x < B * hq; x++)
+        slopes[x] = (float)(pow(2.0, -8.0 * (double)(x % hq + 1) / (double)hq) * (1.0 + 0.5 * fk_rng_uniform(&rng)));
+
+    // Where row j of sequence b lives (element offset of head 0), as the header defines it.
+    const int64_t tk = ref_attn_total(lk, B);
+    double *rq = calloc((size_t)nq + 1, 8), *rk = calloc((size_t)(tk * row_el) + 1, 8), *rv = calloc((size_t)(tk * row_el) + 1, 8);
+    double *ro = calloc((size_t)nq + 1, 8), *rl = calloc((size_t)(B * hq * sq) + 1, 8);
+    double *no = calloc((size_t)nq + 1, 8), *nl = calloc((size_t)(B * hq * sq) + 1, 8), *rl_k = calloc((size_t)(B * hq * sq) + 1, 8);
+    unsigned char *kexp = xalloc((size_t)ncache * es), *vexp = xalloc((size_t)ncache * es);
+    memcpy(kexp, kc0, (size_t)ncache * es);
+    memcpy(vexp, vc0, (size_t)ncache * es);
+    for (int64_t x = 0; x < nq; x++) rq[x] = fk_get(q, dt, x);
+    for (int64_t b = 0, k0 = 0; b < B; k0 += lk[b], b++)
+        for (int64_t j = 0; j < lk[b]; j++) {
+            int64_t off = page ? (int64_t)bt[b * maxb + j / page] * rows * row_el + (j % page) * row_el
+                               : (int64_t)(c->batch_idx ? bidx[b] : b) * rows * row_el + j * row_el;
+            for (int64_t e = 0; e < row_el; e++) {
+                if (j < cs[b]) {
+                    rk[(k0 + j) * row_el + e] = fk_get(kc0, dt, off + e);
+                    rv[(k0 + j) * row_el + e] = fk_get(vc0, dt, off + e);
+                } else {
+                    int64_t src = (b * sn + j - cs[b]) * row_el + e;
+                    rk[(k0 + j) * row_el + e] = fk_get(kn, dt, src);
+                    rv[(k0 + j) * row_el + e] = fk_get(vn, dt, src);
+                }
+            }
+            if (j >= cs[b]) {
+                int64_t src = (b * sn + j - cs[b]) * row_el;
+                memcpy(kexp + off * (int64_t)es, (char *)kn + src * (int64_t)es, (size_t)row_el * es);
+                memcpy(vexp + off * (int64_t)es, (char *)vn + src * (int64_t)es, (size_t)row_el * es);
+            }
+        }
+    double rslopes[512];
+    for (int64_t x = 0; x < B * hq; x++) rslopes[x] = slopes[x];
+    ref_attn_cfg cfg = {B, hq, hkv, d, lq, lk, 1.0 / sqrt((double)d), c->softcap, c->causal, c->wl, c->wr,
+                        c->alibi ? rslopes : NULL, c->alibi == 2 ? hq : 0};
+    cfg.scale = (double)(float)(1.0 / sqrt((double)d));
+    const bool lowp = dt == FK_DTYPE_F16 || dt == FK_DTYPE_BF16;
+    ref_attn_fwd(FK_DTYPE_F64, &cfg, rq, rk, rv, ro, rl);
+    if (lowp) ref_attn_fwd(dt, &cfg, rq, rk, rv, no, nl);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < hq; h++)
+            for (int64_t i = 0; i < sq; i++) rl_k[(b * hq + h) * sq + i] = rl[h * (B * sq) + b * sq + i];
+
+    fk_attn_kvcache_args a;
+    fk_attn_kvcache_args_init(&a);
+    a.q       = fk_tensor_make(q, dt, cpu_dev, 4, (int64_t[]){B, sq, hq, d});
+    a.o       = fk_tensor_make(o, dt, cpu_dev, 4, (int64_t[]){B, sq, hq, d});
+    a.lse     = fk_tensor_make(lse, ldt, cpu_dev, 3, (int64_t[]){B, hq, sq});
+    a.k_cache = fk_tensor_make(kc, dt, cpu_dev, 4, (int64_t[]){entries, rows, hkv, d});
+    a.v_cache = fk_tensor_make(vc, dt, cpu_dev, 4, (int64_t[]){entries, rows, hkv, d});
+    if (sn) {
+        a.k = fk_tensor_make(kn, dt, cpu_dev, 4, (int64_t[]){B, sn, hkv, d});
+        a.v = fk_tensor_make(vn, dt, cpu_dev, 4, (int64_t[]){B, sn, hkv, d});
+    }
+    a.cache_seqlens = fk_tensor_make(cs, FK_DTYPE_INT32, cpu_dev, 1, (int64_t[]){B});
+    if (c->batch_idx) a.cache_batch_idx = fk_tensor_make(bidx, FK_DTYPE_INT32, cpu_dev, 1, (int64_t[]){B});
+    if (page) a.block_table = fk_tensor_make(bt, FK_DTYPE_INT32, cpu_dev, 2, (int64_t[]){B, maxb});
+    if (c->alibi == 1) a.alibi_slopes = fk_tensor_make(slopes, FK_DTYPE_F32, cpu_dev, 1, (int64_t[]){hq});
+    if (c->alibi == 2) a.alibi_slopes = fk_tensor_make(slopes, FK_DTYPE_F32, cpu_dev, 2, (int64_t[]){B, hq});
+    a.softcap      = c->softcap;
+    a.causal       = c->causal;
+    a.window_left  = c->wl;
+    a.window_right = c->wr;
+
+    size_t    wsb = 0;
+    void     *ws  = NULL;
+    fk_status st  = fk_attn_kvcache_workspace_size(ctx, &a, &wsb);
+    if (st == FK_STATUS_SUCCESS) {
+        ws = malloc(wsb ? wsb : 1);
+        st = fk_attn_fwd_kvcache(ctx, &a, ws, wsb, NULL);
+    }
+    if (st != FK_STATUS_SUCCESS) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "%s: %s", fk_status_string(st), fk_last_error_message());
+        fk_test_fail(sig, msg);
+    } else {
+        char d1[300], d2[300], detail[800];
+        bool okf  = ref_verdict(&a.o, o, ro, lowp ? no : NULL, d1, sizeof d1);
+        bool okl  = ref_verdict(&a.lse, lse, rl_k, NULL, d2, sizeof d2);
+        bool okc  = memcmp(kc, kexp, (size_t)ncache * es) == 0 && memcmp(vc, vexp, (size_t)ncache * es) == 0;
+        snprintf(detail, sizeof detail, "o: %s | lse: %s | cache %s", d1, d2,
+                 okc ? "written at the right rows only" : "DIFFERS from the expected append");
+        fk_test_check(okf && okl && okc, sig, detail);
+    }
+    free(ws);
+    free(kc), free(vc), free(kc0), free(vc0), free(q), free(o), free(lse), free(kn), free(vn);
+    free(cs), free(bidx), free(bt), free(slopes), free(rq), free(rk), free(rv), free(ro), free(rl), free(no);
+    free(nl), free(rl_k), free(kexp), free(vexp);
+}
+
+static int build_cases(kv_case *cs) {
+    int n = 0;
+#define K(...) (cs[n++] = (kv_case){__VA_ARGS__})
+    //  B  sq snew hq hkv  d   cap page bidx fill causal wl  wr softcap alibi simd
+    K(3, 1, 1, 8, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 0, 1);     // decode, GQA 4, append one token
+    K(3, 1, 0, 8, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);     // no new keys
+    K(2, 1, 1, 4, 4, 128, 300, 0, 0, 0, 0, -1, -1, 0.0f, 0, 1);    // MHA, d 128, not causal
+    K(2, 4, 4, 8, 1, 64, 200, 0, 0, 0, 1, -1, -1, 0.0f, 0, 1);     // speculative decode, MQA
+    K(2, 5, 3, 6, 2, 40, 90, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);      // sq > snew, odd-ish d 40
+    K(3, 1, 1, 8, 2, 64, 160, 16, 0, 0, 1, -1, -1, 0.0f, 0, 1);    // paged, page 16
+    K(2, 3, 2, 4, 2, 128, 768, 256, 0, 0, 1, -1, -1, 0.0f, 0, 0);  // paged, page 256
+    K(2, 1, 0, 8, 2, 64, 64, 16, 0, 0, 0, -1, -1, 0.0f, 0, 0);     // paged, no new keys
+    K(3, 1, 1, 8, 2, 64, 100, 0, 1, 0, 1, -1, -1, 0.0f, 0, 0);     // cache_batch_idx
+    K(3, 2, 2, 4, 2, 64, 120, 0, 1, 0, 0, -1, -1, 0.0f, 0, 0);     // cache_batch_idx, sq 2
+    K(2, 1, 1, 4, 2, 64, 150, 0, 0, 0, 1, 31, 0, 0.0f, 0, 0);      // sliding window (causal)
+    K(2, 3, 3, 4, 2, 64, 150, 16, 0, 0, 0, 20, 5, 0.0f, 0, 0);     // window both sides, paged
+    K(2, 1, 1, 4, 2, 64, 100, 0, 0, 0, 1, -1, -1, 30.0f, 0, 0);    // softcap
+    K(2, 2, 1, 4, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 1, 0);     // ALiBi per head
+    K(2, 1, 1, 4, 1, 64, 100, 16, 0, 0, 1, -1, -1, 0.0f, 2, 0);    // ALiBi per batch-head, paged MQA
+    K(2, 1, 1, 4, 2, 37, 70, 0, 0, 0, 1, -1, -1, 0.0f, 0, 1);      // odd head dim 37
+    K(2, 2, 2, 4, 2, 64, 40, 0, 0, 1, 1, -1, -1, 0.0f, 0, 0);      // cache_seqlens 0: only new keys
+    K(2, 1, 0, 4, 2, 64, 50, 0, 0, 1, 0, -1, -1, 0.0f, 0, 0);      // empty cache, no new keys: o = 0, lse = -inf
+    K(2, 1, 1, 4, 2, 64, 96, 0, 0, 2, 1, -1, -1, 0.0f, 0, 0);      // full capacity
+    K(2, 2, 2, 8, 2, 128, 64, 16, 0, 2, 1, -1, -1, 0.0f, 0, 0);    // paged, full capacity
+    K(1, 40, 40, 4, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);   // G * sq > tile half: heads not packed
+    K(4, 1, 1, 16, 2, 128, 1000, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);  // G 8, longer cache
+#undef K
+    return n;
+}
+
+// --- bad inputs ------------------------------------------------------------------------------------------
+
+typedef struct neg_env {
+    float   q[2 * 1 * 4 * 16], o[2 * 1 * 4 * 16], lse[2 * 4 * 1];
+    float   kc[3 * 32 * 2 * 16], vc[3 * 32 * 2 * 16], kn[2 * 1 * 2 * 16], vn[2 * 1 * 2 * 16];
+    int32_t cs[2], bidx[2], bt[2 * 2];
+    int64_t cs64[2];
+    float   slopes[4];
+    unsigned char ws[1 << 20];
+} neg_env;
+
+// Valid: B 2, sq 1, hq 4, hkv 2, d 16, contiguous cache [3, 32, 2, 16], one new token.
+static fk_attn_kvcache_args neg_base(neg_env *e) {
+    for (int i = 0; i < (int)(sizeof e->kc / 4); i++) e->kc[i] = e->vc[i] = 0.01f * (float)(i % 17);
+    for (int i = 0; i < 2 * 64; i++) e->q[i % 128] = 0.1f;
+    for (int i = 0; i < 64; i++) e->kn[i] = e->vn[i] = 0.2f;
+    e->cs[0] = 5, e->cs[1] = 31, e->bidx[0] = 2, e->bidx[1] = 0;
+    e->bt[0] = 0, e->bt[1] = 1, e->bt[2] = 2, e->bt[3] = 1;
+    e->cs64[0] = 5, e->cs64[1] = 6;
+    fk_attn_kvcache_args a;
+    fk_attn_kvcache_args_init(&a);
+    a.q             = fk_tensor_make(e->q, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){2, 1, 4, 16});
+    a.o             = fk_tensor_make(e->o, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){2, 1, 4, 16});
+    a.lse           = fk_tensor_make(e->lse, FK_DTYPE_F32, cpu_dev, 3, (int64_t[]){2, 4, 1});
+    a.k_cache       = fk_tensor_make(e->kc, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){3, 32, 2, 16});
+    a.v_cache       = fk_tensor_make(e->vc, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){3, 32, 2, 16});
+    a.k             = fk_tensor_make(e->kn, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){2, 1, 2, 16});
+    a.v             = fk_tensor_make(e->vn, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){2, 1, 2, 16});
+    a.cache_seqlens = fk_tensor_make(e->cs, FK_DTYPE_INT32, cpu_dev, 1, (int64_t[]){2});
+    a.causal        = 1;
+    return a;
+}
+
+// The paged form of the base: [3 blocks, 16 rows], block_table [2, 2] (capacity 32).
+static fk_attn_kvcache_args neg_paged(neg_env *e) {
+    fk_attn_kvcache_args a = neg_base(e);
+    a.k_cache     = fk_tensor_make(e->kc, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){3, 16, 2, 16});
+    a.v_cache     = fk_tensor_make(e->vc, FK_DTYPE_F32, cpu_dev, 4, (int64_t[]){3, 16, 2, 16});
+    a.block_table = fk_tensor_make(e->bt, FK_DTYPE_INT32, cpu_dev, 2, (int64_t[]){2, 2});
+    return a;
+}
+
+static void expect(fk_context_t ctx, const char *rule, const fk_attn_kvcache_args *a, fk_status want, neg_env *e) {
+    char sig[300];
+    snprintf(sig, sizeof sig, "KVCACHE_BAD(backend=cpu,%s)", rule);
+    if (!fk_test_selected(sig, FK_DEVICE_CPU)) return;
+    size_t    bytes = 0;
+    fk_status s1    = fk_attn_kvcache_workspace_size(ctx, a, &bytes);
+    bool      m1    = fk_last_error_message()[0] != 0;
+    fk_status s2    = fk_attn_fwd_kvcache(ctx, a, e->ws, sizeof e->ws, NULL);
+    bool      m2    = fk_last_error_message()[0] != 0;
+    char      detail[700];
+    snprintf(detail, sizeof detail, "want %s; size query %s, call %s: %s", fk_status_string(want),
+             fk_status_string(s1), fk_status_string(s2), fk_last_error_message());
+    fk_test_check(s1 == want && s2 == want && m1 && m2, sig, detail);
+}
+
+static void run_negative(fk_context_t ctx) {
+    neg_env *e = calloc(1, sizeof *e);
+    fk_attn_kvcache_args a;
+    const fk_device cuda0 = {FK_DEVICE_CUDA, 0};
+    a = neg_base(e);
+    fk_test_check(fk_attn_fwd_kvcache(ctx, &a, e->ws, sizeof e->ws, NULL) == FK_STATUS_SUCCESS,
+                  "KVCACHE_BAD(backend=cpu,base case is valid)", fk_last_error_message());
+    a = neg_paged(e);
+    fk_test_check(fk_attn_fwd_kvcache(ctx, &a, e->ws, sizeof e->ws, NULL) == FK_STATUS_SUCCESS,
+                  "KVCACHE_BAD(backend=cpu,paged base case is valid)", fk_last_error_message());
+    a = neg_base(e);
+    expect(NULL, "ctx NULL", &a, FK_STATUS_BAD_PARAM_NULL_POINTER, e);
+    expect(ctx, "args NULL", NULL, FK_STATUS_BAD_PARAM_NULL_POINTER, e);
+    fk_test_check(fk_attn_kvcache_workspace_size(ctx, &a, NULL) == FK_STATUS_BAD_PARAM_NULL_POINTER &&
+                      fk_last_error_message()[0],
+                  "KVCACHE_BAD(backend=cpu,bytes NULL)", fk_last_error_message());
+#define CASE(rule, mut, want) \
+    do {                      \
+        a = neg_base(e);      \
+        mut;                  \
+        expect(ctx, rule, &a, want, e); \
+    } while (0)
+#define PCASE(rule, mut, want) \
+    do {                       \
+        a = neg_paged(e);      \
+        mut;                   \
+        expect(ctx, rule, &a, want, e); \
+    } while (0)
+    // Required data.
+    CASE("q.data NULL", a.q.data = NULL, FK_STATUS_BAD_PARAM_NULL_POINTER);
+    CASE("k_cache.data NULL", a.k_cache.data = NULL, FK_STATUS_BAD_PARAM_NULL_POINTER);
+    CASE("v_cache.data NULL", a.v_cache.data = NULL, FK_STATUS_BAD_PARAM_NULL_POINTER);
+    CASE("o.data NULL", a.o.data = NULL, FK_STATUS_BAD_PARAM_NULL_POINTER);
+    CASE("k without v", a.v = fk_tensor_none(), FK_STATUS_BAD_PARAM_NULL_POINTER);
+    CASE("v without k", a.k = fk_tensor_none(), FK_STATUS_BAD_PARAM_NULL_POINTER);
+    CASE("cache_seqlens absent", a.cache_seqlens = fk_tensor_none(), FK_STATUS_BAD_PARAM_NULL_POINTER);
+    // Shapes, ranks, strides.
+    CASE("q 3-D", a.q.ndim = 3, FK_STATUS_BAD_PARAM_NDIM);
+    CASE("k_cache 3-D", a.k_cache.ndim = 3, FK_STATUS_BAD_PARAM_NDIM);
+    CASE("k_cache head_dim", a.k_cache.shape[3] = 8, FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("v_cache rows differ", a.v_cache.shape[1] = 16, FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("o heads", a.o.shape[2] = 2, FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("k new heads", a.k.shape[2] = 1, FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("v new seqlen differs", (a.v.shape[1] = 2, a.v.shape[0] = 1), FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("k new batch", a.k.shape[0] = 1, FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("lse shape", a.lse.shape[2] = 2, FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("q inner stride", a.q.stride[3] = 2, FK_STATUS_BAD_PARAM_STRIDE);
+    CASE("k_cache inner stride", a.k_cache.stride[3] = 2, FK_STATUS_BAD_PARAM_STRIDE);
+    CASE("k_cache fewer entries than batch", (a.k_cache.shape[0] = 1, a.v_cache.shape[0] = 1), FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("cache_seqlens shape", a.cache_seqlens.shape[0] = 1, FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("nheads_q not a multiple", (a.k_cache.shape[2] = 3, a.v_cache.shape[2] = 3, a.k.shape[2] = 3, a.v.shape[2] = 3,
+                                     a.k_cache.shape[1] = 20, a.v_cache.shape[1] = 20), FK_STATUS_BAD_PARAM_HEADS);
+    // Dtypes.
+    CASE("q int32", a.q.dtype = FK_DTYPE_INT32, FK_STATUS_NOT_SUPPORTED_DTYPE);
+    CASE("k_cache dtype", a.k_cache.dtype = FK_DTYPE_F16, FK_STATUS_BAD_PARAM_DTYPE_MISMATCH);
+    CASE("k new dtype", a.k.dtype = FK_DTYPE_BF16, FK_STATUS_BAD_PARAM_DTYPE_MISMATCH);
+    CASE("lse dtype", a.lse.dtype = FK_DTYPE_F16, FK_STATUS_BAD_PARAM_DTYPE_MISMATCH);
+    CASE("cache_seqlens int64", (a.cache_seqlens.data = e->cs64, a.cache_seqlens.dtype = FK_DTYPE_INT64),
+         FK_STATUS_NOT_SUPPORTED_DTYPE);
+    CASE("alibi dtype", a.alibi_slopes = fk_tensor_make(e->slopes, FK_DTYPE_F16, cpu_dev, 1, (int64_t[]){4}),
+         FK_STATUS_NOT_SUPPORTED_DTYPE);
+    CASE("alibi shape", a.alibi_slopes = fk_tensor_make(e->slopes, FK_DTYPE_F32, cpu_dev, 1, (int64_t[]){3}),
+         FK_STATUS_BAD_PARAM_SHAPE);
+    CASE("head_dim 300", (a.q.shape[3] = 300, a.q.stride[2] = 300, a.q.stride[1] = 1200, a.q.stride[0] = 1200,
+                          a.q.data = e->ws, a.o.data = e->ws, a.o.shape[3] = 300, a.o.stride[2] = 300,
+                          a.o.stride[1] = 1200, a.o.stride[0] = 1200, a.k_cache.shape[3] = 300, a.v_cache.shape[3] = 300,
+                          a.k_cache.data = a.v_cache.data = e->ws, a.k = a.v = fk_tensor_none()),
+         FK_STATUS_NOT_SUPPORTED_HEAD_DIM);
+    // Devices.
+    CASE("k_cache on another device", a.k_cache.device = cuda0, FK_STATUS_BAD_PARAM_DEVICE_MISMATCH);
+    CASE("cache_seqlens on another device", a.cache_seqlens.device = cuda0, FK_STATUS_BAD_PARAM_DEVICE_MISMATCH);
+    // Scalars.
+    CASE("softmax_scale negative", a.softmax_scale = -1.0f, FK_STATUS_BAD_PARAM_VALUE);
+    CASE("softcap NaN", a.softcap = NAN, FK_STATUS_BAD_PARAM_VALUE);
+    CASE("causal 2", a.causal = 2, FK_STATUS_BAD_PARAM_VALUE);
+    CASE("window_left -2", a.window_left = -2, FK_STATUS_BAD_PARAM_VALUE);
+    CASE("window_right -2", a.window_right = -2, FK_STATUS_BAD_PARAM_VALUE);
+    CASE("num_splits -1", a.num_splits = -1, FK_STATUS_BAD_PARAM_VALUE);
+    // Values read on the CPU.
+    CASE("cache_seqlens negative", e->cs[0] = -1, FK_STATUS_BAD_PARAM_VALUE);
+    CASE("cache_seqlens + seqlen_new > capacity", e->cs[1] = 32, FK_STATUS_BAD_PARAM_VALUE);
+    CASE("cache_batch_idx out of range", (a.cache_batch_idx = fk_tensor_make(e->bidx, FK_DTYPE_INT32, cpu_dev, 1,
+                                          (int64_t[]){2}), e->bidx[1] = 3), FK_STATUS_BAD_PARAM_VALUE);
+    CASE("cache_batch_idx negative", (a.cache_batch_idx = fk_tensor_make(e->bidx, FK_DTYPE_INT32, cpu_dev, 1,
+                                      (int64_t[]){2}), e->bidx[0] = -1), FK_STATUS_BAD_PARAM_VALUE);
+    CASE("cache_batch_idx repeated with new k", (a.cache_batch_idx = fk_tensor_make(e->bidx, FK_DTYPE_INT32, cpu_dev, 1,
+                                                 (int64_t[]){2}), e->bidx[1] = 2), FK_STATUS_BAD_PARAM_VALUE);
+    CASE("cache_batch_idx shape", a.cache_batch_idx = fk_tensor_make(e->bidx, FK_DTYPE_INT32, cpu_dev, 1, (int64_t[]){1}),
+         FK_STATUS_BAD_PARAM_SHAPE);
+    // Paged.
+    PCASE("block_table 1-D", (a.block_table.ndim = 1, a.block_table.shape[0] = 2), FK_STATUS_BAD_PARAM_NDIM);
+    PCASE("block_table batch", a.block_table.shape[0] = 1, FK_STATUS_BAD_PARAM_SHAPE);
+    PCASE("block_table int64", a.block_table.dtype = FK_DTYPE_INT64, FK_STATUS_NOT_SUPPORTED_DTYPE);
+    PCASE("block_table inner stride", a.block_table.stride[1] = 2, FK_STATUS_BAD_PARAM_STRIDE);
+    PCASE("block_table with cache_batch_idx", a.cache_batch_idx = fk_tensor_make(e->bidx, FK_DTYPE_INT32, cpu_dev, 1,
+                                              (int64_t[]){2}), FK_STATUS_BAD_PARAM_VALUE);
+    PCASE("block id out of range", e->bt[3] = 3, FK_STATUS_BAD_PARAM_VALUE);
+    PCASE("block id negative", e->bt[0] = -1, FK_STATUS_BAD_PARAM_VALUE);
+    PCASE("paged capacity exceeded", e->cs[1] = 32, FK_STATUS_BAD_PARAM_VALUE);
+    PCASE("paged capacity overflows", (a.block_table.shape[1] = INT64_MAX / 8, a.block_table.stride[0] = 0),
+          FK_STATUS_BAD_PARAM_OVERFLOW);
+    CASE("k_cache size overflows", (a.k_cache.shape[0] = INT64_MAX / 4, a.k_cache.stride[0] = 0,
+                                    a.v_cache.shape[0] = INT64_MAX / 4, a.v_cache.stride[0] = 0,
+                                    a.k_cache.shape[1] = INT64_MAX / 4, a.k_cache.stride[1] = 0,
+                                    a.v_cache.shape[1] = INT64_MAX / 4, a.v_cache.stride[1] = 0),
+         FK_STATUS_BAD_PARAM_OVERFLOW);
+#undef CASE
+#undef PCASE
+    // Workspace.
+    {
+        const char *sig = "KVCACHE_BAD(backend=cpu,workspace too small)";
+        a = neg_base(e);
+        fk_status s = fk_attn_fwd_kvcache(ctx, &a, e->ws, 16, NULL);
+        if (fk_test_selected(sig, FK_DEVICE_CPU))
+            fk_test_check(s == FK_STATUS_WORKSPACE_TOO_SMALL && fk_last_error_message()[0], sig, fk_last_error_message());
+        sig = "KVCACHE_BAD(backend=cpu,workspace NULL)";
+        s   = fk_attn_fwd_kvcache(ctx, &a, NULL, sizeof e->ws, NULL);
+        if (fk_test_selected(sig, FK_DEVICE_CPU))
+            fk_test_check(s == FK_STATUS_BAD_PARAM_NULL_POINTER && fk_last_error_message()[0], sig, fk_last_error_message());
+    }
+    free(e);
+}
+
+// CUDA has no decode kernel yet: a valid call must answer FK_STATUS_NOT_SUPPORTED_FEATURE with a message.
+static void run_cuda(fk_context_t ctx) {
+    const char *sig = "KVCACHE(backend=cuda)";
+    if (!fk_test_selected(sig, FK_DEVICE_CUDA)) return;
+    const fk_device dev = {FK_DEVICE_CUDA, 0};
+    void *buf = fk_test_dev_alloc(1 << 16);
+    int32_t cs[2] = {3, 4};
+    if (!buf || !fk_test_h2d(buf, cs, sizeof cs)) {
+        fk_test_fail(sig, "device allocation or copy failed");
+        fk_test_dev_free(buf);
+        return;
+    }
+    char *base = (char *)buf;
+    fk_attn_kvcache_args a;
+    fk_attn_kvcache_args_init(&a);
+    a.cache_seqlens = fk_tensor_make(base, FK_DTYPE_INT32, dev, 1, (int64_t[]){2});
+    a.q             = fk_tensor_make(base + 1024, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 1, 4, 64});
+    a.o             = fk_tensor_make(base + 4096, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 1, 4, 64});
+    a.k_cache       = fk_tensor_make(base + 8192, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 16, 2, 64});
+    a.v_cache       = fk_tensor_make(base + 32768, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 16, 2, 64});
+    size_t    bytes = 0;
+    fk_status s     = fk_attn_kvcache_workspace_size(ctx, &a, &bytes);
+    fk_status s2    = fk_attn_fwd_kvcache(ctx, &a, NULL, 0, NULL);
+    char      msg[600];
+    snprintf(msg, sizeof msg, "%s: %s", fk_status_string(s2), fk_last_error_message());
+    if (s == FK_STATUS_NOT_SUPPORTED_FEATURE && s2 == FK_STATUS_NOT_SUPPORTED_FEATURE && fk_last_error_message()[0])
+        fk_test_skip(sig, msg);
+    else fk_test_fail(sig, msg);
+    fk_test_dev_free(buf);
+}
+
+int main(int argc, char **argv) {
+    fk_test_init(argc, argv, "test_kvcache");
+    fk_context_t cpu = NULL;
+    if (fk_context_init(cpu_dev, NULL, &cpu) != FK_STATUS_SUCCESS) {
+        fk_test_fail("KVCACHE(backend=cpu)", fk_last_error_message());
+        return fk_test_finish();
+    }
+    static kv_case cases[64];
+    const int      ncases = build_cases(cases);
+    static const fk_dtype dts[] = {FK_DTYPE_F32, FK_DTYPE_F16, FK_DTYPE_BF16, FK_DTYPE_F64};
+    uint64_t seed = 7;
+    for (int di = 0; di < 4; di++)
+        for (int ci = 0; ci < ncases; ci++) run_case(cpu, dts[di], &cases[ci], seed++);
+
+    fk_build_info info;
+    fk_get_build_info(&info);
+    static const char *caps[] = {"256", "0"}, *labels[] = {"avx2", "portable"};
+    for (int s = 0; s < 2; s++) {
+        if (atoi(caps[s]) >= info.cpu_simd) continue;
+        setenv("FK_CPU_SIMD_MAX", caps[s], 1);
+        simd_label = labels[s];
+        for (int ci = 0; ci < ncases; ci++)
+            if (cases[ci].simd)
+                for (int di = 0; di < 3; di += 2) run_case(cpu, dts[di], &cases[ci], seed++);
+        unsetenv("FK_CPU_SIMD_MAX");
+        simd_label = "native";
+    }
+
+    // A 2-thread context: the negative tests' fixed 1 MiB workspace holds its scratch; a few cases again.
+    fk_context_t two = NULL;
+    if (fk_context_init(cpu_dev, &(fk_context_options){2}, &two) == FK_STATUS_SUCCESS) {
+        run_negative(two);
+        for (int ci = 0; ci < 3; ci++) run_case(two, FK_DTYPE_F32, &cases[ci], seed++);
+        fk_context_free(two);
+    } else fk_test_fail("KVCACHE_BAD(backend=cpu,2-thread context)", fk_last_error_message());
+
+    const char *why = NULL;
+    if (fk_test_have_cuda(&why)) {
+        fk_context_t cuda = NULL;
+        if (fk_context_init((fk_device){FK_DEVICE_CUDA, 0}, NULL, &cuda) == FK_STATUS_SUCCESS) run_cuda(cuda);
+        else fk_test_skip("KVCACHE(backend=cuda)", fk_last_error_message());
+        fk_context_free(cuda);
+    } else if (fk_test_selected("KVCACHE(backend=cuda)", FK_DEVICE_CUDA)) fk_test_skip("KVCACHE(backend=cuda)", why);
+
+    fk_context_free(cpu);
+    return fk_test_finish();
+}
