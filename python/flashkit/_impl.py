@@ -123,6 +123,52 @@ def attn_bwd(be, dout, q, k, v, out, lse, cu_q=None, cu_k=None, max_q=0, max_k=0
     return dq, dk, dv
 
 
+def attn_fwd_kvcache(be, q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=None, block_table=None,
+                     alibi=None, scale=0.0, softcap=0.0, causal=False, wl=-1, wr=-1, num_splits=0):
+    """(out, lse). q: [B, Sq, Hq, D]; k_cache/v_cache: [B_cache, S_cache, Hkv, D] or paged [blocks, page, Hkv,
+    D], read and written in place (never copied: their inner stride must be 1); k, v: [B, Snew, Hkv, D] or
+    None; cache_seqlens: [B] int32 array."""
+    for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        if len(x.shape) != 4:
+            raise _bad_ndim(f"attn_fwd_kvcache: {name}", "4 dims", x.shape)
+    q = be.dense(q)
+    a = _lib.new_args(_lib.fk_attn_kvcache_args, _lib.KVCACHE_DEFAULTS)
+    code, dk, di = _fill(a.q, be, q, "q")
+    _fill(a.k_cache, be, k_cache, "k_cache")
+    _fill(a.v_cache, be, v_cache, "v_cache")
+    keep = []
+    if k is not None and v is not None:
+        k, v = be.dense(k), be.dense(v)
+        keep += [k, v]
+        _fill(a.k, be, k, "k")
+        _fill(a.v, be, v, "v")
+    for name, x, field in (("cache_seqlens", cache_seqlens, a.cache_seqlens),
+                           ("cache_batch_idx", cache_batch_idx, a.cache_batch_idx),
+                           ("block_table", block_table, a.block_table)):
+        if x is not None:
+            x = be.dense(be.astype(x, INT32))
+            keep.append(x)
+            _fill(field, be, x, name)
+    if alibi is not None:
+        alibi = be.dense(be.astype(alibi, F32))
+        keep.append(alibi)
+        _fill(a.alibi_slopes, be, alibi, "alibi_slopes")
+    a.softmax_scale = scale
+    a.softcap = softcap
+    a.causal = 1 if causal else 0
+    a.window_left = int(wl)
+    a.window_right = int(wr)
+    a.num_splits = int(num_splits)
+    out = be.empty(tuple(q.shape), code, q)
+    lse = be.empty(lse_shape(q.shape, False), F64 if code == F64 else F32, q)
+    _fill(a.o, be, out, "out")
+    _fill(a.lse, be, lse, "lse")
+    ctx = _lib.context(dk, di)
+    _buf, ws, nws = _workspace(be, fn.attn_kvcache_workspace_size, ctx, a, q)
+    check(fn.attn_fwd_kvcache(ctx, _byref(a), ws, nws, be.stream(q)))
+    return out, lse
+
+
 # --- RMSNorm -------------------------------------------------------------------------------------------
 
 def rmsnorm_fwd(be, x, weight, residual=None, eps=1e-6, weight_offset=0.0):

@@ -76,6 +76,23 @@ class fk_attn_args(ctypes.Structure):
     ]
 
 
+class fk_attn_kvcache_args(ctypes.Structure):
+    _fields_ = [
+        ("q", fk_tensor), ("k_cache", fk_tensor), ("v_cache", fk_tensor), ("k", fk_tensor), ("v", fk_tensor),
+        ("o", fk_tensor), ("lse", fk_tensor),
+        ("cache_seqlens", fk_tensor),
+        ("cache_batch_idx", fk_tensor),
+        ("block_table", fk_tensor),
+        ("alibi_slopes", fk_tensor),
+        ("softmax_scale", c_float),
+        ("softcap", c_float),
+        ("causal", c_int),
+        ("window_left", c_int64),
+        ("window_right", c_int64),
+        ("num_splits", c_int),
+    ]
+
+
 class fk_rmsnorm_args(ctypes.Structure):
     _fields_ = [
         ("x", fk_tensor), ("residual", fk_tensor), ("residual_out", fk_tensor), ("weight", fk_tensor),
@@ -113,6 +130,7 @@ ABI_STRUCTS = {
     "fk_device_props": fk_device_props,
     "fk_context_options": fk_context_options,
     "fk_attn_args": fk_attn_args,
+    "fk_attn_kvcache_args": fk_attn_kvcache_args,
     "fk_rmsnorm_args": fk_rmsnorm_args,
     "fk_rope_args": fk_rope_args,
     "fk_swiglu_args": fk_swiglu_args,
@@ -190,6 +208,9 @@ _PROTOTYPES = {
     "fk_attn_fwd": (c_int, [_Ctx, POINTER(fk_attn_args), c_void_p, c_size_t, c_void_p]),
     "fk_attn_bwd_workspace_size": (c_int, [_Ctx, POINTER(fk_attn_args), POINTER(c_size_t)]),
     "fk_attn_bwd": (c_int, [_Ctx, POINTER(fk_attn_args), c_void_p, c_size_t, c_void_p]),
+    "fk_attn_kvcache_args_init": (None, [POINTER(fk_attn_kvcache_args)]),
+    "fk_attn_kvcache_workspace_size": (c_int, [_Ctx, POINTER(fk_attn_kvcache_args), POINTER(c_size_t)]),
+    "fk_attn_fwd_kvcache": (c_int, [_Ctx, POINTER(fk_attn_kvcache_args), c_void_p, c_size_t, c_void_p]),
     "fk_rmsnorm_args_init": (None, [POINTER(fk_rmsnorm_args)]),
     "fk_rmsnorm_fwd": (c_int, [_Ctx, POINTER(fk_rmsnorm_args), c_void_p]),
     "fk_rmsnorm_bwd_workspace_size": (c_int, [_Ctx, POINTER(fk_rmsnorm_args), POINTER(c_size_t)]),
@@ -328,6 +349,7 @@ def _template(struct, init_name):
 
 
 ATTN_DEFAULTS = _template(fk_attn_args, "attn_args_init")
+KVCACHE_DEFAULTS = _template(fk_attn_kvcache_args, "attn_kvcache_args_init")
 RMSNORM_DEFAULTS = _template(fk_rmsnorm_args, "rmsnorm_args_init")
 ROPE_DEFAULTS = _template(fk_rope_args, "rope_args_init")
 SWIGLU_DEFAULTS = _template(fk_swiglu_args, "swiglu_args_init")

@@ -6,9 +6,11 @@ Differences from flash_attn, all of them loud:
   - dropout_p > 0 raises NotImplementedError (flashkit has no dropout yet).
   - return_attn_probs=True returns (out, softmax_lse, None): the LSE, and None where flash_attn returns the
     dropout-encoded probabilities (which it only fills when dropout_p > 0).
-  - block_table (paged KV) and flash_attn_with_kvcache raise NotImplementedError (no decode path yet).
+  - flash_attn_with_kvcache runs on the CPU (torch CPU tensors, NumPy arrays); on CUDA it raises
+    NotImplementedError with the library's message (no GPU decode kernel yet). cache_leftpad is not supported.
+  - block_table in flash_attn_varlen_func raises NotImplementedError (paged KV: use flash_attn_with_kvcache).
 """
-from . import _arrays, _impl
+from . import _arrays, _impl, _lib
 
 __all__ = [
     "flash_attn_func", "flash_attn_qkvpacked_func", "flash_attn_kvpacked_func", "flash_attn_varlen_func",
@@ -88,7 +90,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     """q: (total_q, nheads, headdim); k, v: (total_k, nheads_k, headdim); cu_seqlens_*: (batch + 1,) int32.
     Returns out (total_q, nheads, headdim), or (out, softmax_lse, None), softmax_lse (nheads, total_q)."""
     if block_table is not None:
-        raise _not_supported("block_table (paged KV cache) is not implemented yet")
+        raise _not_supported("block_table (paged KV cache) is not implemented in flash_attn_varlen_func yet; "
+                             "flash_attn_with_kvcache takes a paged cache")
     scale, wl, wr, softcap = _resolve(dropout_p, softmax_scale, window_size, softcap)
     if cu_seqlens_q is None or cu_seqlens_k is None:
         raise ValueError("flashkit: flash_attn_varlen_func needs cu_seqlens_q and cu_seqlens_k")
@@ -119,9 +122,57 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
                             softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
-    """Not implemented yet: flashkit has no decode (KV-cache) kernel."""
-    raise _not_supported("flash_attn_with_kvcache is not implemented yet (no decode kernel); use "
-                         "flash_attn_func on the cache slice for now")
+    """Decode with a KV cache, forward only (no autograd, as in flash_attn).
+    q: (batch, seqlen_q, nheads, headdim). k_cache, v_cache: (batch_cache, seqlen_cache, nheads_k, headdim), or
+    (num_blocks, page_block_size, nheads_k, headdim) with block_table (batch, max_blocks_per_seq) int32.
+    k, v: optional (batch, seqlen_new, nheads_k, headdim), written into the cache IN PLACE at rows
+    cache_seqlens[b] .. + seqlen_new, then attended to. cache_seqlens: int or (batch,) int32, keys already in
+    the cache (None: the whole cache). cache_batch_idx: (batch,) int32, cache entry of each sequence.
+    rotary_cos/rotary_sin (seqlen_ro, rotary_dim / 2), with k and v: the new k is rotated at positions
+    cache_seqlens + i, q too when causal or windowed (else every query at cache_seqlens); GPT-J pairs with
+    rotary_interleaved=True (the default), GPT-NeoX halves with False.
+    Returns out (batch, seqlen_q, nheads, headdim), or (out, softmax_lse (batch, nheads, seqlen_q)) with
+    return_softmax_lse=True."""
+    if cache_leftpad is not None:
+        raise _not_supported("cache_leftpad is not implemented yet")
+    if (k is None) != (v is None):
+        raise ValueError("flashkit: flash_attn_with_kvcache: pass both k and v (new keys and values) or neither")
+    if (rotary_cos is None) != (rotary_sin is None):
+        raise ValueError("flashkit: flash_attn_with_kvcache: pass both rotary_cos and rotary_sin or neither")
+    if rotary_cos is not None and k is None:
+        raise ValueError("flashkit: flash_attn_with_kvcache: rotary_cos/rotary_sin need the new k and v (they "
+                         "rotate the keys being appended)")
+    scale, wl, wr, softcap = _resolve(0.0, softmax_scale, window_size, softcap)
+    be, qb, wrap = _arrays.unwrap(q, "q")
+    k_cache, v_cache = _arrays.same_kind(be, k_cache, "k_cache"), _arrays.same_kind(be, v_cache, "v_cache")
+    k, v = _arrays.same_kind(be, k, "k"), _arrays.same_kind(be, v, "v")
+    B = int(qb.shape[0])
+    block_table = _arrays.same_kind(be, block_table, "block_table")
+    if cache_seqlens is None:  # the whole cache is in use
+        rows = int(k_cache.shape[1]) * (int(block_table.shape[1]) if block_table is not None else 1)
+        cache_seqlens = rows - (int(k.shape[1]) if k is not None else 0)
+    if isinstance(cache_seqlens, int):
+        cache_seqlens = be.asarray([cache_seqlens] * B, _lib.INT32, qb)
+    else:
+        cache_seqlens = _arrays.same_kind(be, cache_seqlens, "cache_seqlens")
+    if rotary_cos is not None:
+        from .ops import apply_rotary_emb
+
+        cos, sin = _arrays.same_kind(be, rotary_cos, "rotary_cos"), _arrays.same_kind(be, rotary_sin, "rotary_sin")
+        k = apply_rotary_emb(k, cos, sin, interleaved=rotary_interleaved, seqlen_offsets=cache_seqlens)
+        if causal or wl >= 0 or wr >= 0:  # query i at cache_seqlens + i
+            qb = apply_rotary_emb(be.dense(qb), cos, sin, interleaved=rotary_interleaved,
+                                  seqlen_offsets=cache_seqlens)
+        else:  # every query at position cache_seqlens: rotate the Sq x H rows as one token of Sq * H heads
+            Bq, Sq, Hq, D = (int(x) for x in qb.shape)
+            q1 = be.dense(qb).reshape(Bq, 1, Sq * Hq, D)
+            qb = apply_rotary_emb(q1, cos, sin, interleaved=rotary_interleaved,
+                                  seqlen_offsets=cache_seqlens).reshape(Bq, Sq, Hq, D)
+    out, lse = _impl.attn_fwd_kvcache(be, qb, k_cache, v_cache, k, v, cache_seqlens,
+                                      _arrays.same_kind(be, cache_batch_idx, "cache_batch_idx"), block_table,
+                                      _arrays.same_kind(be, alibi_slopes, "alibi_slopes"), scale, softcap, causal,
+                                      wl, wr, num_splits)
+    return (wrap(out), wrap(lse)) if return_softmax_lse else wrap(out)
 
 
 def flash_attn_backward(dout, q, k, v, out, softmax_lse, softmax_scale=None, causal=False, window_size=(-1, -1),
