@@ -8,6 +8,25 @@
 #include <math.h>
 #include <string.h>
 
+fk_status fk_attn_check_scalars(const char *op, float softmax_scale, float softcap, int causal, int64_t window_left,
+                                int64_t window_right) {
+    if (!(softmax_scale >= 0.0f) || isinf(softmax_scale))
+        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim)), got %g",
+                        op, (double)softmax_scale);
+    if (!(softcap >= 0.0f) || isinf(softcap))
+        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: softcap must be finite and >= 0 (0 = off), got %g", op,
+                        (double)softcap);
+    if (causal != 0 && causal != 1)
+        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: causal must be 0 or 1, got %d", op, causal);
+    if (window_left < -1)
+        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: window_left must be >= -1 (-1 = unbounded), got %lld", op,
+                        (long long)window_left);
+    if (window_right < -1)
+        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: window_right must be >= -1 (-1 = unbounded), got %lld", op,
+                        (long long)window_right);
+    return FK_STATUS_SUCCESS;
+}
+
 void fk_attn_args_init(fk_attn_args *args) {
     if (!args) return;
     memset(args, 0, sizeof *args);
@@ -161,20 +180,7 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
                         op, nd - 1, (long long)d);
 
     // Scalars.
-    if (!(a->softmax_scale >= 0.0f) || isinf(a->softmax_scale))
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim)), got %g",
-                        op, (double)a->softmax_scale);
-    if (!(a->softcap >= 0.0f) || isinf(a->softcap))
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: softcap must be finite and >= 0 (0 = off), got %g", op,
-                        (double)a->softcap);
-    if (a->causal != 0 && a->causal != 1)
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: causal must be 0 or 1, got %d", op, a->causal);
-    if (a->window_left < -1)
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: window_left must be >= -1 (-1 = unbounded), got %lld", op,
-                        (long long)a->window_left);
-    if (a->window_right < -1)
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: window_right must be >= -1 (-1 = unbounded), got %lld", op,
-                        (long long)a->window_right);
+    FK_TRY(fk_attn_check_scalars(op, a->softmax_scale, a->softcap, a->causal, a->window_left, a->window_right));
 
     // Variable length: cu_seqlens and max_seqlen.
     int64_t batch = batch_fixed, sq = tq, sk = tk;

@@ -64,6 +64,9 @@ static inline void fk_attn_key_range(const fk_attn_problem *p, int64_t i, int64_
 // The one selection function (src/core/attn.c): is this problem supported on ctx's backend, and how much
 // workspace does the kernel that will run need? Size queries, run calls and the memory estimator all call it.
 fk_status fk_attn_select(const struct fk_context *ctx, const fk_attn_problem *p, int backward, size_t *ws_bytes);
+// The scalar rules every attention entry point shares (scale, softcap, causal, windows), one status each.
+fk_status fk_attn_check_scalars(const char *op, float softmax_scale, float softcap, int causal, int64_t window_left,
+                                int64_t window_right);
 
 // --- CPU backend (src/cpu/attn.c) ------------------------------------------------------------------------
 size_t    fk_cpu_attn_fwd_workspace(const struct fk_context *ctx, const fk_attn_problem *p);

@@ -145,20 +145,7 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
                         op, (long long)d);
 
     // Scalars.
-    if (!(a->softmax_scale >= 0.0f) || isinf(a->softmax_scale))
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim)), got %g",
-                        op, (double)a->softmax_scale);
-    if (!(a->softcap >= 0.0f) || isinf(a->softcap))
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: softcap must be finite and >= 0 (0 = off), got %g", op,
-                        (double)a->softcap);
-    if (a->causal != 0 && a->causal != 1)
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: causal must be 0 or 1, got %d", op, a->causal);
-    if (a->window_left < -1)
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: window_left must be >= -1 (-1 = unbounded), got %lld", op,
-                        (long long)a->window_left);
-    if (a->window_right < -1)
-        return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: window_right must be >= -1 (-1 = unbounded), got %lld", op,
-                        (long long)a->window_right);
+    FK_TRY(fk_attn_check_scalars(op, a->softmax_scale, a->softcap, a->causal, a->window_left, a->window_right));
     if (a->num_splits < 0)
         return fk_error(FK_STATUS_BAD_PARAM_VALUE, "%s: num_splits must be >= 0 (0 = backend's choice), got %d", op,
                         a->num_splits);
