@@ -72,6 +72,34 @@ def _attn_common(a, be, q, k, v, cu_q, cu_k, max_q, max_k, alibi, scale, softcap
     return code, dk, di, keep
 
 
+def _numel(shape):
+    n = 1
+    for x in shape:
+        n *= int(x)
+    return n
+
+
+def _full(be, shape, code, like, value):
+    x = be.empty(shape, code, like)
+    if _numel(shape):
+        x.fill_(value) if hasattr(x, "fill_") else x.fill(value)
+    return x
+
+
+def _empty_attention(q, k, v, varlen):
+    """flash_attn answers empty batches and sequences with empty (or fully masked) results; the C API takes
+    extents >= 1, so those calls are answered here. True when q or k has no element and the shapes agree
+    otherwise (a disagreement goes on to the library, which names it)."""
+    want = 3 if varlen else 4
+    if any(len(x.shape) != want for x in (q, k, v)) or tuple(k.shape) != tuple(v.shape):
+        return False
+    if q.shape[-1] != k.shape[-1] or (not varlen and q.shape[0] != k.shape[0]):
+        return False
+    if k.shape[-2] and q.shape[-2] % k.shape[-2]:
+        return False
+    return _numel(q.shape) == 0 or _numel(k.shape) == 0
+
+
 def lse_shape(q_shape, varlen):
     if varlen:
         return (q_shape[1], q_shape[0])  # [nheads_q, total_q]
@@ -87,6 +115,10 @@ def attn_fwd(be, q, k, v, cu_q=None, cu_k=None, max_q=0, max_k=0, alibi=None, sc
         if len(x.shape) != want:
             raise _bad_ndim(f"attn: {name}", "3 dims [total, nheads, head_dim] (varlen)" if varlen else
                             "4 dims [batch, seqlen, nheads, head_dim]", x.shape)
+    if _empty_attention(q, k, v, varlen):  # rows that see no key: output 0, LSE -inf
+        code = be.describe(q, "q")[1]
+        return (_full(be, tuple(q.shape), code, q, 0.0),
+                _full(be, lse_shape(q.shape, varlen), F64 if code == F64 else F32, q, float("-inf")))
     q, k, v = be.dense(q), be.dense(k), be.dense(v)
     a = _lib.new_args(_lib.fk_attn_args, _lib.ATTN_DEFAULTS)
     code, dk, di, keep = _attn_common(a, be, q, k, v, cu_q, cu_k, max_q, max_k, alibi, scale, softcap, causal,
@@ -104,6 +136,9 @@ def attn_fwd(be, q, k, v, cu_q=None, cu_k=None, max_q=0, max_k=0, alibi=None, sc
 def attn_bwd(be, dout, q, k, v, out, lse, cu_q=None, cu_k=None, max_q=0, max_k=0, alibi=None, scale=0.0,
              softcap=0.0, causal=False, wl=-1, wr=-1, deterministic=False):
     """(dq, dk, dv), each shaped like q, k, v."""
+    if _empty_attention(q, k, v, cu_q is not None):  # nothing attends to anything: every gradient is 0
+        code = be.describe(q, "q")[1]
+        return tuple(_full(be, tuple(x.shape), code, q, 0.0) for x in (q, k, v))
     q, k, v, out, lse, dout = (be.dense(x) for x in (q, k, v, out, lse, dout))
     a = _lib.new_args(_lib.fk_attn_args, _lib.ATTN_DEFAULTS)
     code, dk_, di, keep = _attn_common(a, be, q, k, v, cu_q, cu_k, max_q, max_k, alibi, scale, softcap, causal,

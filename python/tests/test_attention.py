@@ -290,3 +290,27 @@ def test_varlen_lse_layout(fw):
     out, lse, probs = flashkit.flash_attn_varlen_func(tq, tq, tq, tcu, tcu, 5, 5, return_attn_probs=True)
     assert probs is None and tuple(lse.shape) == (2, 8)
     assert rel_l2(fw.np(lse), attn_varlen_ref(q, q, q, cu, cu)[1]) < F32
+
+
+@pytest.mark.parametrize("shapes", [((0, 8, 4, 16), (0, 8, 2, 16)), ((1, 0, 4, 16), (1, 9, 2, 16)),
+                                    ((2, 5, 4, 16), (2, 0, 2, 16))],
+                         ids=["batch0", "seqlen_q0", "seqlen_k0"])
+def test_empty(fw, shapes):
+    """Empty batches and sequences give what flash_attn gives: empty outputs, or for queries that see no key an
+    output of 0 and an LSE of -inf; every gradient 0."""
+    qs, ks = shapes
+    r = rng(3)
+    q = fw.arr(randn(r, *qs), True)
+    k, v = fw.arr(randn(r, *ks), True), fw.arr(randn(r, *ks), True)
+    out, lse, _ = flashkit.flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+    fw.check_kind(out)
+    assert tuple(out.shape) == qs and tuple(lse.shape) == (qs[0], qs[2], qs[1])
+    o, l = fw.np(out), fw.np(lse)
+    assert np.all(o == 0) and np.all(np.isneginf(l))
+    if fw.torch:
+        out.sum().backward()
+        grads = (q.grad, k.grad, v.grad)
+    else:
+        grads = flashkit.flash_attn_backward(fw.arr(np.ones(qs, np.float32)), q, k, v, out, lse, causal=True)
+    for g, x in zip(grads, (qs, ks, ks)):
+        assert tuple(g.shape) == x and np.all(fw.np(g) == 0)
