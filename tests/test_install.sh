@@ -1,10 +1,11 @@
 #!/bin/sh
-# test_install.sh BUILD SOURCE — install the built library into a scratch prefix, then build and run a small
+# test_install.sh BUILD [SANITIZE] — install the built library into a scratch prefix, then build and run a small
 # consumer three ways: CMake find_package(flashkit) with flashkit::flashkit (shared) and flashkit::flashkit_static,
-# and pkg-config (shared). Each consumer runs a CPU attention forward and checks the status.
+# and pkg-config (shared). Each consumer runs a CPU attention forward and checks the status. SANITIZE: the
+# library's -fsanitize list, which the pkg-config consumer then needs too (the CMake targets carry it).
 set -eu
 build=$1
-src=$2
+san=${2:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
@@ -59,7 +60,7 @@ LD_LIBRARY_PATH=$libdir "$tmp/app/build/app_shared"
 if command -v pkg-config >/dev/null 2>&1; then
   pc=$(dirname "$(find "$tmp/prefix" -name flashkit.pc | head -1)")
   flags=$(PKG_CONFIG_PATH=$pc pkg-config --cflags --libs flashkit)
-  cc -o "$tmp/app/app_pc" "$tmp/app/main.c" $flags
+  cc ${san:+-fsanitize=$san} -o "$tmp/app/app_pc" "$tmp/app/main.c" $flags
   LD_LIBRARY_PATH=$libdir "$tmp/app/app_pc"
 else
   echo "skipped: pkg-config consumer (pkg-config not installed)"
