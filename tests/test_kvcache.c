@@ -30,9 +30,12 @@ typedef struct kv_case {
     float   softcap;
     int     alibi;     // 0 none, 1 [hq], 2 [batch, hq]
     int     simd;      // also under the narrower SIMD paths
+    int64_t len;       // > 0: every cache_seqlens[b] = len - snew (overrides fill)
 } kv_case;
 
 static const char *simd_label = "native";
+static int          g_splits = 0;     // num_splits of every call (0 = the backend's choice)
+static fk_context_t g_twin   = NULL;  // when set: run again on this context, expect bit-identical o and lse
 static const fk_device cpu_dev = {FK_DEVICE_CPU, 0};
 
 static void *xalloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
@@ -41,10 +44,11 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
     char sig[512];
     snprintf(sig, sizeof sig,
              "KVCACHE(backend=cpu,dtype=%s,d=%lld,b=%lld,sq=%lld,snew=%lld,hq=%lld,hkv=%lld,cap=%lld,page=%lld,"
-             "batch_idx=%d,fill=%d,causal=%d,wl=%lld,wr=%lld,softcap=%g,alibi=%d,simd=%s)",
+             "batch_idx=%d,fill=%d,len=%lld,causal=%d,wl=%lld,wr=%lld,softcap=%g,alibi=%d,simd=%s,threads=%d,splits=%d%s)",
              fk_dtype_name(dt), (long long)c->d, (long long)c->batch, (long long)c->sq, (long long)c->snew,
              (long long)c->hq, (long long)c->hkv, (long long)c->cap, (long long)c->page, c->batch_idx, c->fill,
-             c->causal, (long long)c->wl, (long long)c->wr, (double)c->softcap, c->alibi, simd_label);
+             (long long)c->len, c->causal, (long long)c->wl, (long long)c->wr, (double)c->softcap, c->alibi,
+             simd_label, fk_context_num_threads(ctx), g_splits, g_twin ? ",threads 2 vs 1 bit-identical" : "");
     if (!fk_test_selected(sig, FK_DEVICE_CPU)) return;
     const int64_t B = c->batch, sq = c->sq, sn = c->snew, hq = c->hq, hkv = c->hkv, d = c->d;
     const int64_t page = c->page, maxb = page ? c->cap / page : 0;
@@ -76,7 +80,8 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
     int64_t lq[64], lk[64];
     for (int64_t b = 0; b < B; b++) {
         int64_t room = c->cap - sn;
-        cs[b] = (int32_t)(c->fill == 1 ? 0 : c->fill == 2 ? room : (int64_t)(fk_rng_uniform(&rng) * (double)(room + 1)));
+        cs[b] = (int32_t)(c->len > 0 ? c->len - sn : c->fill == 1 ? 0 : c->fill == 2 ? room
+                                                                 : (int64_t)(fk_rng_uniform(&rng) * (double)(room + 1)));
         lq[b] = sq;
         lk[b] = cs[b] + sn;
     }
@@ -157,6 +162,7 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
     a.causal       = c->causal;
     a.window_left  = c->wl;
     a.window_right = c->wr;
+    a.num_splits   = g_splits;
 
     size_t    wsb = 0;
     void     *ws  = NULL;
@@ -174,9 +180,25 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
         bool okf  = ref_verdict(&a.o, o, ro, lowp ? no : NULL, d1, sizeof d1);
         bool okl  = ref_verdict(&a.lse, lse, rl_k, NULL, d2, sizeof d2);
         bool okc  = memcmp(kc, kexp, (size_t)ncache * es) == 0 && memcmp(vc, vexp, (size_t)ncache * es) == 0;
-        snprintf(detail, sizeof detail, "o: %s | lse: %s | cache %s", d1, d2,
-                 okc ? "written at the right rows only" : "DIFFERS from the expected append");
-        fk_test_check(okf && okl && okc, sig, detail);
+        bool okt = true;
+        if (g_twin) { // the same call on the twin context (the append rewrites the same rows with the same values)
+            void  *o2 = xalloc((size_t)nq * es), *l2 = xalloc((size_t)(B * hq * sq) * 8), *ws2 = NULL;
+            size_t wsb2 = 0;
+            fk_poison(o2, dt, nq);
+            fk_poison(l2, ldt, B * hq * sq);
+            fk_attn_kvcache_args a2 = a;
+            a2.o   = fk_tensor_make(o2, dt, cpu_dev, 4, (int64_t[]){B, sq, hq, d});
+            a2.lse = fk_tensor_make(l2, ldt, cpu_dev, 3, (int64_t[]){B, hq, sq});
+            okt    = fk_attn_kvcache_workspace_size(g_twin, &a2, &wsb2) == FK_STATUS_SUCCESS;
+            if (okt) ws2 = malloc(wsb2 ? wsb2 : 1);
+            okt = okt && fk_attn_fwd_kvcache(g_twin, &a2, ws2, wsb2, NULL) == FK_STATUS_SUCCESS &&
+                  memcmp(o, o2, (size_t)nq * es) == 0 && memcmp(lse, l2, (size_t)(B * hq * sq) * fk_dtype_size(ldt)) == 0;
+            free(ws2), free(o2), free(l2);
+        }
+        snprintf(detail, sizeof detail, "o: %s | lse: %s | cache %s%s", d1, d2,
+                 okc ? "written at the right rows only" : "DIFFERS from the expected append",
+                 g_twin ? (okt ? " | twin context bit-identical" : " | twin context DIFFERS") : "");
+        fk_test_check(okf && okl && okc && okt, sig, detail);
     }
     free(ws);
     free(kc), free(vc), free(kc0), free(vc0), free(q), free(o), free(lse), free(kn), free(vn);
@@ -186,7 +208,7 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
 
 static int build_cases(kv_case *cs) {
     int n = 0;
-#define K(...) (cs[n++] = (kv_case){__VA_ARGS__})
+#define K(...) (cs[n++] = (kv_case){__VA_ARGS__, 0})
     //  B  sq snew hq hkv  d   cap page bidx fill causal wl  wr softcap alibi simd
     K(3, 1, 1, 8, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 0, 1);     // decode, GQA 4, append one token
     K(3, 1, 0, 8, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);     // no new keys
@@ -211,6 +233,32 @@ static int build_cases(kv_case *cs) {
     K(1, 40, 40, 4, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);   // G * sq > tile half: heads not packed
     K(4, 1, 1, 16, 2, 128, 1000, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);  // G 8, longer cache
 #undef K
+    return n;
+}
+
+// Split-KV cases: batch 1 with one or two kv heads (the items that leave threads idle), seqlen_q 1 and 4,
+// cache lengths 1 and 17 (one key tile: every split past the first is empty), 1000 and 4096; contiguous and
+// paged; causal, a causal sliding window (a span of 2-3 tiles: splits 3 and 7 leave whole chunks empty), a
+// two-sided window without causal (sq 4: rows that see no key of a chunk). Then batches with several waves.
+static int build_split_cases(kv_case *cs) {
+    static const int64_t lens[] = {1, 17, 1000, 4096};
+    int                  n      = 0;
+    for (int64_t hkv = 1; hkv <= 2; hkv++)
+        for (int64_t sq = 1; sq <= 4; sq += 3)
+            for (int li = 0; li < 4; li++)
+                for (int paged = 0; paged < 2; paged++)
+                    for (int mask = 0; mask < 3; mask++) {
+                        const int64_t len = lens[li], page = paged ? (len >= 1000 ? 256 : 16) : 0;
+                        const int64_t cap = page ? (len + 2 * page - 1) / page * page : len + 5;
+                        const int64_t wl = mask == 1 ? 100 : mask == 2 ? 200 : -1, wr = mask == 2 ? 30 : -1;
+                        cs[n++] = (kv_case){1, sq, 1, 8, hkv, 64, cap, page, 0, 0, mask != 2, wl, wr, 0.0f, 0, 0, len};
+                    }
+    //                   B  sq snew hq hkv  d    cap page bidx fill causal wl wr softcap alibi simd len
+    cs[n++] = (kv_case){3, 1, 1, 8, 2, 64, 300, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0, 0};     // 6 items: waves
+    cs[n++] = (kv_case){2, 2, 2, 6, 3, 128, 700, 16, 0, 0, 1, -1, -1, 0.0f, 0, 0, 0};   // paged, d 128, G 2
+    cs[n++] = (kv_case){1, 1, 1, 4, 1, 40, 900, 0, 0, 0, 1, -1, -1, 20.0f, 1, 0, 0};    // softcap, ALiBi, d 40
+    cs[n++] = (kv_case){1, 40, 40, 4, 2, 64, 500, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0, 0};   // heads not packed, sq 40
+    cs[n++] = (kv_case){1, 70, 70, 2, 1, 64, 400, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0, 0};   // two query tiles
     return n;
 }
 
@@ -454,12 +502,40 @@ int main(int argc, char **argv) {
     }
 
     // A 2-thread context: the negative tests' fixed 1 MiB workspace holds its scratch; a few cases again.
-    fk_context_t two = NULL;
-    if (fk_context_init(cpu_dev, &(fk_context_options){2}, &two) == FK_STATUS_SUCCESS) {
+    fk_context_t two = NULL, one = NULL;
+    if (fk_context_init(cpu_dev, &(fk_context_options){2}, &two) == FK_STATUS_SUCCESS &&
+        fk_context_init(cpu_dev, &(fk_context_options){1}, &one) == FK_STATUS_SUCCESS) {
         run_negative(two);
         for (int ci = 0; ci < 3; ci++) run_case(two, FK_DTYPE_F32, &cases[ci], seed++);
-        fk_context_free(two);
+        // Split-KV: every explicit num_splits on 2 threads, checked bit for bit against 1 thread; then the
+        // backend's choice (which follows the thread count) on 1, 2 and the default number of threads.
+        static kv_case splits[128];
+        const int      nsplit = build_split_cases(splits);
+        static const int explicit_splits[] = {1, 2, 3, 7};
+        static const fk_dtype sdts[] = {FK_DTYPE_F32, FK_DTYPE_BF16};
+        for (int si = 0; si < 4; si++) {
+            g_splits = explicit_splits[si];
+            g_twin   = one;
+            for (int di = 0; di < 2; di++)
+                for (int ci = 0; ci < nsplit; ci++) run_case(two, sdts[di], &splits[ci], seed++);
+        }
+        g_splits = 0;
+        g_twin   = NULL;
+        for (int di = 0; di < 2; di++)
+            for (int ci = 0; ci < nsplit; ci++) {
+                run_case(two, sdts[di], &splits[ci], seed++);
+                if (ci % 8 == 0) run_case(one, sdts[di], &splits[ci], seed++);
+            }
+        // f16, f64 (never split) and the narrower SIMD paths with an explicit split, a few cases each.
+        g_splits = 3;
+        for (int ci = 0; ci < nsplit; ci += 5) {
+            run_case(two, FK_DTYPE_F16, &splits[ci], seed++);
+            run_case(two, FK_DTYPE_F64, &splits[ci], seed++);
+        }
+        g_splits = 0;
     } else fk_test_fail("KVCACHE_BAD(backend=cpu,2-thread context)", fk_last_error_message());
+    fk_context_free(two);
+    fk_context_free(one);
 
     const char *why = NULL;
     if (fk_test_have_cuda(&why)) {

@@ -20,6 +20,7 @@
  */
 #include "attn_cpu.h"
 #include "../core/attn_kvcache_internal.h"
+#include "../core/ring_internal.h"
 #include "ops_cpu.h"
 
 #include <math.h>
@@ -264,8 +265,8 @@ size_t fk_cpu_attn_bwd_workspace(const struct fk_context *ctx, const fk_attn_pro
 fk_status fk_cpu_attn_fwd(const struct fk_context *ctx, const fk_attn_problem *p, void *ws, size_t ws_bytes) {
     if (ws_bytes < fk_cpu_attn_fwd_workspace(ctx, p))
         return fk_error(FK_STATUS_INTERNAL, "attn_fwd: CPU backend got a workspace smaller than it asked for");
-    if (p->dtype == FK_DTYPE_F64) fwd_f64(ctx, p, NULL, &kern_double, ws);
-    else fwd_f32(ctx, p, NULL, pick_f32(ctx), ws);
+    if (p->dtype == FK_DTYPE_F64) fwd_f64(ctx, p, NULL, &kern_double, ws, 1);
+    else fwd_f32(ctx, p, NULL, pick_f32(ctx), ws, 1);
     return FK_STATUS_SUCCESS;
 }
 
@@ -281,9 +282,122 @@ fk_status fk_cpu_attn_bwd(const struct fk_context *ctx, const fk_attn_problem *p
 // The same forward items, with each sequence's keys read from the cache (attn_body.h, kv != NULL). New keys
 // and values are first copied into their cache rows (storage dtype, no conversion), so the attention sees
 // one set of keys per sequence, cache_seqlens[b] + seqlen_new long.
+//
+// Split-KV: with fewer items (batch x head group x query tile) than threads, or when num_splits > 1 is asked
+// for, each item's key span is cut into ns chunks of whole key tiles (the tile boundaries of the unsplit walk).
+// A (item, chunk) pair is one parallel task writing its partial O (fp32, normalized) and LSE into its own slot
+// of the workspace; then each row folds its ns partials in chunk order 0, 1, ..., ns - 1 through their LSEs
+// with fk_merge_weights, the formula of fk_attn_merge. Items are processed in waves of `wave` items, so the
+// slots take wave x ns x slot floats, whatever the batch. The chunk boundaries and the fold order depend only
+// on ns and the sequence lengths, never on the thread count or the schedule: for a fixed num_splits >= 1 the
+// output is bit-identical across thread counts. With num_splits = 0 the thread count picks ns (and so the
+// bits, though every choice is within the same tolerance). f64 problems never split (the merge weights are
+// fp32); num_splits is clamped to the capacity's key tiles and to KV_MAX_SPLITS.
+
+#define KV_MAX_SPLITS 128
+
+typedef struct kv_plan {
+    int64_t nh;    // query heads per tile: G (the GQA group packed) or 1
+    int64_t rows;  // query positions per tile (BRF / nh)
+    int64_t ntq;   // query tiles per (batch, head group)
+    int64_t items; // batch x head groups x query tiles
+    int64_t nq;    // tile rows of the largest item (nh x min(seqlen_q, rows))
+    int64_t ns;    // key chunks per item; 1 = not split
+    int64_t wave;  // items per wave of the split path
+    int64_t slot;  // floats per (item, chunk): nq x head_dim partial O, then nq LSEs, 64-byte multiple
+} kv_plan;
+
+// The one place that chooses packing and splitting: the size query and the run both call it. It reads shapes
+// only (capacity, not cache_seqlens), so a workspace sized once serves every step of a growing cache.
+static kv_plan kv_plan_of(const struct fk_context *ctx, const fk_attn_kv_problem *kp) {
+    const fk_attn_problem *p  = &kp->attn;
+    const int64_t          nt = threads_of(ctx), G = p->nheads_q / p->nheads_kv, want = kp->kv.num_splits;
+    const int              fits = G > 1 && G * p->seqlen_q <= BRF / 2; // the group fits half a tile
+    kv_plan                pl;
+    pl.ns = 1;
+    if (p->dtype != FK_DTYPE_F64) {
+        const int64_t rows = fits ? BRF / G : BRF, tiles = (p->seqlen_k + BC - 1) / BC; // seqlen_k = capacity
+        const int64_t items = p->batch * (fits ? p->nheads_kv : p->nheads_q) * ((p->seqlen_q + rows - 1) / rows);
+        int64_t       ns    = want > 0 ? want : items < nt ? (nt + items - 1) / items : 1;
+        if (ns > tiles) ns = tiles;
+        pl.ns = ns < KV_MAX_SPLITS ? ns : KV_MAX_SPLITS;
+    }
+    // Packing converts each K/V tile once per group; unpacked heads are more items for the threads, which only
+    // matters when nothing is split. An explicit num_splits always packs, so its bits never follow the threads.
+    pl.nh    = fits && (p->batch * p->nheads_kv >= nt || pl.ns > 1 || want > 0) ? G : 1;
+    pl.rows  = BRF / pl.nh;
+    pl.ntq   = (p->seqlen_q + pl.rows - 1) / pl.rows;
+    pl.items = p->batch * (p->nheads_q / pl.nh) * pl.ntq;
+    pl.nq    = pl.nh * (p->seqlen_q < pl.rows ? p->seqlen_q : pl.rows);
+    // Waves of ~2 tasks per thread: enough for the dynamic schedule to even out, few barriers.
+    pl.wave = (2 * nt + pl.ns - 1) / pl.ns;
+    if (pl.wave > pl.items) pl.wave = pl.items;
+    pl.slot = round_up(pl.nq * p->head_dim + pl.nq, 16);
+    return pl;
+}
 
 size_t fk_cpu_attn_kvcache_workspace(const struct fk_context *ctx, const fk_attn_kv_problem *p) {
-    return fk_cpu_attn_fwd_workspace(ctx, &p->attn);
+    const kv_plan pl = kv_plan_of(ctx, p);
+    size_t        n  = fk_cpu_attn_fwd_workspace(ctx, &p->attn);
+    if (pl.ns > 1) n += (size_t)(pl.wave * pl.ns * pl.slot) * sizeof(float);
+    return n;
+}
+
+// Row r of item `it`: fold the ns partials at part (slots of pl->slot floats, chunk order) into o and lse.
+static void kv_merge_row(const fk_attn_problem *p, const kv_plan *pl, const float *part, int64_t it, int64_t r) {
+    const int64_t qt = it % pl->ntq, bh = it / pl->ntq, hg = p->nheads_q / pl->nh;
+    const int64_t b = bh / hg, h = (bh % hg) * pl->nh, i0 = qt * pl->rows, D = p->head_dim;
+    const int64_t nqi = p->seqlen_q - i0 < pl->rows ? p->seqlen_q - i0 : pl->rows;
+    if (r >= pl->nh * nqi) return; // a padding row of a short last query tile
+    const int64_t g = r / nqi, hr = h + g, ir = i0 + r - g * nqi;
+    float         acc[256], L = -INFINITY;
+    for (int64_t c = 0; c < pl->ns; c++) {
+        const float *po = part + c * pl->slot, lp = po[pl->nq * D + r];
+        float        wa, wp, ln;
+        fk_merge_weights(L, lp, &wa, &wp, &ln);
+        const int use_a = wa > 0.0f, use_p = wp > 0.0f; // a side with weight 0 is never read
+        for (int64_t d = 0; d < D; d++) {
+            float x = 0.0f;
+            if (use_a) x += wa * acc[d];
+            if (use_p) x += wp * po[r * D + d];
+            acc[d] = x;
+        }
+        L = ln;
+    }
+    fk_cpu_store(fk_cpu_at_mut(p->o, p->dtype, b * p->o_bs + ir * p->o_rs + hr * p->o_hs), p->dtype, acc, D);
+    if (p->lse) ((float *)p->lse)[b * p->lse_bs + hr * p->lse_hs + ir * p->lse_rs] = L;
+}
+
+static void kv_fwd_split(const struct fk_context *ctx, const fk_attn_kv_problem *kp, const kv_plan *pl, void *ws) {
+    const fk_attn_problem *p    = &kp->attn;
+    const int              nt   = (int)threads_of(ctx);
+    const int64_t          per  = scratch_elems_f32(p->head_dim), hg = p->nheads_q / pl->nh, ns = pl->ns;
+    float                 *base = (float *)align64(ws), *part = base + nt * per; // per is a 64-byte multiple
+    const fk_attn_kern_f32 *kn  = pick_f32(ctx);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        scratch_f32 w = carve_f32(base + (int64_t)thread_id() * per, p->head_dim);
+        for (int64_t w0 = 0; w0 < pl->items; w0 += pl->wave) {
+            const int64_t nw = pl->items - w0 < pl->wave ? pl->items - w0 : pl->wave;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (int64_t t = 0; t < nw * ns; t++) {
+                const int64_t it = w0 + t / ns, qt = it % pl->ntq, bh = it / pl->ntq;
+                float        *slot = part + t * pl->slot;
+                fwd_item_f32(p, &kp->kv, kn, &w, bh / hg, (bh % hg) * pl->nh, pl->nh, qt * pl->rows, t % ns, ns,
+                             slot, slot + pl->nq * p->head_dim);
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t t = 0; t < nw * pl->nq; t++)
+                kv_merge_row(p, pl, part + (t / pl->nq) * ns * pl->slot, w0 + t / pl->nq, t % pl->nq);
+        }
+    }
 }
 
 // k, v (B, Snew, Hkv, D) -> cache rows cache_seqlens[b] + i of every kv head.
@@ -311,8 +425,10 @@ fk_status fk_cpu_attn_fwd_kvcache(const struct fk_context *ctx, const fk_attn_kv
                                   size_t ws_bytes) {
     if (ws_bytes < fk_cpu_attn_kvcache_workspace(ctx, kp))
         return fk_error(FK_STATUS_INTERNAL, "attn_fwd_kvcache: CPU backend got a workspace smaller than it asked for");
+    const kv_plan pl = kv_plan_of(ctx, kp);
     if (kp->kv.seqlen_new > 0) kv_append(ctx, kp);
-    if (kp->attn.dtype == FK_DTYPE_F64) fwd_f64(ctx, &kp->attn, &kp->kv, &kern_double, ws);
-    else fwd_f32(ctx, &kp->attn, &kp->kv, pick_f32(ctx), ws);
+    if (kp->attn.dtype == FK_DTYPE_F64) fwd_f64(ctx, &kp->attn, &kp->kv, &kern_double, ws, pl.nh);
+    else if (pl.ns > 1) kv_fwd_split(ctx, kp, &pl, ws);
+    else fwd_f32(ctx, &kp->attn, &kp->kv, pick_f32(ctx), ws, pl.nh);
     return FK_STATUS_SUCCESS;
 }

@@ -156,8 +156,12 @@ static T FN(slope_of)(const fk_attn_problem *p, int64_t b, int64_t h) {
 // kv head: decode packs a GQA group into one tile, so each K/V tile is converted once for the whole group and
 // the GEMMs get nh x more useful rows). Tile row r is head h + r / nqi, position i0 + r % nqi.
 // kv != NULL: the keys of sequence b come from a KV cache (attn_kvcache_internal.h), seqlen_k(b) of them.
+// Split-KV (decode): the item covers only chunk ci of nc of the key tiles its rows see (tiles [ci * n / nc,
+// (ci + 1) * n / nc) of the n tiles from the span's first key, the same tile boundaries as nc = 1) and writes
+// its partial result, O normalized and the LSE, to po [nq x D] and pl [nq] instead of o and lse (-inf for a
+// row that sees no key of the chunk; its po row is then not written). nc = 1, po = NULL: the whole item.
 static void FN(fwd_item)(const fk_attn_problem *p, const fk_attn_kv *kv, const KERN *kn, FN(scratch) *w,
-                         int64_t b, int64_t h, int64_t nh, int64_t i0) {
+                         int64_t b, int64_t h, int64_t nh, int64_t i0, int64_t ci, int64_t nc, T *po, T *pl) {
     seq_t sq = seq_of(p, b);
     if (kv) sq.sk = kv->cache_seqlens[b] + kv->seqlen_new;
     const int64_t D = p->head_dim, dp = round_up(D, FK_ATTN_NV), hk = h / (p->nheads_q / p->nheads_kv);
@@ -184,6 +188,11 @@ static void FN(fwd_item)(const fk_attn_problem *p, const fk_attn_kv *kv, const K
     int64_t       koffs[BC], voffs[BC];
     int64_t lo, hi;
     key_span(p, i0, nqi, sq.sq, sq.sk, &lo, &hi);
+    if (nc > 1 && hi > lo) {
+        const int64_t n = (hi - lo + BC - 1) / BC, t0 = ci * n / nc, t1 = (ci + 1) * n / nc;
+        hi = lo + t1 * BC < hi ? lo + t1 * BC : hi;
+        lo += t0 * BC;
+    }
     for (int64_t j0 = lo; j0 < hi; j0 += BC) {
         const int64_t nk = hi - j0 < BC ? hi - j0 : BC;
         // k, v are (B, Sk, Hkv, D): the key tile transposed (B operand of S = Q K^T), values as rows.
@@ -228,6 +237,19 @@ static void FN(fwd_item)(const fk_attn_problem *p, const fk_attn_kv *kv, const K
     }
 
     // Epilogue: O = acc / l, lse = m + log l (o = 0, lse = -inf for a row that saw no key).
+    if (po) {
+        for (int64_t r = 0; r < nq; r++) {
+            const T *arow = w->acc + r * dp;
+            if (!(l[r] > 0)) {
+                pl[r] = -(T)INFINITY;
+                continue;
+            }
+            const T inv = (T)1 / l[r];
+            for (int64_t c = 0; c < D; c++) po[r * D + c] = arow[c] * inv;
+            pl[r] = m[r] + LOG(l[r]);
+        }
+        return;
+    }
     for (int64_t r = 0; r < nq; r++) {
         const int64_t g = nh > 1 ? r / nqi : 0, hr = h + g, ir = sq.q0 + i0 + r - g * nqi;
         T            *arow = w->acc + r * dp;
@@ -239,14 +261,11 @@ static void FN(fwd_item)(const fk_attn_problem *p, const fk_attn_kv *kv, const K
     }
 }
 
-// Work items over (batch, head group, query tile). Decode (kv != NULL) packs the nh = G query heads of a GQA
-// group into one tile when G * seqlen_q fits half a tile and there are still at least as many items as
-// threads; otherwise (and always without kv) nh = 1, the layout of the plain forward.
+// Work items over (batch, head group, query tile), nh query heads per tile: 1 for the plain forward; decode
+// (kv != NULL) may pack a GQA group (nh = G, chosen by kv_plan in attn.c).
 static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, const fk_attn_kv *kv, const KERN *kn,
-                    void *ws) {
+                    void *ws, int64_t nh) {
     const int     nt   = ctx->num_threads > 0 ? ctx->num_threads : 1;
-    const int64_t G    = p->nheads_q / p->nheads_kv;
-    const int64_t nh   = kv && G > 1 && G * p->seqlen_q <= BRF / 2 && p->batch * p->nheads_kv >= nt ? G : 1;
     const int64_t rows = BRF / nh, ntq = (p->seqlen_q + rows - 1) / rows, hg = p->nheads_q / nh;
     const int64_t items = p->batch * hg * ntq;
     const int64_t per   = FN(scratch_elems)(p->head_dim);
@@ -262,7 +281,7 @@ static void FN(fwd)(const struct fk_context *ctx, const fk_attn_problem *p, cons
 #endif
         for (int64_t t = 0; t < items; t++) {
             int64_t qt = t % ntq, bh = t / ntq;
-            FN(fwd_item)(p, kv, kn, &w, bh / hg, (bh % hg) * nh, nh, qt * rows);
+            FN(fwd_item)(p, kv, kn, &w, bh / hg, (bh % hg) * nh, nh, qt * rows, 0, 1, NULL, NULL);
         }
     }
     clear_unused_rows_fwd(p);
