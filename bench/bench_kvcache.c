@@ -4,7 +4,8 @@
  * decoded per second, one layer) and GB/s of K/V read (2 x batch x len x nheads_kv x head_dim x dtype size).
  * Build (not part of CMake; links the static library of any build folder):
  *   cc -O2 -fopenmp -Iinclude bench/bench_kvcache.c build-kv/libflashkit.a -lm -o build-kv/bench_kvcache
- * Run: build-kv/bench_kvcache [batch hq hkv d len sq threads page reps]   (defaults 8 32 8 128 4096 1 2 0 20)
+ * Run: build-kv/bench_kvcache [batch hq hkv d len sq threads page reps splits]
+ *      (defaults 8 32 8 128 4096 1 2 0 20 0; splits is num_splits, 0 = the backend's choice)
  */
 #define _POSIX_C_SOURCE 200112L
 #include "flashkit.h"
@@ -25,8 +26,8 @@ static int cmp(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    int64_t v[9] = {8, 32, 8, 128, 4096, 1, 2, 0, 20};
-    for (int i = 1; i < argc && i <= 9; i++) v[i - 1] = atoll(argv[i]);
+    int64_t v[10] = {8, 32, 8, 128, 4096, 1, 2, 0, 20, 0};
+    for (int i = 1; i < argc && i <= 10; i++) v[i - 1] = atoll(argv[i]);
     const int64_t B = v[0], hq = v[1], hkv = v[2], d = v[3], len = v[4], sq = v[5], page = v[7];
     const int     threads = (int)v[6], reps = (int)v[8];
     const fk_device cpu = {FK_DEVICE_CPU, 0};
@@ -53,7 +54,8 @@ int main(int argc, char **argv) {
     a.v       = fk_tensor_make(vn, FK_DTYPE_F32, cpu, 4, (int64_t[]){B, 1, hkv, d});
     a.cache_seqlens = fk_tensor_make(cs, FK_DTYPE_INT32, cpu, 1, (int64_t[]){B});
     if (page) a.block_table = fk_tensor_make(bt, FK_DTYPE_INT32, cpu, 2, (int64_t[]){B, len / page});
-    a.causal = 1;
+    a.causal     = 1;
+    a.num_splits = (int)v[9];
     size_t ws = 0;
     if (fk_attn_kvcache_workspace_size(ctx, &a, &ws)) {
         fprintf(stderr, "%s\n", fk_last_error_message());
@@ -71,9 +73,9 @@ int main(int argc, char **argv) {
     }
     qsort(t, (size_t)reps, sizeof *t, cmp);
     const double med = t[reps / 2], bytes = 2.0 * (double)(B * len * hkv * d) * 4.0;
-    printf("kvcache decode: batch %lld, hq %lld, hkv %lld, d %lld, len %lld, sq %lld, page %lld, f32, %d threads: "
+    printf("kvcache decode: batch %lld, hq %lld, hkv %lld, d %lld, len %lld, sq %lld, page %lld, splits %lld, f32, %d threads: "
            "median %.3f ms, %.0f tokens/s, %.2f GB/s K/V read\n", (long long)B, (long long)hq, (long long)hkv,
-           (long long)d, (long long)len, (long long)sq, (long long)page, threads, med * 1e3, (double)B / med,
+           (long long)d, (long long)len, (long long)sq, (long long)page, (long long)v[9], threads, med * 1e3, (double)B / med,
            bytes / med * 1e-9);
     fk_context_free(ctx);
     return 0;

@@ -464,7 +464,9 @@ FK_API fk_status fk_ring_attn_bwd(fk_context_t ctx, const fk_ring_attn_args *arg
 // Rotary embedding is not part of this call: rotate q and the new k first (fk_rope_fwd with positions
 // cache_seqlens[b] + i), as the Python binding's flash_attn_with_kvcache does.
 // The CPU backend reads cache_seqlens, cache_batch_idx and block_table and checks their values
-// (FK_STATUS_BAD_PARAM_VALUE); num_splits is a hint (0 = the backend's choice) that the CPU ignores.
+// (FK_STATUS_BAD_PARAM_VALUE). num_splits (split-KV: each sequence's keys in that many chunks, partials merged
+// by LSE as fk_attn_merge does; 0 = the backend's choice): the CPU honours it (fp64 never splits; at most 128 and
+// the capacity's key tiles), and for a fixed num_splits >= 1 its results do not depend on the thread count.
 // CUDA: not implemented yet (FK_STATUS_NOT_SUPPORTED_FEATURE after the shape checks).
 
 typedef struct fk_attn_kvcache_args {

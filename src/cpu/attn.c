@@ -43,6 +43,14 @@
 #define BRC (BRF > BR ? (BRF > BC ? BRF : BC) : (BR > BC ? BR : BC))
 _Static_assert(BR % FK_ATTN_MR == 0 && BRF % FK_ATTN_MR == 0 && BC % FK_ATTN_NV == 0, "tiles must be padded to the micro-kernel shape");
 
+// The forward item stays one out-of-line function: inlined into both the plain and the split-KV task loops
+// it ran 11% slower (B 1, Hq 32, Hkv 8, D 128, 32768 keys, 1 thread: 25.9 vs 23.2 ms; noinline: 22.0).
+#if defined(__GNUC__)
+#define FK_NOINLINE __attribute__((noinline))
+#else
+#define FK_NOINLINE
+#endif
+
 static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 static inline void   *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 static inline int     thread_id(void) {

@@ -5,7 +5,8 @@
  *
  * Needs, defined by the includer: T, FN(name) (suffixes the name), KERN (the primitive table type, with
  * members gemm / exp_sum / row_max over T), LOAD_ROW(dst, src, dtype, n), STORE_ROW(dst, dtype, src, n),
- * EXP, LOG, TANH, and the shared helpers of attn.c (seq_of, key_span, row_span, round_up, BRF, BR, BC, BRC).
+ * EXP, LOG, TANH, and the shared helpers of attn.c (seq_of, key_span, row_span, round_up, BRF, BR, BC, BRC,
+ * FK_NOINLINE).
  *
  * Tile scratch (per thread, from the caller's workspace), Dp = head_dim rounded up to FK_ATTN_NV; the row
  * count of the query-side buffers is BRC = max(BRF, BR) (forward and backward query tiles):
@@ -160,7 +161,7 @@ static T FN(slope_of)(const fk_attn_problem *p, int64_t b, int64_t h) {
 // (ci + 1) * n / nc) of the n tiles from the span's first key, the same tile boundaries as nc = 1) and writes
 // its partial result, O normalized and the LSE, to po [nq x D] and pl [nq] instead of o and lse (-inf for a
 // row that sees no key of the chunk; its po row is then not written). nc = 1, po = NULL: the whole item.
-static void FN(fwd_item)(const fk_attn_problem *p, const fk_attn_kv *kv, const KERN *kn, FN(scratch) *w,
+FK_NOINLINE static void FN(fwd_item)(const fk_attn_problem *p, const fk_attn_kv *kv, const KERN *kn, FN(scratch) *w,
                          int64_t b, int64_t h, int64_t nh, int64_t i0, int64_t ci, int64_t nc, T *po, T *pl) {
     seq_t sq = seq_of(p, b);
     if (kv) sq.sk = kv->cache_seqlens[b] + kv->seqlen_new;
