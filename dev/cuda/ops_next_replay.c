@@ -1,0 +1,271 @@
+/*
+ * ops_next_replay.c — host replay of the index arithmetic of the fused-op candidates in src/cuda/ops_next.cuh
+ * and of the candidate selection in dev/cuda/ops_tune_next.inc (review of 2026-11-30; no GPU needed).
+ *   cc -O2 -std=c11 dev/cuda/ops_next_replay.c -o /tmp/ops_next_replay && /tmp/ops_next_replay
+ * RMSNorm fwd/bwd rows kernels: every element of every row loaded/stored exactly once and never at a column
+ * >= hidden (the partial last vector by its one owner thread), the staged weight read at the right column
+ * (split layout), every row of the [grid, ld] dweight partials written with every column's rows in it (blocks
+ * without a row included), each group's barrier count equal across its warps. SwiGLU flat: every element once,
+ * offsets < 2^32. RoPE per-token: every (token, head, feature) written once (pairs rotated, tail copied when out
+ * of place). Selection: which candidate x block size ops_tune next launches (each candidate at least once).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fails = 0;
+#define CHECK(c, ...)                                                                                          \
+    do {                                                                                                       \
+        if (!(c) && fails++ < 20) {                                                                            \
+            printf("FAIL: " __VA_ARGS__);                                                                      \
+            printf("\n");                                                                                      \
+        }                                                                                                      \
+    } while (0)
+
+// --- RMSNorm -------------------------------------------------------------------------------------------------
+static int split_at(int N, int nvec, int idx, int k) { return N % 4 == 0 ? ((k >> 2) * nvec + idx) * 4 + (k & 3) : idx * N + k; }
+
+// rows_plan's shape rules (occupancy aside): -1 refused, else 1 when the exact-fit instance runs.
+static int rows_plan(int N, int W, int VPL, int bwd, int threads, int hidden) {
+    const int groups = threads / (32 * W);
+    if (threads % (32 * W) || groups < 1 || threads > 512 || (W > 1 && groups > 15) || hidden > VPL * 32 * W * N) return -1;
+    const int ex = hidden == VPL * 32 * W * N;
+    if (!bwd && N > 1 && VPL >= 8 && !ex) return -1;
+    return ex;
+}
+
+static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, long rows, int grid) {
+    const int ex = rows_plan(N, W, VPL, bwd, threads, hidden);
+    if (ex < 0) return;
+    const int nvec = (hidden + N - 1) / N, groups = threads / (32 * W);
+    int *ws = calloc((size_t)nvec * N, sizeof(int)); // staged weight: column + 1, -1 past hidden
+    for (int e = 0; e < nvec * N; e++) {
+        const int idx = e / N, k = e - idx * N, at = split_at(N, nvec, idx, k);
+        CHECK(at >= 0 && at < nvec * N, "weight slot out of range");
+        ws[at] = e < hidden ? e + 1 : -1;
+    }
+    int  *seen = calloc((size_t)rows * hidden, sizeof(int));
+    long *dwc  = calloc((size_t)hidden, sizeof(long));
+    for (int b = 0; b < grid; b++) {
+        long *acc  = calloc((size_t)groups * hidden, sizeof(long)); // rows each group's registers hold per column
+        int  *bars = calloc((size_t)threads / 32, sizeof(int));
+        for (int t = 0; t < threads; t++) {
+            const int gt = t % (32 * W), grp = t / (32 * W);
+            const int nfull = ex ? VPL * 32 * W : hidden / N, tailn = ex ? 0 : hidden - nfull * N;
+            const int own_tail = !ex && tailn > 0 && gt == nfull % (32 * W);
+            for (long r = (long)b * groups + grp; r < rows; r += (long)grid * groups) {
+                if ((t & 31) == 0 && W > 1) bars[t / 32]++;
+                for (int v = 0; v < VPL; v++) {
+                    const int idx = gt + v * 32 * W, j0 = idx * N;
+                    int n;
+                    if (!bwd) n = (ex || idx < nfull) ? N : 0;
+                    else n = ex ? N : (hidden - j0 < N ? hidden - j0 : N);
+                    for (int k = 0; k < n; k++) {
+                        const int j = j0 + k;
+                        CHECK(j < hidden, "N%d W%d V%d bwd%d: column %d >= hidden %d", N, W, VPL, bwd, j, hidden);
+                        if (j >= hidden) continue;
+                        seen[r * hidden + j]++;
+                        CHECK(ws[split_at(N, nvec, idx, k)] == j + 1, "weight of column %d read from another slot", j);
+                        if (bwd) acc[grp * hidden + j]++;
+                    }
+                }
+                if (!bwd && own_tail)
+                    for (int k = 0; k < tailn; k++) {
+                        const int j = nfull * N + k;
+                        CHECK(j < hidden, "tail column %d >= hidden %d", j, hidden);
+                        seen[r * hidden + j]++;
+                        CHECK(ws[split_at(N, nvec, nfull, k)] == j + 1, "tail weight slot");
+                    }
+            }
+        }
+        for (int g = 0; g < groups; g++)
+            for (int w = 1; w < W; w++) CHECK(bars[g * W + w] == bars[g * W], "group %d: warps reach its barrier unequally", g);
+        if (bwd) { // the block's partial: groups in order into ws, then part[e] for e < hidden
+            long *sum = calloc((size_t)nvec * N, sizeof(long));
+            int  *cnt = calloc((size_t)nvec * N, sizeof(int));
+            for (int g = 0; g < groups; g++)
+                for (int gt = 0; gt < 32 * W; gt++)
+                    for (int v = 0; v < VPL; v++) {
+                        const int idx = gt + v * 32 * W;
+                        if (idx >= nvec) continue;
+                        for (int k = 0; k < N; k++) {
+                            const int at = split_at(N, nvec, idx, k), j = idx * N + k;
+                            sum[at] = (g == 0 ? 0 : sum[at]) + (j < hidden ? acc[g * hidden + j] : 0);
+                            cnt[at]++;
+                        }
+                    }
+            for (int e = 0; e < hidden; e++) {
+                const int idx = e / N, at = split_at(N, nvec, idx, e - idx * N);
+                CHECK(cnt[at] == groups, "partial column %d added by %d of %d groups", e, cnt[at], groups);
+                dwc[e] += sum[at];
+            }
+            free(sum), free(cnt);
+        }
+        free(acc), free(bars);
+    }
+    for (long i = 0; i < rows * hidden; i++)
+        CHECK(seen[i] == 1, "N%d W%d V%d bwd%d threads %d hidden %d: element %ld handled %d times", N, W, VPL, bwd,
+              threads, hidden, i, seen[i]);
+    if (bwd)
+        for (int e = 0; e < hidden; e++) CHECK(dwc[e] == rows, "dweight column %d holds %ld of %ld rows", e, dwc[e], rows);
+    free(ws), free(seen), free(dwc);
+}
+
+// --- SwiGLU flat -----------------------------------------------------------------------------------------------
+static void swiglu_replay(uint64_t n, int N, int threads) {
+    if (n == 0 || n >= ((uint64_t)1 << 32) - 16) return; // refused by the launcher
+    const uint32_t nvec = (uint32_t)(n / N);
+    const uint64_t blocks = ((uint64_t)nvec + 1 + threads - 1) / threads;
+    CHECK(blocks * threads <= 0xffffffffull, "thread index overflows 32 bits");
+    unsigned char *seen = calloc(n, 1);
+    for (uint64_t b = 0; b < blocks; b++)
+        for (int t = 0; t < threads; t++) {
+            const uint32_t i = (uint32_t)(b * threads + t);
+            if (i < nvec) {
+                const uint32_t o = i * (uint32_t)N;
+                CHECK((uint64_t)i * N + N <= n, "vector past n");
+                for (int k = 0; k < N; k++) seen[o + k]++;
+            } else if (i == nvec)
+                for (uint32_t e = nvec * (uint32_t)N; e < n; e++) seen[e]++;
+        }
+    for (uint64_t e = 0; e < n; e++) CHECK(seen[e] == 1, "swiglu n %llu: element %llu %d times", (unsigned long long)n, (unsigned long long)e, seen[e]);
+    free(seen);
+}
+
+// --- RoPE per-token --------------------------------------------------------------------------------------------
+static void rope_replay(int tokens, int Hq, int Hk, int D, int rd, int q_inplace, int k_inplace, int g_in, int threads,
+                        int HIF) {
+    const int V = 8, half = rd / 2, htot = Hq + Hk;
+    if (half % V || (D - rd) % V || half > 256) return; // refused
+    const int need_tail = rd < D && (!q_inplace || (Hk && !k_inplace));
+    const int units_rot = half / V, units_tail = need_tail ? (D - rd) / V : 0, units = units_rot + units_tail;
+    const int ux = units < threads ? units : threads;
+    int       g  = g_in < 1 ? 1 : g_in > htot ? htot : g_in;
+    const int tx = ux * g;
+    if (tx > 256) return;
+    int ty = threads / tx;
+    if (ty < 1) ty = 1;
+    if (tx * ty > 256) ty = 256 / tx;
+    if (ty > tokens) ty = tokens;
+    const int blocks = (tokens + ty - 1) / ty;
+    int      *seen   = calloc((size_t)tokens * htot * D, sizeof(int));
+    for (int bx = 0; bx < blocks; bx++)
+        for (int y = 0; y < ty; y++)
+            for (int x = 0; x < tx; x++) {
+                const int u0 = x % ux, g0 = x / ux;
+                for (int t = bx * ty + y; t < tokens; t += blocks * ty)
+                    for (int u = u0; u < units; u += ux) {
+                        if (u < units_rot) {
+                            const int i0 = u * V, o2 = half + i0;
+                            for (int h0 = g0; h0 < htot; h0 += HIF * g)
+                                for (int j = 0; j < HIF; j++) {
+                                    const int hh = h0 + j * g;
+                                    if (hh >= htot) continue;
+                                    for (int k = 0; k < V; k++) seen[((size_t)t * htot + hh) * D + i0 + k]++, seen[((size_t)t * htot + hh) * D + o2 + k]++;
+                                }
+                        } else {
+                            const int o = rd + (u - units_rot) * V;
+                            for (int hh = g0; hh < htot; hh += g) {
+                                const int inplace = hh < Hq ? q_inplace : k_inplace;
+                                if (!inplace)
+                                    for (int k = 0; k < V; k++) seen[((size_t)t * htot + hh) * D + o + k]++;
+                            }
+                        }
+                    }
+            }
+    for (int t = 0; t < tokens; t++)
+        for (int hh = 0; hh < htot; hh++)
+            for (int f = 0; f < D; f++) {
+                const int inplace = hh < Hq ? q_inplace : k_inplace;
+                const int want    = f < rd ? 1 : inplace ? 0 : 1;
+                CHECK(seen[((size_t)t * htot + hh) * D + f] == want, "rope tokens %d heads %d+%d D %d rd %d g %d thr %d hif %d: (%d,%d,%d) %d times",
+                      tokens, Hq, Hk, D, rd, g_in, threads, HIF, t, hh, f, seen[((size_t)t * htot + hh) * D + f]);
+            }
+    free(seen);
+}
+
+// --- ops_tune next's RMSNorm candidate selection ----------------------------------------------------------------
+typedef struct {
+    const char *name;
+    int         w, vpl, n, bwd;
+} Cand;
+static const Cand kF[] = {{"w1v8", 1, 8, 8, 0},  {"w2v4", 2, 4, 8, 0},  {"w4v2", 4, 2, 8, 0},  {"w2v8", 2, 8, 8, 0},
+                          {"w4v4", 4, 4, 8, 0},  {"w8v2", 8, 2, 8, 0},  {"w4v5", 4, 5, 8, 0},  {"w5v4", 5, 4, 8, 0},
+                          {"w10v2", 10, 2, 8, 0}, {"w4v8", 4, 8, 8, 0}, {"w8v4", 8, 4, 8, 0}, {"w16v2", 16, 2, 8, 0},
+                          {"w4v32-scalar", 4, 32, 1, 0}};
+static const Cand kB[] = {{"w4v2", 4, 2, 8, 1},   {"w8v1", 8, 1, 8, 1},   {"w8v2", 8, 2, 8, 1}, {"w16v1", 16, 1, 8, 1},
+                          {"w10v2", 10, 2, 8, 1}, {"w16v2", 16, 2, 8, 1}, {"w16v8-scalar", 16, 8, 1, 1}};
+static int launched[2][13];
+static void select_run(const Cand *cs, int nc, int bwd, long H, long ld, const int *opts, int nopt, int tail) {
+    for (int i = 0; i < nc; i++) {
+        const Cand *c   = &cs[i];
+        const long  cap = (long)c->vpl * 32 * c->w * c->n;
+        int         sel;
+        if (tail) {
+            const int scalar = ld % 8 != 0;
+            if ((c->n == 1) != scalar) continue;
+            sel = scalar ? cap >= H : (H == 100 || cap == ld);
+        } else sel = c->n == 8 && cap >= H && cap < 2 * H;
+        if (!sel) continue;
+        int thr[8], nt = 0; // rms_run: the options that are multiples of 32 W, else the largest one <= 512
+        for (int t = 0; t < nopt; t++)
+            if (opts[t] % (32 * c->w) == 0) thr[nt++] = opts[t];
+        if (!nt) thr[nt++] = 512 / (32 * c->w) * 32 * c->w;
+        for (int t = 0; t < nt; t++)
+            if ((c->n == 1 || ld % 8 == 0) && rows_plan(c->n, c->w, c->vpl, bwd, thr[t], (int)H) >= 0) {
+                launched[bwd][i]++;
+                rms_replay(c->n, c->w, c->vpl, bwd, thr[t], (int)H, 9, 2); // the launched shape itself
+            }
+    }
+}
+
+int main(void) {
+    static const int cf[][2] = {{1, 8}, {2, 4}, {4, 2}, {2, 8}, {4, 4}, {8, 2}, {4, 5}, {5, 4}, {10, 2}, {4, 8}, {8, 4}, {16, 2}};
+    static const int cb[][2] = {{4, 2}, {8, 1}, {8, 2}, {16, 1}, {10, 2}, {16, 2}};
+    static const int hs[]    = {1, 7, 8, 9, 77, 100, 255, 2040, 2047, 2048, 4095, 4096, 5119, 5120, 8191, 8192};
+    static const int thr[]   = {64, 128, 160, 256, 320, 480, 512};
+    static const long rowsv[] = {1, 5, 37};
+    static const int grids[] = {1, 3, 7}; // grids past ceil(rows / groups): blocks without a row
+    int runs = 0;
+    for (unsigned hi = 0; hi < sizeof hs / sizeof *hs; hi++)
+        for (unsigned ti = 0; ti < sizeof thr / sizeof *thr; ti++)
+            for (int ri = 0; ri < 3; ri++)
+                for (int gi = 0; gi < 3; gi++) {
+                    const int h = hs[hi], T = thr[ti];
+                    for (unsigned c = 0; c < 12; c++)
+                        if (rows_plan(8, cf[c][0], cf[c][1], 0, T, h) >= 0) rms_replay(8, cf[c][0], cf[c][1], 0, T, h, rowsv[ri], grids[gi]), runs++;
+                    for (unsigned c = 0; c < 6; c++)
+                        if (rows_plan(8, cb[c][0], cb[c][1], 1, T, h) >= 0) rms_replay(8, cb[c][0], cb[c][1], 1, T, h, rowsv[ri], grids[gi]), runs++;
+                    if (rows_plan(1, 4, 32, 0, T, h) >= 0) rms_replay(1, 4, 32, 0, T, h, rowsv[ri], grids[gi]), runs++;
+                    if (rows_plan(1, 16, 8, 1, T, h) >= 0) rms_replay(1, 16, 8, 1, T, h, rowsv[ri], grids[gi]), runs++;
+                }
+    printf("rmsnorm: %d shapes replayed\n", runs);
+
+    static const uint64_t ns[] = {1, 7, 8, 9, 1001 * 1003, 4096 * 8 + 3, 65536};
+    for (unsigned i = 0; i < sizeof ns / sizeof *ns; i++)
+        for (int t = 128; t <= 256; t += 128) swiglu_replay(ns[i], 8, t), swiglu_replay(ns[i], 4, t);
+    printf("swiglu: replayed (%d failures so far)\n", fails);
+
+    static const int rc[][5] = {{74, 5, 3, 128, 64}, {150, 4, 2, 64, 64}, {40, 32, 32, 128, 128}, {9, 3, 0, 256, 128}, {5, 1, 1, 64, 16}};
+    for (unsigned c = 0; c < sizeof rc / sizeof *rc; c++)
+        for (int inq = 0; inq < 2; inq++)
+            for (int ink = 0; ink < 2; ink++)
+                for (int g = 1; g <= 8; g *= 2)
+                    for (int t = 64; t <= 256; t *= 2)
+                        for (int hif = 1; hif <= 4; hif *= 2) rope_replay(rc[c][0], rc[c][1], rc[c][2], rc[c][3], rc[c][4], inq, ink, g, t, hif);
+    printf("rope: replayed (%d failures so far)\n", fails);
+
+    static const long tails[][2] = {{2047, 2048}, {4095, 4096}, {5119, 5120}, {8191, 8192}, {100, 104}, {4095, 4095}, {77, 77}};
+    static const int  t2[] = {128, 512}, t4[] = {64, 128, 256, 512};
+    for (int i = 0; i < 7; i++) {
+        select_run(kF, 13, 0, tails[i][0], tails[i][1], t2, 2, 1);
+        select_run(kB, 7, 1, tails[i][0], tails[i][1], t2, 2, 1);
+    }
+    static const long Hs[] = {2048, 4096, 5120, 8192};
+    for (int i = 0; i < 4; i++) select_run(kF, 13, 0, Hs[i], Hs[i], t4, 4, 0), select_run(kB, 7, 1, Hs[i], Hs[i], t4, 4, 0);
+    for (int i = 0; i < 13; i++) CHECK(launched[0][i] > 0, "ops_tune next never launches fwd candidate %s", kF[i].name);
+    for (int i = 0; i < 7; i++) CHECK(launched[1][i] > 0, "ops_tune next never launches bwd candidate %s", kB[i].name);
+    printf("ops_next_replay: %s (%d failures)\n", fails ? "FAIL" : "ok", fails);
+    return fails != 0;
+}
