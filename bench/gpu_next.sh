@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gpu_next.sh — the candidates waiting for a GPU, in one device call on one H100/H200 (about 10 minutes):
+# gpu_next.sh — the candidates waiting for a GPU, in one device call on one H100/H200 (about 10-12 minutes):
 #   1. bench/next_ops.sh      fused-op candidates (src/cuda/ops_next.cuh) vs production: checks, GB/s   (issue 6)
 #   2. bench/next_fwd256.sh   attention forward D = 256 candidate vs production and FA2                  (issue 4)
 #   3. bench/next_bwd.sh      attention backward candidates (dev/cuda/attn_bwd_v2.cuh) vs production     (issue 5)
@@ -26,7 +26,7 @@ run_step() { # name, limit, script...
 }
 for s in $steps; do
   case "$s" in
-    ops) run_step ops "${OPS_LIMIT:-240}" bash bench/next_ops.sh ;;
+    ops) run_step ops "${OPS_LIMIT:-300}" bash bench/next_ops.sh ;;
     fwd) run_step fwd "${FWD_LIMIT:-240}" bash bench/next_fwd256.sh ;;
     bwd) run_step bwd "${BWD_LIMIT:-300}" bash bench/next_bwd.sh ;;
     *) echo "unknown step $s (ops, fwd, bwd)"; exit 2 ;;
