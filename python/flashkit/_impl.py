@@ -45,6 +45,20 @@ def _raw_ptr(be, buf):
 
 # --- attention -----------------------------------------------------------------------------------------
 
+def _set_masking(a, be, alibi, scale, softcap, causal, wl, wr, keep):
+    """The fields fk_attn_args and fk_attn_kvcache_args share: ALiBi slopes (kept alive in `keep`), scale,
+    softcap, causal and the window."""
+    if alibi is not None:
+        alibi = be.dense(be.astype(alibi, F32))
+        keep.append(alibi)
+        _fill(a.alibi_slopes, be, alibi, "alibi_slopes")
+    a.softmax_scale = scale
+    a.softcap = softcap
+    a.causal = 1 if causal else 0
+    a.window_left = int(wl)
+    a.window_right = int(wr)
+
+
 def _attn_common(a, be, q, k, v, cu_q, cu_k, max_q, max_k, alibi, scale, softcap, causal, wl, wr, det):
     code, dk, di = _fill(a.q, be, q, "q")
     _fill(a.k, be, k, "k")
@@ -59,15 +73,7 @@ def _attn_common(a, be, q, k, v, cu_q, cu_k, max_q, max_k, alibi, scale, softcap
             _fill(a.cu_seqlens_k, be, cu_k, "cu_seqlens_k")
         a.max_seqlen_q = int(max_q)
         a.max_seqlen_k = int(max_k)
-    if alibi is not None:
-        alibi = be.dense(be.astype(alibi, F32))
-        keep.append(alibi)
-        _fill(a.alibi_slopes, be, alibi, "alibi_slopes")
-    a.softmax_scale = scale
-    a.softcap = softcap
-    a.causal = 1 if causal else 0
-    a.window_left = int(wl)
-    a.window_right = int(wr)
+    _set_masking(a, be, alibi, scale, softcap, causal, wl, wr, keep)
     a.deterministic = 1 if det else 0
     return code, dk, di, keep
 
@@ -184,15 +190,7 @@ def attn_fwd_kvcache(be, q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_i
             x = be.dense(be.astype(x, INT32))
             keep.append(x)
             _fill(field, be, x, name)
-    if alibi is not None:
-        alibi = be.dense(be.astype(alibi, F32))
-        keep.append(alibi)
-        _fill(a.alibi_slopes, be, alibi, "alibi_slopes")
-    a.softmax_scale = scale
-    a.softcap = softcap
-    a.causal = 1 if causal else 0
-    a.window_left = int(wl)
-    a.window_right = int(wr)
+    _set_masking(a, be, alibi, scale, softcap, causal, wl, wr, keep)
     a.num_splits = int(num_splits)
     out = be.empty(tuple(q.shape), code, q)
     lse = be.empty(lse_shape(q.shape, False), F64 if code == F64 else F32, q)
