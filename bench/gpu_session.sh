@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# gpu_session.sh — a whole GPU session's checks and benchmarks in as few device calls as the budget allows, each
+# step under its own time limit (seconds in brackets are the defaults; override with <STEP>_LIMIT=...):
+#   build   configure + build build-gpu (bench/gpu_check.sh's build; skipped when the library is already built) [300]
+#   ctest   every ctest driver with its CUDA cases (test_attn fwd/bwd, ops, memory, kvcache, ...)            [240]
+#   san     compute-sanitizer memcheck + racecheck: test_attn -b cuda -p "$SAN_FILTER" and the ops drivers   [200]
+#   fwd     bench/bench_attn.py: forward vs PyTorch FA2 / cuDNN / naive, the BENCHMARKS.md grid              [240]
+#   bwd     bench/bench_attn_bwd.py: backward vs PyTorch FA2 / cuDNN                                          [200]
+#   ops     bench/bench_ops.py: RMSNorm / RoPE / SwiGLU vs eager and torch.compile, fraction of copy          [240]
+#   ncu     ncu WarpStateStats + SpeedOfLight of one main-kernel launch, flashkit beside FA2: the backward at
+#           D = 128 and the forward at D = 256, S = 2048 non-causal ($NCU_CASES)                             [200]
+# Usage: bench/gpu_session.sh step...   (e.g. one call "build ctest san fwd", the next "bwd ops ncu")
+# Logs go into $OUT/session_logs.tgz (the device tool returns at most 8 files); each step's short table is
+# printed at the end, then one summary line per step.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+FINAL=${OUT:-$PWD/gpu_session_out}
+L=$(mktemp -d)
+mkdir -p "$FINAL"
+export JOBS=${JOBS:-$(nproc)} ARCH=${ARCH:-90} PYTHONUNBUFFERED=1
+SAN_FILTER=${SAN_FILTER:-d=256}
+NCU_CASES=${NCU_CASES:-"bwd:128 fwd:256"}
+export L SAN_FILTER NCU_CASES
+declare -a summary
+t0=$(date +%s)
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader 2>&1 | tee "$L/gpu.txt"
+git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$L/gpu.txt"
+
+run_step() { # name, default limit, function
+  local name=$1 lim=$2 fn=$3 var="${1^^}_LIMIT"
+  local t=$(date +%s)
+  timeout "${!var:-$lim}" bash -c "$(declare -f "$fn"); $fn" > "$L/$name.txt" 2>&1
+  local rc=$?
+  summary+=("$(printf '%-6s rc=%-3s %4d s%s' "$name" "$rc" $(( $(date +%s) - t )) "$([ $rc = 124 ] && echo ' (time limit)')")")
+}
+s_build() {
+  [ -f build-gpu/libflashkit.so ] && [ -x build-gpu/test_attn ] && { echo "build-gpu already built"; exit 0; }
+  OUT=$L/build bash bench/gpu_check.sh --no-tests --no-dev --no-sanitize --no-bench
+}
+s_ctest() { cd build-gpu && ctest --output-on-failure -j3 2>&1 | tail -40; exit "${PIPESTATUS[0]}"; }
+s_san() {
+  local rc=0 tool
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/test_attn -b cuda -p "$SAN_FILTER" > "$L/san_attn_$tool.log" 2>&1 || rc=1
+    echo "test_attn -p $SAN_FILTER $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$L/san_attn_$tool.log" | tail -1) $(grep -E 'passed' "$L/san_attn_$tool.log" | tail -1)"
+  done
+  OUT=$L/ops bash bench/gpu_ops.sh --no-build --no-tests --no-bench || rc=1
+  exit $rc
+}
+s_fwd() { python3 bench/bench_attn.py --csv "$L/fwd.csv" > "$L/fwd.log" 2>&1; rc=$?; sed -n '/^## attention forward/,$p' "$L/fwd.log"; [ $rc = 0 ] || tail -20 "$L/fwd.log"; exit $rc; }
+s_bwd() { python3 bench/bench_attn_bwd.py --csv "$L/bwd.csv" > "$L/bwd.log" 2>&1; rc=$?; sed -n '/^## attention backward/,$p' "$L/bwd.log"; [ $rc = 0 ] || tail -20 "$L/bwd.log"; exit $rc; }
+s_ops() { python3 bench/bench_ops.py --csv "$L/ops.csv" > "$L/ops.log" 2>&1; rc=$?; sed -n '/^## fused ops/,$p' "$L/ops.log"; [ $rc = 0 ] || tail -20 "$L/ops.log"; exit $rc; }
+s_ncu() {
+  local c what d k who
+  for c in $NCU_CASES; do
+    what=${c%%:*} d=${c##*:}
+    for who in fk fa2; do
+      if [ $who = fk ]; then k=$([ $what = bwd ] && echo "regex:bwd.*tc_kernel" || echo "regex:fwd_.*kernel"); else
+        k=$([ $what = bwd ] && echo "regex:flash_bwd_dq_dk_dv" || echo "regex:flash_fwd"); fi
+      echo "#### $who $what D=$d S=2048 causal=0 (kernel $k)"
+      ncu --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats -k "$k" -c 1 \
+        python3 dev/cuda/prof_attn.py $who $what $d 2048 0 2>&1 | grep -vE "^==PROF==|^ *-+ *$" | cut -c1-150
+    done
+  done > "$L/ncu.log"
+  grep -E "^####|Duration|Registers Per|Achieved Occupancy|Stall|Warp Cycles Per Issued|Issued Warp|Compute \(SM\) Th|Memory Th|Block Size|Shared Memory Config|Dynamic Shared" "$L/ncu.log" | cut -c1-150
+}
+for s in "$@"; do
+  case $s in
+    build) run_step build 300 s_build ;; ctest) run_step ctest 240 s_ctest ;; san) run_step san 200 s_san ;;
+    fwd) run_step fwd 240 s_fwd ;; bwd) run_step bwd 200 s_bwd ;; ops) run_step ops 240 s_ops ;;
+    ncu) run_step ncu 200 s_ncu ;;
+    *) echo "unknown step $s (build ctest san fwd bwd ops ncu)"; exit 2 ;;
+  esac
+done
+tar czf "$FINAL/session_logs.tgz" -C "$L" . 2>/dev/null
+cp build-gpu/Testing/Temporary/LastTest.log "$FINAL/" 2>/dev/null
+for s in "$@"; do echo; echo "===== $s"; tail -60 "$L/$s.txt"; done
+echo; echo "== gpu_session summary ($(head -1 "$L/gpu.txt"); $(tail -1 "$L/gpu.txt"))"
+printf '%s\n' "${summary[@]}"
