@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu_next.sh — the candidates waiting for a GPU, in one device call on one H100/H200 (about 10-12 minutes):
-#   1. bench/next_ops.sh      fused-op candidates (src/cuda/ops_next.cuh) vs production: checks, GB/s   (issue 6)
+#   1. bench/next_ops.sh      fused ops: production selection vs alternatives: checks, GB/s   (issue 6)
 #   2. bench/next_fwd256.sh   attention forward D = 256 candidate vs production and FA2                  (issue 4)
 #   3. bench/next_bwd.sh      attention backward candidates (dev/cuda/attn_bwd_v2.cuh) vs production     (issue 5)
 # Each runs under its own time limit (OPS_LIMIT, FWD_LIMIT, BWD_LIMIT seconds) so the call ends inside its

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# next_ops.sh — one short device call for the fused-op CANDIDATES (src/cuda/ops_next.cuh), ~2-3 minutes on one
+# next_ops.sh — one short device call for the fused ops' production selection vs its alternatives (issue 6;
+# until d3c1cfc: the candidates of src/cuda/ops_next.cuh, now production), ~2-3 minutes on one
 # H100/H200: builds the library's static archive (needed for fk_error & co.) and dev/cuda/ops_tune, then runs
 # `ops_tune next`: every production kernel and candidate is checked against a float64 host computation on the
 # same bf16 inputs (PASS/FAIL per kernel; a FAILing kernel is not timed) and timed with CUDA events at 16384
@@ -27,7 +28,7 @@ if ! nvcc -O3 -std=c++17 -arch=sm_$ARCH --expt-relaxed-constexpr -DFK_WITH_CUDA 
      dev/cuda/ops_tune.cu build-gpu/libflashkit.a -o build-gpu/ops_tune > "$OUT/next_ptxas.log" 2>&1; then
   grep -E "error" "$OUT/next_ptxas.log" | head -20; echo "next_ops: ops_tune build FAILED"; exit 1
 fi
-grep -B1 -E "[1-9][0-9]* bytes spill" "$OUT/next_ptxas.log" | grep -o "fk_next[^']*" | sort -u | sed 's/^/spills: /' | head
+grep -B1 -E "[1-9][0-9]* bytes spill" "$OUT/next_ptxas.log" | grep -o "_rows_kernel[^']*\|flat_kernel[^']*\|tok_kernel[^']*" | sort -u | sed 's/^/spills: /' | head
 echo "build: $(( $(date +%s) - t0 )) s"
 build-gpu/ops_tune next "$@" 2>&1 | tee "$OUT/next_ops.log"
 rc=${PIPESTATUS[0]}

@@ -2,11 +2,12 @@
 // shape of src/cuda/{swiglu,rmsnorm,rope}.cu's kernels with CUDA events (median of 20 after 3 warm-ups) on
 // random data larger than L2, and prints GB/s (each input read once + each output written once). The library's
 // selection rules were set from its output (docs/PERF.md, "GPU: fused ops").
-// `ops_tune next [rmsnorm|swiglu|rope]`: the candidates of src/cuda/ops_next.cuh instead, each checked against
-// float64 and timed beside production (ops_tune_next.inc; one device call: bench/next_ops.sh).
+// `ops_tune next [rmsnorm|swiglu|rope]`: the production selection beside its alternatives, each checked against
+// float64 and timed (ops_tune_next.inc; one device call: bench/next_ops.sh).
 // Build (needs build-gpu/libflashkit.a for fk_error & co.):
 //   nvcc -O3 -std=c++17 -arch=sm_90 --expt-relaxed-constexpr -DFK_WITH_CUDA -Iinclude -Isrc \
 //        dev/cuda/ops_tune.cu build-gpu/libflashkit.a -o build-gpu/ops_tune
+#include "../../src/core/ops_select.h" // before the namespaces below: one global copy
 #include "../../src/cuda/ops_common.cuh"
 
 #include <algorithm>
@@ -130,7 +131,7 @@ static int sweep(fk_context &ctx) {
         rn::Plan base;
         for (int mode = 0; mode < 3; mode++) { // 0 fwd, 1 fwd + residual, 2 bwd
             const fk_rmsnorm_problem &pp = mode == 1 ? pr : p;
-            if (rn::make_plan("tune", &ctx, &pp, mode == 2, &base) != FK_STATUS_SUCCESS) {
+            if (rn::make_plan("tune", &ctx, &pp, mode == 2, &base, false) != FK_STATUS_SUCCESS) {
                 printf("plan failed: %s\n", fk_last_error_message());
                 continue;
             }
@@ -141,7 +142,9 @@ static int sweep(fk_context &ctx) {
                 if (thr > 512) continue;
                 rn::Plan pl = base;
                 pl.vpt = vpt, pl.threads = (int)thr;
+                pl.w = 0; // the block-per-row kernels (the row groups: ops_tune next)
                 const void *k = rn::pick_kernel(FK_DTYPE_BF16, pl, mode == 2);
+                if (!k) continue; // a VPT the library no longer compiles (2, 3, 5, 6 forward)
                 if (mode == 2) {
                     pl.smem = 2 * (size_t)pl.n * pl.nvec * 4;
                     if (pl.smem + 128 > 48 * 1024)
@@ -167,40 +170,7 @@ static int sweep(fk_context &ctx) {
         cudaFree(x), cudaFree(r), cudaFree(ro), cudaFree(y), cudaFree(w), cudaFree(dw), cudaFree(rstd), cudaFree(ws);
     }
 
-    // --- RoPE: heads in flight x block size (q and k 32 heads x 128, tables fp32) ---------------------------
-    {
-        const int64_t B = 4, S = 4096, H = 32, D = 128, n = B * S * H * D;
-        __nv_bfloat16 *q = rnd(n, 12), *k = rnd(n, 13), *qo = rnd(n, 14), *ko = rnd(n, 15);
-        float        *cs;
-        CK(cudaMalloc(&cs, S * 64 * 4));
-        CK(cudaMemset(cs, 0, S * 64 * 4));
-        fk_rope_problem p;
-        memset(&p, 0, sizeof p);
-        p.dtype = FK_DTYPE_BF16, p.batch = B, p.seqlen = S, p.nheads_q = H, p.nheads_k = H, p.head_dim = D;
-        p.rotary_dim = D;
-        p.q = q, p.q_bs = S * H * D, p.q_ss = H * D, p.q_hs = D;
-        p.q_out = qo, p.q_out_bs = S * H * D, p.q_out_ss = H * D, p.q_out_hs = D;
-        p.k = k, p.k_bs = S * H * D, p.k_ss = H * D, p.k_hs = D;
-        p.k_out = ko, p.k_out_bs = S * H * D, p.k_out_ss = H * D, p.k_out_hs = D;
-        p.cos_tab = cs, p.sin_tab = cs, p.cs_dtype = FK_DTYPE_F32, p.cos_rs = p.sin_rs = 64, p.max_position = S;
-        p.base = 10000.f, p.pos_dtype = FK_DTYPE_INT64;
-        for (int tables = 1; tables >= 0; tables--) {
-            fk_rope_problem pp = p;
-            if (!tables) pp.cos_tab = pp.sin_tab = nullptr, pp.max_position = 0;
-            for (int thr : {32, 64, 128})
-                for (int hif : {1, 2, 4}) {
-                    rp::RopeTune t;
-                    t.hif = hif, t.threads = thr;
-                    auto f = [&] {
-                        if (rp::run(&ctx, &pp, nullptr, false, t) != FK_STATUS_SUCCESS)
-                            printf("rope failed: %s\n", fk_last_error_message());
-                    };
-                    printf("rope fwd %s threads=%d hif=%d: %.0f GB/s\n", tables ? "tables" : "computed", thr, hif,
-                           4.0 * n * 2 / time_ms(f) * 1e-6);
-                }
-        }
-        cudaFree(q), cudaFree(k), cudaFree(qo), cudaFree(ko), cudaFree(cs);
-    }
+    // RoPE: `ops_tune next rope` (production rope_tok_kernel vs rope_kernel; their launch shapes are fixed).
     return 0;
 }
 

@@ -2,26 +2,30 @@
  * rmsnorm.cu — CUDA RMSNorm forward (with the fused residual add and the weight offset) and backward
  * (semantics and precision: src/core/ops_internal.h, fk_rmsnorm_problem).
  *
- * Forward: one block per row; the row (h, after the residual add, rounded to the storage dtype exactly as
- * the unfused op would store it) stays in registers as packed 16-byte vectors between the sum of squares and
- * the scaling, so x and residual are read once and y / residual_out written once: one pass over the data.
- * Thread t holds vectors t, t + blockDim, t + 2 blockDim, ... (VPT of them): every load is a coalesced 16-byte
- * access. VPT and blockDim are chosen per hidden size (plan() below) so few threads idle.
+ * Two kernel families; fk_rms_rows_pick (src/core/ops_select.h) chooses, make_plan() below applies it.
  *
- * Backward: a persistent grid of G blocks (G = SMs x resident blocks, fixed per problem and device); block b
- * takes rows b, b + G, b + 2G, ... Each row is read once (h and dy in registers while the dot product
- * sum_j g_j h_j is reduced), dx is written, and the weight gradient dy * h * rstd is accumulated in registers
- * per column. At the end each block writes its partial dweight row to the workspace ([G, hidden] fp32), and a
- * second small kernel adds the G rows per column in a fixed order (each thread a fixed set of rows in order,
- * then the 8 thread sums in order): dweight is bit-identical from run to run, and the inputs are never read a
- * second time. The workspace costs G x hidden x 4 bytes (8.6 MB at hidden 4096), re-read once: ~2% of the
- * main kernel's traffic at 16K rows.
+ * Row groups (vectorized rows of up to 1024 16-byte vectors: bf16 hidden <= 8192): rms_{fwd,bwd}_rows_kernel.
+ * A group of W warps takes a row, threads / (32 W) groups a block, a persistent grid (SMs x resident blocks);
+ * thread gt of a group holds vectors gt, gt + 32 W, ... (VPL of them) in registers, so each row is read once
+ * and written once. The weight (offset added, fp32) is staged once per block in shared memory; the row's sum
+ * (forward: sum of squares; backward: sum_j g_j h_j) is reduced with shuffles and, for W > 1, one named
+ * barrier of the group: no block-wide barrier per row. The backward keeps the dweight partial of the thread's
+ * columns in VPL x N fp32 registers across all of its group's rows; at the end the block adds its groups'
+ * partials in group order in shared memory and writes one [hidden] fp32 row of the workspace ([G, ld], G =
+ * the grid), and rms_dweight_reduce_kernel adds the G rows per column in a fixed order: dweight is
+ * bit-identical from run to run, and the inputs are never read a second time. Exact-fit rows (hidden =
+ * VPL x 32 W x N) run an instance without tail code; a partial last vector is held apart by its one thread
+ * (forward) or loaded element-wise (backward). Measured against the block-per-row kernels on an H200:
+ * +8% to +97% (docs/PERF.md, "GPU: fused ops").
  *
- * Hidden sizes beyond what registers hold (more than 1024 threads x VPT vectors) take the "loop" kernels:
- * the same math with the row re-read from global memory (forward: h from residual_out or x; backward: h and
- * dy twice, the partial dweight row kept in the workspace instead of registers). Rows that are not 16-byte
- * aligned (pointer or row stride) run every kernel with N = 1 (scalar accesses).
+ * Block per row (wider rows, and rows that are not 16-byte aligned: N = 1): rms_fwd_kernel keeps the row in
+ * registers (VPT vectors a thread, one block a row); rms_bwd_kernel uses the same persistent grid and
+ * workspace as above with the weight and the block's partial dweight row in shared memory. Rows beyond what
+ * registers hold (more than 512 threads x 8 (forward) / x 4 (backward) vectors) take the "loop" kernels: the
+ * same math with the row re-read from global memory (forward: h from residual_out or x; backward: h and dy
+ * twice, the partial dweight row kept in the workspace instead of registers).
  */
+#include "../core/ops_select.h"
 #include "ops_common.cuh"
 
 using namespace fk_ops;
@@ -57,17 +61,22 @@ template <typename T> struct FwdRow {
           y(static_cast<T *>(a.y) + r * a.y_rs) {}
 };
 
+// h = x + r, rounded to T as the unfused add stores it.
+template <typename T, int N> __device__ __forceinline__ Pack<T, N> add_round(const Pack<T, N> &x, const Pack<T, N> &r) {
+    float xf[N], rf[N];
+    unpack<T, N>(x, xf);
+    unpack<T, N>(r, rf);
+#pragma unroll
+    for (int k = 0; k < N; k++) xf[k] += rf[k];
+    return pack<T, N>(xf);
+}
+
 // h = x (+ residual, rounded to T and stored to residual_out) for the n elements at column j, as a pack of T.
 template <typename T, int N>
 __device__ __forceinline__ Pack<T, N> load_h(const FwdRow<T> &row, int64_t j, int n) {
     Pack<T, N> h = load_pack_any<T, N>(row.x + j, n);
     if (row.res) {
-        float xf[N], rf[N];
-        unpack<T, N>(h, xf);
-        unpack<T, N>(load_pack_any<T, N>(row.res + j, n), rf);
-#pragma unroll
-        for (int k = 0; k < N; k++) xf[k] += rf[k];
-        h = pack<T, N>(xf);
+        h = add_round<T, N>(h, load_pack_any<T, N>(row.res + j, n));
         store_pack_any<T, N>(row.rout + j, h, n);
     }
     return h;
@@ -351,26 +360,289 @@ __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const
     }
 }
 
+// --- row groups (forward and backward) -------------------------------------------------------------------
+
+// Barrier of the `count` threads (a multiple of 32) of one row group; id 1..15 (0 is __syncthreads').
+__device__ __forceinline__ void group_sync(int id, int count) {
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
+
+// Sum over a group of W warps, the same value in every thread, fixed order (butterfly in each warp, then the W
+// warp sums in warp order). red: this group's 2 x W floats; `parity` alternates per call, so a call's writes
+// never meet the previous call's reads: a warp writes half p again only after passing the barrier of the
+// call in between, which every warp of the group reaches only after its reads of half p.
+template <int W>
+__device__ __forceinline__ float group_sum(float x, float *red, int warp_in_group, int lane, int bar_id, int parity) {
+    x = warp_sum(x);
+    if (W == 1) return x;
+    float *buf = red + parity * W;
+    if (lane == 0) buf[warp_in_group] = x;
+    group_sync(bar_id, W * 32);
+    float s = buf[0];
+#pragma unroll
+    for (int w = 1; w < W; w++) s += buf[w];
+    return s;
+}
+
+// The staged weight's shared-memory layout ("split"): vector idx's N fp32 values as N/4 float4 chunks, chunk c
+// at float4 index c * nvec + idx, so a warp's float4 reads of one chunk are 512 consecutive bytes (no bank
+// conflict). N < 4 would be plain [nvec][N] (the row kernels run only vectorized rows: N = 4 or 8).
+template <int N> __device__ __forceinline__ int split_at(int nvec, int idx, int k) {
+    if constexpr (N % 4 == 0) return ((k >> 2) * nvec + idx) * 4 + (k & 3);
+    else return idx * N + k;
+}
+template <int N> __device__ __forceinline__ void lds_split(const float *s, int nvec, int idx, float (&f)[N]) {
+    if constexpr (N % 4 == 0) {
+#pragma unroll
+        for (int c = 0; c < N / 4; c++) {
+            const float4 q = reinterpret_cast<const float4 *>(s)[c * nvec + idx];
+            f[4 * c] = q.x, f[4 * c + 1] = q.y, f[4 * c + 2] = q.z, f[4 * c + 3] = q.w;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; k++) f[k] = s[idx * N + k];
+    }
+}
+
+// Shared memory of both row kernels: the staged weight (nvec x N fp32) and 2 x W floats per group.
+inline size_t rows_smem(int64_t nvec, int n, int threads) {
+    return (size_t)nvec * n * sizeof(float) + (size_t)(threads / 32) * 2 * sizeof(float) + 16;
+}
+
+// offset + weight as fp32 in the split layout, zero past hidden. Once per block: scalar loads are fine.
+template <int N> __device__ __forceinline__ void stage_weight(const RmsArgs &a, int nvec, float *ws) {
+    for (int e = threadIdx.x; e < nvec * N; e += blockDim.x) {
+        const int idx = e / N, k = e - idx * N;
+        float     w[1];
+        load_any_dtype<1>(a.weight, a.wdt, e, e < a.hidden ? 1 : 0, false, w);
+        ws[split_at<N>(nvec, idx, k)] = e < a.hidden ? a.off + w[0] : 0.f;
+    }
+}
+
+// Row accesses: EX (the row fills the group's VPL x 32 W vectors exactly) drops every tail check, so a
+// thread's addresses are one base plus constants and no partial-vector code is generated.
+template <typename T, int N, bool EX> __device__ __forceinline__ Pack<T, N> ld_row(const T *p, int n) {
+    if constexpr (EX) return load_pack<T, N>(p);
+    else return load_pack_any<T, N>(p, n);
+}
+template <typename T, int N, bool EX> __device__ __forceinline__ void st_row(T *p, const Pack<T, N> &x, int n) {
+    if constexpr (EX) store_pack<T, N>(p, x);
+    else store_pack_any<T, N>(p, x, n);
+}
+
+// Group geometry: G = 32 W threads a row; group `grp` of the block takes rows blockIdx.x * groups + grp,
+// then every gridDim.x * groups rows.
+template <int W> struct Group {
+    int gt, grp, groups, lane, wig;
+    __device__ __forceinline__ Group() {
+        gt = threadIdx.x % (32 * W), grp = threadIdx.x / (32 * W), groups = blockDim.x / (32 * W);
+        lane = threadIdx.x & 31, wig = gt >> 5;
+    }
+};
+
+// y = h * rstd * (offset + w) for vector idx, the weight from the staged row.
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> scale_row(const Pack<T, N> &h, const float *ws, int nvec, int idx, float rstd) {
+    float hf[N], w[N], o[N];
+    unpack<T, N>(h, hf);
+    lds_split<N>(ws, nvec, idx, w);
+#pragma unroll
+    for (int k = 0; k < N; k++) o[k] = hf[k] * rstd * w[k];
+    return pack<T, N>(o);
+}
+
+// The thread's whole vectors of a row (gt, gt + 32 W, ...) and, when it owns it, the partial last one.
+template <typename T, int N, int W, int VPL, bool EX>
+__device__ __forceinline__ void load_group_row(const T *p, int gt, int nfull, bool own_tail, int tailn,
+                                               Pack<T, N> (&h)[VPL], Pack<T, N> &ht) {
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        const int idx = gt + v * 32 * W;
+        if (EX || idx < nfull) h[v] = load_pack<T, N>(p + idx * N);
+    }
+    if (own_tail) ht = load_pack_n<T, N>(p + nfull * N, tailn);
+}
+
+// Forward. The row stays in registers as VPL packs (vectors gt, gt + 32W, ...): hidden <= VPL x 32 W x N.
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
+    extern __shared__ float4 rows_sm4[];
+    const int hidden = (int)a.hidden, nvec = (int)a.nvec; // at most 1024 x 8 (fk_rms_rows_pick)
+    float    *ws  = reinterpret_cast<float *>(rows_sm4);
+    float    *red = ws + nvec * N;
+    stage_weight<N>(a, nvec, ws);
+    __syncthreads(); // the only block-wide barrier
+    const Group<W> G;
+    float         *gred = red + G.grp * 2 * W;
+    // Whole vectors [0, nfull) sit in the VPL packs; a partial last vector (hidden % N elements, !EX only) is
+    // held apart by the one thread it falls to, so the unrolled loops carry no element-wise code (with it,
+    // VPL 8 spilled at 128 registers).
+    const int  nfull = EX ? VPL * 32 * W : hidden / N, tailn = EX ? 0 : hidden - nfull * N;
+    const bool own_tail = !EX && tailn > 0 && G.gt == nfull % (32 * W);
+    int        parity   = 0;
+    for (int64_t r = (int64_t)blockIdx.x * G.groups + G.grp; r < a.rows; r += (int64_t)gridDim.x * G.groups) {
+        const FwdRow<T> row(a, r);
+        Pack<T, N>      h[VPL], ht;
+        load_group_row<T, N, W, VPL, EX>(row.x, G.gt, nfull, own_tail, tailn, h, ht);
+        if (row.res) {
+            Pack<T, N> rp[VPL], rt;
+            load_group_row<T, N, W, VPL, EX>(row.res, G.gt, nfull, own_tail, tailn, rp, rt);
+#pragma unroll
+            for (int v = 0; v < VPL; v++) {
+                const int idx = G.gt + v * 32 * W;
+                if (EX || idx < nfull) {
+                    h[v] = add_round<T, N>(h[v], rp[v]);
+                    store_pack<T, N>(row.rout + idx * N, h[v]);
+                }
+            }
+            if (own_tail) {
+                ht = add_round<T, N>(ht, rt);
+                store_pack_n<T, N>(row.rout + nfull * N, ht, tailn);
+            }
+        }
+        float ss = own_tail ? sumsq<T, N>(ht) : 0.f; // zeros past tailn
+#pragma unroll
+        for (int v = 0; v < VPL; v++)
+            if (EX || G.gt + v * 32 * W < nfull) ss += sumsq<T, N>(h[v]);
+        ss               = group_sum<W>(ss, gred, G.wig, G.lane, G.grp + 1, parity);
+        parity          ^= 1;
+        const float rstd = 1.0f / sqrtf(ss / (float)hidden + a.eps);
+        if (a.rstd && G.gt == 0) a.rstd[r] = rstd;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            const int idx = G.gt + v * 32 * W;
+            if (EX || idx < nfull) {
+                opaque(h[v]); // keep the packed form live across the reduction, not VPL x N floats
+                store_pack<T, N>(row.y + idx * N, scale_row<T, N>(h[v], ws, nvec, idx, rstd));
+            }
+        }
+        if (own_tail) store_pack_n<T, N>(row.y + nfull * N, scale_row<T, N>(ht, ws, nvec, nfull, rstd), tailn);
+    }
+}
+
+// Backward. h, dy (and dresidual_out) of the row in registers; the dweight partial of the thread's columns
+// in VPL x N fp32 registers across all of the group's rows.
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
+    extern __shared__ float4 rows_sm4[];
+    const int hidden = (int)a.hidden, nvec = (int)a.nvec;
+    float    *ws  = reinterpret_cast<float *>(rows_sm4);
+    float    *red = ws + nvec * N;
+    stage_weight<N>(a, nvec, ws);
+    __syncthreads();
+    const Group<W> G;
+    float         *gred  = red + G.grp * 2 * W;
+    const float    inv_h = 1.0f / (float)hidden;
+    float          dw[VPL][N];
+#pragma unroll
+    for (int v = 0; v < VPL; v++)
+#pragma unroll
+        for (int k = 0; k < N; k++) dw[v][k] = 0.f;
+    int parity = 0;
+    for (int64_t r = (int64_t)blockIdx.x * G.groups + G.grp; r < a.rows; r += (int64_t)gridDim.x * G.groups) {
+        const T    *hrow  = static_cast<const T *>(a.x) + r * a.x_rs;
+        const T    *dyrow = static_cast<const T *>(a.dy) + r * a.dy_rs;
+        const T    *drow  = a.dres ? static_cast<const T *>(a.dres) + r * a.dres_rs : nullptr;
+        T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
+        const float rstd  = a.rstd[r];
+        Pack<T, N>  hp[VPL], dp[VPL], rp[VPL];
+#pragma unroll
+        for (int v = 0; v < VPL; v++) { // dresidual_out loaded with h and dy, not after the reduction
+            const int j = (G.gt + v * 32 * W) * N, n = EX ? N : min(hidden - j, N);
+            if (EX || n > 0) {
+                hp[v] = ld_row<T, N, EX>(hrow + j, n);
+                dp[v] = ld_row<T, N, EX>(dyrow + j, n);
+                if (drow) rp[v] = ld_row<T, N, EX>(drow + j, n);
+            }
+        }
+        float dot = 0.f;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            const int idx = G.gt + v * 32 * W;
+            if (EX || hidden - idx * N > 0) {
+                float h[N], d[N], w[N];
+                unpack<T, N>(hp[v], h);
+                unpack<T, N>(dp[v], d);
+                lds_split<N>(ws, nvec, idx, w);
+#pragma unroll
+                for (int k = 0; k < N; k++) {
+                    dw[v][k] += d[k] * h[k] * rstd;
+                    dot += d[k] * w[k] * h[k];
+                }
+            }
+        }
+        dot              = group_sum<W>(dot, gred, G.wig, G.lane, G.grp + 1, parity);
+        parity          ^= 1;
+        const float coef = rstd * rstd * dot * inv_h;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            const int idx = G.gt + v * 32 * W, j = idx * N, n = EX ? N : min(hidden - j, N);
+            if (EX || n > 0) {
+                float h[N], d[N], w[N], dr[N];
+                opaque(hp[v]);
+                opaque(dp[v]);
+                unpack<T, N>(hp[v], h);
+                unpack<T, N>(dp[v], d);
+                lds_split<N>(ws, nvec, idx, w);
+                if (drow) unpack<T, N>(rp[v], dr);
+#pragma unroll
+                for (int k = 0; k < N; k++) {
+                    d[k] = rstd * (d[k] * w[k] - h[k] * coef);
+                    if (drow) d[k] += dr[k];
+                }
+                st_row<T, N, EX>(dxrow + j, pack<T, N>(d), n);
+            }
+        }
+    }
+    // The block's partial: its groups' registers added in group order in shared memory (the weight is dead once
+    // every group has left its row loop), then one row of the workspace (also from a block without rows).
+    __syncthreads();
+    for (int g = 0; g < G.groups; g++) {
+        if (G.grp == g) {
+#pragma unroll
+            for (int v = 0; v < VPL; v++) {
+                const int idx = G.gt + v * 32 * W;
+                if (idx < nvec) {
+#pragma unroll
+                    for (int k = 0; k < N; k++) {
+                        const int at = split_at<N>(nvec, idx, k);
+                        ws[at]       = (g == 0 ? 0.f : ws[at]) + dw[v][k];
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+    float *part = a.partial + (int64_t)blockIdx.x * a.ld;
+    for (int e = threadIdx.x; e < hidden; e += blockDim.x) {
+        const int idx = e / N;
+        part[e]       = ws[split_at<N>(nvec, idx, e - idx * N)];
+    }
+}
+
 // --- selection -------------------------------------------------------------------------------------------
 
 // The one plan both the workspace query and the launch use.
 struct Plan {
     bool    vec;     // 16-byte vectors (else N = 1)
     int     n;       // elements per vector
+    int     w;       // row groups: warps a row (fk_rms_rows_pick); 0 = block per row
+    bool    ex;      // row groups: the row fills the shape exactly (instance without tail code)
     int     vpt;     // vectors per thread kept in registers; 0 = loop kernel
     int     threads; // block size
     int64_t nvec;    // vectors per row
     int64_t grid;    // blocks (backward: G, the partial dweight rows)
     int64_t ld;      // workspace row stride (floats)
     size_t  ws;      // workspace bytes (backward)
-    size_t  smem;    // dynamic shared memory (backward, register-resident kernel: the partial dweight row)
+    size_t  smem;    // dynamic shared memory (row groups: the staged weight; backward block per row: + dweight)
 };
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
 constexpr int kWsAlign    = 256;
 constexpr size_t kStaticSmem = 32 * sizeof(float); // block_sum's buffer
 
-// Block size and vectors per thread, from the sweep in dev/cuda/ops_tune.cu (bf16, 16K rows, H100; GB/s in
+// Block per row (rows the row groups do not take: wider than 1024 vectors, or not 16-byte aligned): block
+// size and vectors per thread, from the sweep in dev/cuda/ops_tune.cu (bf16, 16K rows, H100; GB/s in
 // docs/PERF.md). Forward: 4 vectors a thread (hidden 2048-8192: 4 beat 1-3, 5, 6 and 8 by 5-35%; the row's
 // loads are all issued before the reduction), 1 for rows under 128 vectors; 8 when 4 would need more than 512
 // threads. Backward: the fewest vectors a thread that fit 512 threads (hidden 4096: VPT 1 x 512 threads gave
@@ -395,16 +667,36 @@ void choose_shape(int64_t nvec, bool bwd, Plan *pl) {
     pl->vpt = 0, pl->threads = kMaxThreads;
 }
 
+// The row-group instances: the shapes of fk_rms_rows_fwd / _fwd_res / _bwd (src/core/ops_select.h), each with
+// and without tail code. A shape not listed here answers nullptr (make_plan then reports it).
+template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex) {
+    constexpr int N = kVec<T>;
+    if constexpr (BWD)
+        return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false>;
+    else return ex ? (const void *)rms_fwd_rows_kernel<T, N, W, V, true> : (const void *)rms_fwd_rows_kernel<T, N, W, V, false>;
+}
+template <typename T, bool BWD> const void *rows_kernel_for(const Plan &pl) {
+    const int key = pl.w * 100 + pl.vpt;
+    switch (key) {
+    case 402: return rows_k<T, BWD, 4, 2>(pl.ex);
+    case 802: return rows_k<T, BWD, 8, 2>(pl.ex);
+    case 1002: return rows_k<T, BWD, 10, 2>(pl.ex);
+    case 1602: return rows_k<T, BWD, 16, 2>(pl.ex);
+    case 405: return BWD ? nullptr : rows_k<T, false, 4, 5>(pl.ex);
+    case 504: return BWD ? nullptr : rows_k<T, false, 5, 4>(pl.ex);
+    default: return nullptr;
+    }
+}
+
 template <typename T, bool BWD> const void *kernel_for(const Plan &pl) {
+    if (pl.w > 0) return pl.vec ? rows_kernel_for<T, BWD>(pl) : nullptr;
 #define FK_RMS_K(NN, V) (BWD ? (const void *)rms_bwd_kernel<T, NN, V> : (const void *)rms_fwd_kernel<T, NN, V>)
 #define FK_RMS_PICK(NN)                                                                                        \
     switch (pl.vpt) {                                                                                          \
     case 1: return FK_RMS_K(NN, 1);                                                                            \
-    case 2: return FK_RMS_K(NN, 2);                                                                            \
-    case 3: return FK_RMS_K(NN, 3);                                                                            \
+    case 2: return BWD ? (const void *)rms_bwd_kernel<T, NN, 2> : nullptr;                                     \
+    case 3: return BWD ? (const void *)rms_bwd_kernel<T, NN, 3> : nullptr;                                     \
     case 4: return FK_RMS_K(NN, 4);                                                                            \
-    case 5: return BWD ? nullptr : (const void *)rms_fwd_kernel<T, NN, 5>;                                     \
-    case 6: return BWD ? nullptr : (const void *)rms_fwd_kernel<T, NN, 6>;                                     \
     case 8: return BWD ? nullptr : (const void *)rms_fwd_kernel<T, NN, 8>;                                     \
     default: return BWD ? (const void *)rms_bwd_loop_kernel<T, NN> : (const void *)rms_fwd_loop_kernel<T, NN>; \
     }
@@ -428,8 +720,10 @@ const void *pick_kernel(fk_dtype dt, const Plan &pl, bool bwd) {
 // A row stride that matters only when there is more than one row.
 inline int64_t rs_eff(const fk_rmsnorm_problem *p, int64_t rs) { return p->rows > 1 ? rs : 0; }
 
-// Needs the context's device selected (the occupancy query is per device).
-fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl) {
+// Kernel, block size and shared memory for p (grid, workspace: set_grid below). No device call.
+// allow_rows = false forces the block-per-row kernels (dev/cuda/ops_tune.cu times the two).
+fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl,
+                     bool allow_rows = true) {
     if (p->dtype != FK_DTYPE_F32 && p->dtype != FK_DTYPE_F16 && p->dtype != FK_DTYPE_BF16)
         return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: dtype %s is not supported on CUDA", op,
                         fk_dtype_name(p->dtype));
@@ -450,19 +744,38 @@ fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsno
     pl->vec  = vec;
     pl->n    = vec ? (int)(16 / es) : 1;
     pl->nvec = ceil_div(p->hidden, pl->n);
-    choose_shape(pl->nvec, bwd, pl);
-    pl->ld = ceil_div(p->hidden, 4) * 4;
+    pl->ld   = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
+    pl->w = 0, pl->ex = false;
+    fk_rms_rows_shape rs;
+    if (allow_rows && vec && fk_rms_rows_pick(pl->nvec, bwd, p->residual != nullptr, &rs)) {
+        pl->w = rs.w, pl->vpt = rs.vpl, pl->threads = rs.threads;
+        pl->ex   = p->hidden == fk_rms_rows_cap(rs) * pl->n;
+        pl->smem = rows_smem(pl->nvec, pl->n, pl->threads);
+        if (pl->smem <= (size_t)ctx->max_smem_optin) return FK_STATUS_SUCCESS;
+        pl->w = 0; // (cannot happen at 1024 x 16 bytes: 16 KB) the block-per-row kernels
+    }
+    choose_shape(pl->nvec, bwd, pl);
     pl->smem = bwd && pl->vpt > 0 ? 2 * (size_t)pl->n * (size_t)pl->nvec * sizeof(float) : 0;
     if (pl->smem + kStaticSmem > (size_t)ctx->max_smem_optin) pl->vpt = 0, pl->threads = kMaxThreads, pl->smem = 0;
-    if (!bwd) {
-        pl->grid = p->rows < 0x7fffffff ? p->rows : 0x7fffffff;
+    return FK_STATUS_SUCCESS;
+}
+
+// Needs the context's device selected (the occupancy query is per device). Persistent grid (row groups, and
+// the backward): SMs x resident blocks, at most one block per `groups` rows; the forward's block per row: a
+// block a row.
+fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl) {
+    const int64_t rows = p->rows > 0 ? p->rows : 1;
+    if (!bwd && pl->w == 0) {
+        pl->grid = rows < 0x7fffffff ? rows : 0x7fffffff;
         return FK_STATUS_SUCCESS;
     }
-    const void *k = pick_kernel(p->dtype, *pl, true);
-    cudaError_t e = cudaSuccess;
-    // Past 48 KB in all (the static reduction buffer included) a kernel must opt in to more.
-    if (pl->smem + kStaticSmem > 48 * 1024)
+    const void *k = pick_kernel(p->dtype, *pl, bwd);
+    if (!k) return fk_error(FK_STATUS_INTERNAL, "%s: no RMSNorm instance for %d warps x %d vectors", op, pl->w, pl->vpt);
+    const size_t static_smem = pl->w > 0 ? 0 : kStaticSmem;
+    cudaError_t  e           = cudaSuccess;
+    // Past 48 KB in all (static buffers included) a kernel must opt in to more.
+    if (pl->smem + static_smem > 48 * 1024)
         e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl->smem);
     int per_sm = 0;
     if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, pl->threads, pl->smem);
@@ -470,10 +783,17 @@ fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsno
         return fk_error(FK_STATUS_CUDA_ERROR, "%s: cudaOccupancyMaxActiveBlocksPerMultiprocessor: %s", op,
                         cudaGetErrorString(e));
     if (per_sm < 1) per_sm = 1;
-    const int64_t full = (int64_t)ctx->sm_count * per_sm;
-    pl->grid           = p->rows < full ? p->rows : full;
-    pl->ws             = (size_t)pl->grid * (size_t)pl->ld * sizeof(float) + kWsAlign;
+    const int64_t groups = pl->w > 0 ? pl->threads / (32 * pl->w) : 1;
+    const int64_t full = (int64_t)ctx->sm_count * per_sm, need = ceil_div(rows, groups);
+    pl->grid           = need < full ? need : full;
+    if (bwd) pl->ws = (size_t)pl->grid * (size_t)pl->ld * sizeof(float) + kWsAlign;
     return FK_STATUS_SUCCESS;
+}
+
+fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl,
+                    bool allow_rows = true) {
+    FK_TRY(plan_shape(op, ctx, p, bwd, pl, allow_rows));
+    return set_grid(op, ctx, p, bwd, pl);
 }
 
 RmsArgs make_args(const fk_rmsnorm_problem *p, const Plan &pl) {
@@ -504,7 +824,7 @@ extern "C" fk_status fk_cuda_rmsnorm_fwd(const struct fk_context *ctx, const fk_
     Plan pl;
     FK_TRY(make_plan(op, ctx, p, false, &pl));
     RmsArgs a = make_args(p, pl);
-    return launch_result(op, "rms_fwd_kernel", launch(pick_kernel(p->dtype, pl, false), pl, a, (cudaStream_t)stream));
+    return launch_result(op, pl.w ? "rms_fwd_rows_kernel" : "rms_fwd_kernel", launch(pick_kernel(p->dtype, pl, false), pl, a, (cudaStream_t)stream));
 }
 
 extern "C" fk_status fk_cuda_rmsnorm_bwd_select(const struct fk_context *ctx, const fk_rmsnorm_problem *p,
@@ -531,7 +851,7 @@ extern "C" fk_status fk_cuda_rmsnorm_bwd(const struct fk_context *ctx, const fk_
     RmsArgs a = make_args(p, pl);
     a.partial = (float *)(((uintptr_t)ws + kWsAlign - 1) & ~(uintptr_t)(kWsAlign - 1));
     cudaStream_t st = (cudaStream_t)stream;
-    FK_TRY(launch_result(op, "rms_bwd_kernel", launch(pick_kernel(p->dtype, pl, true), pl, a, st)));
+    FK_TRY(launch_result(op, pl.w ? "rms_bwd_rows_kernel" : "rms_bwd_kernel", launch(pick_kernel(p->dtype, pl, true), pl, a, st)));
     const dim3 rgrid((unsigned)ceil_div(p->hidden, 32)), rblock(32, kRedRows);
     rms_dweight_reduce_kernel<<<rgrid, rblock, 0, st>>>(a.partial, pl.grid, pl.ld, p->hidden, p->dweight,
                                                         p->dweight_dtype);

@@ -11,6 +11,14 @@
  * One pass: every input byte is read once and every output byte written once (the tables add [seqlen, half]
  * once per token, from L2 after the first head group).
  *
+ * Per-token kernel (rope_tok_kernel, production where fk_rope_tok_covers() holds: half-split, 16-byte vectors
+ * everywhere, fp32 or computed tables, half <= 256, 32-bit head offsets): the same units, but a thread's
+ * heads are taken one at a time (1 head in flight), its token's base pointers are formed once per token with
+ * 32-bit head offsets and a 32-bit token division, fp32 tables are read as float4, and a block holds ty tokens
+ * in a grid-stride loop. Measured against rope_kernel on an H200 (bf16, q and k 32 heads x 128, 16K tokens,
+ * tables): fwd 3818 vs 3171 GB/s, bwd 3847 vs 3155 (docs/PERF.md, "GPU: fused ops"). rope_kernel takes the rest
+ * (interleaved, unaligned, tables in the storage dtype, half > 256).
+ *
  * Angles computed from base: theta = p * inv_freq[i] in double (inv_freq from the host's pow, bit-identical
  * to the CPU backend's), reduced to [-pi, pi] with a two-constant Cody-Waite step (exact to ~1e-16 for any
  * p below 2^52 / 2pi), then sincosf in fp32: positions in the thousands lose nothing (fp32 theta would be
@@ -24,6 +32,7 @@
  * path only; such a call cannot be captured in a CUDA graph. Positions with computed angles, and pos_offset
  * with tables (checked by the core), stay fully asynchronous.
  */
+#include "../core/ops_select.h"
 #include "ops_common.cuh"
 
 #include <math.h>
@@ -33,12 +42,17 @@ using namespace fk_ops;
 
 namespace {
 
-constexpr int kInvFreqMax     = 256;  // inv_freq passed in the kernel parameters (2 KiB); beyond, exp2 on device
-// Threads a block aims at (at most 128: __launch_bounds__) and heads in flight per thread. Measured
-// (dev/cuda/ops_tune.cu: q and k 32 heads x 128, 16K tokens, bf16, tables fp32): 64 threads x 4 heads 2524
-// GB/s, 128 x 4 2471, 256 x 4 2164; 1-2 heads within 1%, 8 heads 25-50% slower (registers).
+constexpr int kInvFreqMax     = FK_ROPE_TOK_HALF_MAX; // inv_freq in the kernel parameters (2 KiB); beyond, exp2
+// rope_kernel: threads a block aims at (at most 128: __launch_bounds__) and heads in flight per thread.
+// Measured (dev/cuda/ops_tune.cu: q and k 32 heads x 128, 16K tokens, bf16, tables fp32, H100): 64 threads x 4
+// heads 2524 GB/s, 128 x 4 2471, 256 x 4 2164; 1-2 heads within 1%, 8 heads 25-50% slower (registers).
 constexpr int kThreadsTarget  = 64;
-constexpr int kHeadsInFlightDefault = 4; // heads a thread loads before it stores (x 2 x 16 B in flight)
+constexpr int kHeadsInFlight  = 4; // heads a thread loads before it stores (x 2 x 16 B in flight)
+// rope_tok_kernel: g head groups per token and threads a block. H200, run of 2026-11-30, bench/next_ops.sh,
+// commit d3c1cfc (bf16, q and k 32 heads x 128, 16K tokens, fp32 tables; GB/s): g 8 with 1 head in flight won
+// both passes (g 1 / 2: 3157-3611; 2 or 4 heads in flight: 3141-3288); fwd 256 threads 3818 (64: 3781,
+// 128: 3785), bwd 64 threads 3847 (128: 3820, 256: 3809).
+constexpr int kTokGroups = 8, kTokThreadsFwd = 256, kTokThreadsBwd = 64;
 constexpr int64_t kPosChunk   = 2048; // positions copied to the host per round for the range check
 
 struct RopeArgs {
@@ -56,6 +70,7 @@ struct RopeArgs {
     int64_t     pos_bs, pos_ss, pos_offset;
     const void *cos_tab, *sin_tab;
     int         cs_f32;
+    int         tab_vec; // fp32 tables 16-byte aligned with row strides a multiple of 4 (rope_tok_kernel: float4)
     int64_t     cos_rs, sin_rs;
     float       sign; // +1 forward, -1 backward
     double      log2_base, inv_rd2; // inv_freq = 2^(-2 i / rd * log2(base)) for i >= kInvFreqMax
@@ -68,11 +83,21 @@ __device__ __forceinline__ int64_t token_position(const RopeArgs &a, int64_t b, 
     return a.pos64 ? static_cast<const int64_t *>(a.pos)[off] : (int64_t) static_cast<const int32_t *>(a.pos)[off];
 }
 
-// cos/sin of pairs [i0, i0 + NP) at position p (sin times the direction's sign).
-template <typename T, int NP>
+// cos/sin of pairs [i0, i0 + NP) at position p (sin times the direction's sign). VT (rope_tok_kernel): fp32
+// tables as float4 when a.tab_vec; computed angles only for half <= kInvFreqMax (no exp2 path).
+template <typename T, int NP, bool VT = false>
 __device__ __forceinline__ void angles(const RopeArgs &a, int64_t p, int i0, float (&c)[NP], float (&s)[NP]) {
     if (a.cos_tab) {
-        if (a.cs_f32) {
+        if (VT && NP % 4 == 0 && a.tab_vec) {
+            const float *cp = static_cast<const float *>(a.cos_tab) + p * a.cos_rs + i0;
+            const float *sp = static_cast<const float *>(a.sin_tab) + p * a.sin_rs + i0;
+#pragma unroll
+            for (int k = 0; k < NP; k += 4) {
+                const float4 cq = *reinterpret_cast<const float4 *>(cp + k), sq = *reinterpret_cast<const float4 *>(sp + k);
+                c[k] = cq.x, c[k + 1] = cq.y, c[k + 2] = cq.z, c[k + 3] = cq.w;
+                s[k] = sq.x, s[k + 1] = sq.y, s[k + 2] = sq.z, s[k + 3] = sq.w;
+            }
+        } else if (a.cs_f32) {
             const float *cp = static_cast<const float *>(a.cos_tab) + p * a.cos_rs + i0;
             const float *sp = static_cast<const float *>(a.sin_tab) + p * a.sin_rs + i0;
 #pragma unroll
@@ -89,7 +114,7 @@ __device__ __forceinline__ void angles(const RopeArgs &a, int64_t p, int i0, flo
 #pragma unroll
         for (int k = 0; k < NP; k++) {
             const int    i  = i0 + k;
-            const double f  = i < kInvFreqMax ? a.inv_freq[i] : exp2(-2.0 * (double)i * a.inv_rd2 * a.log2_base);
+            const double f  = VT || i < kInvFreqMax ? a.inv_freq[i] : exp2(-2.0 * (double)i * a.inv_rd2 * a.log2_base);
             const double th = (double)p * f;
             const double m  = rint(th * inv_two_pi);
             const double r  = fma(-m, two_pi_lo, fma(-m, two_pi_hi, th));
@@ -198,6 +223,58 @@ template <typename T, int NP, bool IL, int HIF> __global__ void __launch_bounds_
     }
 }
 
+// Per-token kernel: half-split, NP = kVec<T> pairs a unit, every view 16-byte aligned (fk_rope_tok_covers).
+// Thread (x, y): unit x % ux and head group x / ux of token blockIdx.x * ty + y, then every gridDim.x * ty
+// tokens; its heads g apart, one at a time. Min 4 blocks of 256 a SM caps it at 64 registers, what it was
+// measured with: without the cap ptxas took 72 (sm_80/sm_90), or spilled 4 bytes around sincosf's slow-path
+// call where the exp2 path of angles() was compiled in.
+template <typename T> __global__ void __launch_bounds__(256, 4) rope_tok_kernel(const RopeArgs a) {
+    constexpr int  NP = kVec<T>;
+    using P           = Pack<T, NP>;
+    const int      u0 = threadIdx.x % a.ux, g0 = threadIdx.x / a.ux;
+    const int      units = a.units_rot + a.units_tail;
+    // 32-bit head offsets and token arithmetic (fk_rope_tok_covers bounds both below 2^31).
+    const int      q_hs = (int)a.q_hs, qo_hs = (int)a.qo_hs, k_hs = (int)a.k_hs, ko_hs = (int)a.ko_hs;
+    const uint32_t tokens = (uint32_t)a.tokens, seqlen = (uint32_t)a.seqlen;
+    for (uint32_t t = blockIdx.x * a.ty + threadIdx.y; t < tokens; t += gridDim.x * a.ty) {
+        const uint32_t b = t / seqlen, s = t - b * seqlen;
+        const T       *qi = static_cast<const T *>(a.q) + b * a.q_bs + s * a.q_ss;
+        T             *qo = static_cast<T *>(a.qo) + b * a.qo_bs + s * a.qo_ss;
+        const T       *ki = a.k ? static_cast<const T *>(a.k) + b * a.k_bs + s * a.k_ss : nullptr;
+        T             *ko = a.k ? static_cast<T *>(a.ko) + b * a.ko_bs + s * a.ko_ss : nullptr;
+        const int64_t  p  = token_position(a, b, s);
+        for (int u = u0; u < units; u += a.ux) {
+            if (u < a.units_rot) {
+                const int i0 = u * NP, o2 = a.half + i0;
+                float     c[NP], sn[NP];
+                angles<T, NP, true>(a, p, i0, c, sn);
+                for (int hh = g0; hh < a.nheads_total; hh += a.g) {
+                    const T *in  = hh < a.nheads_q ? qi + hh * q_hs : ki + (hh - a.nheads_q) * k_hs;
+                    T       *out = hh < a.nheads_q ? qo + hh * qo_hs : ko + (hh - a.nheads_q) * ko_hs;
+                    float    f1[NP], f2[NP];
+                    unpack<T, NP>(load_pack<T, NP>(in + i0), f1);
+                    unpack<T, NP>(load_pack<T, NP>(in + o2), f2);
+#pragma unroll
+                    for (int k = 0; k < NP; k++) {
+                        const float e1 = f1[k], e2 = f2[k];
+                        f1[k]          = e1 * c[k] - e2 * sn[k];
+                        f2[k]          = e1 * sn[k] + e2 * c[k];
+                    }
+                    store_pack<T, NP>(out + i0, pack<T, NP>(f1));
+                    store_pack<T, NP>(out + o2, pack<T, NP>(f2));
+                }
+            } else {
+                const int o = a.rd + (u - a.units_rot) * NP; // unrotated tail: copied where out is not in
+                for (int hh = g0; hh < a.nheads_total; hh += a.g) {
+                    const T *in  = hh < a.nheads_q ? qi + hh * q_hs : ki + (hh - a.nheads_q) * k_hs;
+                    T       *out = hh < a.nheads_q ? qo + hh * qo_hs : ko + (hh - a.nheads_q) * ko_hs;
+                    if (in != out) store_pack<T, NP>(out + o, load_pack<T, NP>(in + o));
+                }
+            }
+        }
+    }
+}
+
 // --- host ------------------------------------------------------------------------------------------------
 
 // Range check of positions read from a tensor against the tables (see the file comment).
@@ -241,28 +318,14 @@ bool views_aligned(const fk_rope_problem *p, size_t es) {
     return ok;
 }
 
-template <typename T, int HIF>
-const void *pick(bool vec, bool il) {
-    constexpr int V = kVec<T>;
-    if (vec) return il ? (const void *)rope_kernel<T, V / 2, true, HIF> : (const void *)rope_kernel<T, V, false, HIF>;
-    return il ? (const void *)rope_kernel<T, 1, true, HIF> : (const void *)rope_kernel<T, 1, false, HIF>;
+template <typename T> const void *pick(bool vec, bool il) {
+    constexpr int V = kVec<T>, H = kHeadsInFlight;
+    if (vec) return il ? (const void *)rope_kernel<T, V / 2, true, H> : (const void *)rope_kernel<T, V, false, H>;
+    return il ? (const void *)rope_kernel<T, 1, true, H> : (const void *)rope_kernel<T, 1, false, H>;
 }
 
-// Launch shape: heads loaded per thread before any store, and threads per block.
-struct RopeTune {
-    int hif     = kHeadsInFlightDefault;
-    int threads = kThreadsTarget;
-};
-template <typename T> const void *pick_hif(bool vec, bool il, int hif) {
-    switch (hif) {
-    case 1: return pick<T, 1>(vec, il);
-    case 2: return pick<T, 2>(vec, il);
-    default: return pick<T, 4>(vec, il);
-    }
-}
-
-fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stream, bool bwd,
-              RopeTune tune = RopeTune()) {
+// allow_tok = false forces rope_kernel (dev/cuda/ops_tune.cu times the two).
+fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stream, bool bwd, bool allow_tok = true) {
     const char *op = bwd ? "rope_bwd" : "rope_fwd";
     if (p->dtype != FK_DTYPE_F32 && p->dtype != FK_DTYPE_F16 && p->dtype != FK_DTYPE_BF16)
         return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: dtype %s is not supported on CUDA", op,
@@ -307,12 +370,16 @@ fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stre
         for (int i = 0; i < half && i < kInvFreqMax; i++)
             r.inv_freq[i] = pow((double)p->base, -2.0 * (double)i / (double)p->rotary_dim); // the CPU's expression
 
-    // Threads: ux units x g head groups per token (~kThreadsTarget), ty tokens per block.
-    const int units = r.units_rot + r.units_tail;
-    const int target = tune.threads;
+    const int  units = r.units_rot + r.units_tail;
+    const bool tok   = allow_tok && fk_rope_tok_covers(p, (int64_t)es);
+    // Threads: ux units x g head groups per token, ty tokens per block (rope_kernel: ~kThreadsTarget in all, g
+    // as large as that allows; rope_tok_kernel: g = kTokGroups, at most 256 threads a token).
+    const int target = tok ? (bwd ? kTokThreadsBwd : kTokThreadsFwd) : kThreadsTarget;
     r.ux             = units < target ? units : target;
-    int gmax         = target / r.ux;
-    r.g             = (int)(htot < gmax ? htot : gmax);
+    const int gmax   = tok ? 256 / r.ux : target / r.ux;
+    const int gwant  = tok ? kTokGroups : gmax;
+    r.g              = (int)(htot < gwant ? htot : gwant);
+    if (r.g > gmax) r.g = gmax;
     if (r.g < 1) r.g = 1;
     const int tx = r.ux * r.g;
     r.ty         = target / tx;
@@ -322,12 +389,20 @@ fk_status run(const struct fk_context *ctx, const fk_rope_problem *p, void *stre
     if (blocks > 0x7fffffff)
         return fk_error(FK_STATUS_NOT_SUPPORTED_FEATURE, "%s: batch x seqlen = %lld is beyond the CUDA grid", op,
                         (long long)r.tokens);
+    r.tab_vec = tok && p->cos_tab && (uintptr_t)p->cos_tab % 16 == 0 && (uintptr_t)p->sin_tab % 16 == 0 &&
+                p->cos_rs % 4 == 0 && p->sin_rs % 4 == 0;
 
-    const void *k = p->dtype == FK_DTYPE_F32   ? pick_hif<float>(vec, il, tune.hif)
-                    : p->dtype == FK_DTYPE_F16 ? pick_hif<__half>(vec, il, tune.hif)
-                                               : pick_hif<__nv_bfloat16>(vec, il, tune.hif);
-    void       *params[] = {&r};
-    return launch_result(op, "rope_kernel",
+    const void *k;
+    if (tok)
+        k = p->dtype == FK_DTYPE_F32   ? (const void *)rope_tok_kernel<float>
+            : p->dtype == FK_DTYPE_F16 ? (const void *)rope_tok_kernel<__half>
+                                       : (const void *)rope_tok_kernel<__nv_bfloat16>;
+    else
+        k = p->dtype == FK_DTYPE_F32   ? pick<float>(vec, il)
+            : p->dtype == FK_DTYPE_F16 ? pick<__half>(vec, il)
+                                       : pick<__nv_bfloat16>(vec, il);
+    void *params[] = {&r};
+    return launch_result(op, tok ? "rope_tok_kernel" : "rope_kernel",
                          cudaLaunchKernel(k, dim3((unsigned)blocks), dim3((unsigned)tx, (unsigned)r.ty), params, 0, st));
 }
 

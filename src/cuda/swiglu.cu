@@ -2,15 +2,21 @@
  * swiglu.cu — CUDA SwiGLU forward and backward (semantics: src/core/ops_internal.h, fk_swiglu_problem).
  *
  * A pure element-wise op: each thread takes one 16-byte vector of every operand (N = 4 fp32 or 8 fp16/bf16
- * elements) in a grid-stride loop over the [rows, ceil(width / N)] vectors, so the whole op is one pass over
- * the data with 128-bit coalesced accesses (what copy bandwidth needs; the arithmetic, one exp and one divide
- * per element, is far under the issue budget of ~400 instructions per vector at 3 TB/s).
- * When every operand has the same contiguous layout (row stride == width) the rows are merged into one, so
- * widths that are not a multiple of N still run vectorized except for one tail. Anything unaligned runs the
- * same kernel with N = 1.
+ * elements), so the whole op is one pass over the data with 128-bit coalesced accesses (what copy bandwidth
+ * needs; the arithmetic, one exp and one reciprocal per element, is far under the issue budget).
+ * When every operand has the same contiguous layout (row stride == width) the rows are merged into one.
+ * One row (merged or given) with 16-byte aligned pointers and fewer than 2^32 - 16 elements runs
+ * swiglu_flat_kernel: every thread one whole vector with no partial-vector branch (the thread past the last
+ * whole vector does the < N element tail), 32-bit offsets, no grid-stride loop, per-pass cache hints.
+ * Measured against the row kernel on an H200 (bf16 16384 x 11008): fwd 4264 vs 3245 GB/s, bwd 4261 vs 3647
+ * (copy 4214; docs/PERF.md, "GPU: fused ops"). Anything else (strided rows, e.g. gate and up as column views
+ * of one [rows, 2 width] tensor; misaligned pointers) runs swiglu_kernel over the [rows, ceil(width / N)]
+ * vectors in a grid-stride loop, with N = 1 when a row start is not 16-byte aligned.
  * Outputs may alias inputs exactly (out = gate, dgate = gate, dup = up): each element is read before it is
- * written, by the same thread.
+ * written, by the same thread (the flat kernel's hints are .cs, not the non-coherent .nc path, so aliasing
+ * stays legal).
  */
+#include "../core/ops_select.h"
 #include "ops_common.cuh"
 
 using namespace fk_ops;
@@ -29,6 +35,21 @@ struct SwigluArgs {
 // which at U = 2 vectors per thread cost registers (occupancy) and issue slots. fp32 results stay within a few
 // ulp of the CPU's g / (1 + expf(-g)) (test tolerance 1e-5 relative); g < -87 gives e^-g = inf and sig = 0.
 __device__ __forceinline__ float sigmoid(float g) { return __frcp_rn(1.0f + __expf(-g)); }
+
+// out (forward), or dgate and dup (backward), of N elements, in fp32.
+template <bool BWD, int N>
+__device__ __forceinline__ void swiglu_math(const float (&g)[N], const float (&u)[N], const float (&d)[N], float (&o1)[N],
+                                            float (&o2)[N]) {
+#pragma unroll
+    for (int e = 0; e < N; e++) {
+        const float sg = sigmoid(g[e]);
+        if (!BWD) o1[e] = g[e] * sg * u[e];
+        else {
+            o1[e] = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
+            o2[e] = d[e] * g[e] * sg;
+        }
+    }
+}
 
 // Vector i of the [rows, vpr] grid of vectors: its row and first column. One long row (contiguous operands)
 // needs no division; otherwise a 32-bit division when the vector count allows (a 64-bit one is a ~70
@@ -69,25 +90,15 @@ __global__ void __launch_bounds__(256) swiglu_kernel(const SwigluArgs a) {
             if (n[k] == 0) continue;
             opaque(gp[k]), opaque(up[k]); // ordered after the previous vector's stores: no interleaved math
             if (BWD) opaque(dp[k]);
-            float g[N], u[N];
+            float g[N], u[N], d[N] = {}, o1[N], o2[N];
             unpack<T, N>(gp[k], g);
             unpack<T, N>(up[k], u);
-            if (!BWD) {
-                float o[N];
-#pragma unroll
-                for (int e = 0; e < N; e++) o[e] = g[e] * sigmoid(g[e]) * u[e];
-                store_pack_any<T, N>(static_cast<T *>(a.out) + r[k] * a.out_rs + j[k], pack<T, N>(o), n[k]);
-            } else {
-                float d[N], dg[N], du[N];
-                unpack<T, N>(dp[k], d);
-#pragma unroll
-                for (int e = 0; e < N; e++) {
-                    const float sg = sigmoid(g[e]);
-                    dg[e]          = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
-                    du[e]          = d[e] * g[e] * sg;
-                }
-                store_pack_any<T, N>(static_cast<T *>(a.dgate) + r[k] * a.dgate_rs + j[k], pack<T, N>(dg), n[k]);
-                store_pack_any<T, N>(static_cast<T *>(a.dup) + r[k] * a.dup_rs + j[k], pack<T, N>(du), n[k]);
+            if (BWD) unpack<T, N>(dp[k], d);
+            swiglu_math<BWD, N>(g, u, d, o1, o2);
+            if (!BWD) store_pack_any<T, N>(static_cast<T *>(a.out) + r[k] * a.out_rs + j[k], pack<T, N>(o1), n[k]);
+            else {
+                store_pack_any<T, N>(static_cast<T *>(a.dgate) + r[k] * a.dgate_rs + j[k], pack<T, N>(o1), n[k]);
+                store_pack_any<T, N>(static_cast<T *>(a.dup) + r[k] * a.dup_rs + j[k], pack<T, N>(o2), n[k]);
             }
             asm volatile("" ::: "memory"); // one vector's math at a time: interleaving U of them costs registers
         }
@@ -117,7 +128,102 @@ void launch_t(const struct fk_context *ctx, SwigluArgs a, int64_t rows, bool vec
     else swiglu_kernel<T, 1, BWD, U><<<(unsigned)blocks, threads, 0, st>>>(a);
 }
 
-fk_status run(const struct fk_context *ctx, const fk_swiglu_problem *p, void *stream, bool bwd) {
+// --- one flat array --------------------------------------------------------------------------------------
+
+// 16-byte global accesses with cache hints. LD: 0 plain; 3 ld.global.cs (streaming: evict first). ST: 0
+// plain; 1 st.global.cs. (The H200 run also timed ld.global.nc.L1::no_allocate, with and without
+// .L2::256B, and .nc + st.cs: 4001-4094 GB/s in the forward against plain's 4264; in the backward .nc + st.cs
+// 4242 against ld.cs + st.cs 4261, the others 4023-4080. .nc also forbids outputs that alias inputs: not kept.)
+template <int LD> __device__ __forceinline__ uint4 ld16(const void *p) {
+    uint4 v;
+    if constexpr (LD == 3)
+        asm volatile("ld.global.cs.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                     : "l"(p));
+    else v = *reinterpret_cast<const uint4 *>(p);
+    return v;
+}
+template <int ST> __device__ __forceinline__ void st16(void *p, uint4 v) {
+    if constexpr (ST == 1)
+        asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+                     : "memory");
+    else *reinterpret_cast<uint4 *>(p) = v;
+}
+
+struct FlatArgs {
+    const void *gate, *up, *dout;
+    void       *out, *dgate, *dup;
+    uint32_t    nvec; // whole vectors: n / N
+    uint32_t    n;    // elements (< 2^32 - 16: fk_swiglu_flat_covers)
+};
+
+// Thread i < nvec: vector i of every operand, whole, no branch; thread nvec: the n % N elements of the tail.
+// Grid: ceil((nvec + 1) / blockDim) blocks (< 2^31 since n < 2^32).
+template <typename T, bool BWD, int LD, int ST>
+__global__ void __launch_bounds__(256) swiglu_flat_kernel(const FlatArgs a) {
+    constexpr int  N = kVec<T>;
+    using P          = Pack<T, N>;
+    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < a.nvec) {
+        const uint32_t o = i * N; // element offset: < 2^32
+        union {
+            uint4 u;
+            P     p;
+        } gv, uv, dv, r1, r2;
+        gv.u = ld16<LD>(static_cast<const T *>(a.gate) + o);
+        uv.u = ld16<LD>(static_cast<const T *>(a.up) + o);
+        if (BWD) dv.u = ld16<LD>(static_cast<const T *>(a.dout) + o);
+        float g[N], u[N], d[N] = {}, o1[N], o2[N];
+        unpack<T, N>(gv.p, g);
+        unpack<T, N>(uv.p, u);
+        if (BWD) unpack<T, N>(dv.p, d);
+        swiglu_math<BWD, N>(g, u, d, o1, o2);
+        r1.p = pack<T, N>(o1);
+        if (!BWD) st16<ST>(static_cast<T *>(a.out) + o, r1.u);
+        else {
+            r2.p = pack<T, N>(o2);
+            st16<ST>(static_cast<T *>(a.dgate) + o, r1.u);
+            st16<ST>(static_cast<T *>(a.dup) + o, r2.u);
+        }
+    } else if (i == a.nvec) {
+        for (uint32_t e = a.nvec * N; e < a.n; e++) {
+            float g[1] = {Dt<T>::to_f(static_cast<const T *>(a.gate)[e])};
+            float u[1] = {Dt<T>::to_f(static_cast<const T *>(a.up)[e])};
+            float d[1] = {BWD ? Dt<T>::to_f(static_cast<const T *>(a.dout)[e]) : 0.f};
+            float o1[1], o2[1];
+            swiglu_math<BWD, 1>(g, u, d, o1, o2);
+            if (!BWD) static_cast<T *>(a.out)[e] = Dt<T>::from_f(o1[0]);
+            else {
+                static_cast<T *>(a.dgate)[e] = Dt<T>::from_f(o1[0]);
+                static_cast<T *>(a.dup)[e]   = Dt<T>::from_f(o2[0]);
+            }
+        }
+    }
+}
+
+// Block size and hints per pass: H200, run of 2026-11-30, bench/next_ops.sh, commit d3c1cfc (bf16 16384 x
+// 11008, GB/s, copy 4214). Forward: plain 256 threads 4264 (128: 4260; ld.cs + st.cs 4057-4071). Backward:
+// ld.cs + st.cs 128 threads 4261 (plain 4243 / 4237 at 128 / 256). Differences under 0.5% are noise-level:
+// the flat body, not the hints, is what gained the 17-31%.
+template <bool BWD> struct FlatShape;
+template <> struct FlatShape<false> {
+    static constexpr int LD = 0, ST = 0, threads = 256;
+};
+template <> struct FlatShape<true> {
+    static constexpr int LD = 3, ST = 1, threads = 128;
+};
+
+template <typename T, bool BWD> void flat_launch(const SwigluArgs &s, int64_t n, cudaStream_t st) {
+    using S = FlatShape<BWD>;
+    FlatArgs a;
+    a.gate = s.gate, a.up = s.up, a.dout = s.dout, a.out = s.out, a.dgate = s.dgate, a.dup = s.dup;
+    a.n = (uint32_t)n, a.nvec = (uint32_t)(n / kVec<T>);
+    const int64_t blocks = ceil_div((int64_t)a.nvec + 1, S::threads);
+    swiglu_flat_kernel<T, BWD, S::LD, S::ST><<<(unsigned)blocks, S::threads, 0, st>>>(a);
+}
+
+// allow_flat = false forces swiglu_kernel (dev/cuda/ops_tune.cu times the two).
+fk_status run(const struct fk_context *ctx, const fk_swiglu_problem *p, void *stream, bool bwd, bool allow_flat = true) {
     const char *op = bwd ? "swiglu_bwd" : "swiglu_fwd";
     if (p->dtype != FK_DTYPE_F32 && p->dtype != FK_DTYPE_F16 && p->dtype != FK_DTYPE_BF16)
         return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: dtype %s is not supported on CUDA", op,
@@ -150,6 +256,16 @@ fk_status run(const struct fk_context *ctx, const fk_swiglu_problem *p, void *st
     DeviceScope scope(ctx->device.index);
     FK_TRY(scope_status(op, scope, ctx->device.index));
     cudaStream_t st = (cudaStream_t)stream;
+    if (allow_flat && rows == 1 && fk_swiglu_flat_covers(ptr, 6, width)) {
+        switch (p->dtype) {
+        case FK_DTYPE_F32: bwd ? flat_launch<float, true>(a, width, st) : flat_launch<float, false>(a, width, st); break;
+        case FK_DTYPE_F16: bwd ? flat_launch<__half, true>(a, width, st) : flat_launch<__half, false>(a, width, st); break;
+        default:
+            bwd ? flat_launch<__nv_bfloat16, true>(a, width, st) : flat_launch<__nv_bfloat16, false>(a, width, st);
+            break;
+        }
+        return launch_result(op, "swiglu_flat_kernel", cudaGetLastError());
+    }
     switch (p->dtype) {
     case FK_DTYPE_F32:
         bwd ? launch_t<float, true>(ctx, a, rows, vec, st) : launch_t<float, false>(ctx, a, rows, vec, st);

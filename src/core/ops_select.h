@@ -1,0 +1,125 @@
+/*
+ * ops_select.h — the launch-shape rules of the CUDA fused ops that do not need a device to evaluate: which
+ * RMSNorm row-group shape a row width takes (src/cuda/rmsnorm.cu), whether the RoPE per-token kernel covers a
+ * problem (src/cuda/rope.cu), whether SwiGLU runs as one flat array (src/cuda/swiglu.cu). Plain C, static
+ * inline, so tests/test_ops_select.c checks the rules on any machine; the .cu files call these and nothing
+ * else to decide, so the test and the dispatch cannot disagree. Occupancy (grid size, hence the RMSNorm
+ * backward's workspace) needs the device and stays in rmsnorm.cu.
+ */
+#ifndef FK_OPS_SELECT_H
+#define FK_OPS_SELECT_H
+
+#include "ops_internal.h"
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// --- RMSNorm: row groups ---------------------------------------------------------------------------------
+// rms_{fwd,bwd}_rows_kernel<W, VPL>: a group of W warps per row, threads / (32 W) groups a block, each thread
+// VPL 16-byte vectors of the row, so a row of up to VPL x 32 W vectors stays in registers.
+typedef struct fk_rms_rows_shape {
+    int w;       // warps a row
+    int vpl;     // vectors a thread
+    int threads; // block size, a multiple of 32 w
+} fk_rms_rows_shape;
+
+// Vectors a row of the shape holds.
+static inline int64_t fk_rms_rows_cap(fk_rms_rows_shape s) { return (int64_t)s.vpl * 32 * s.w; }
+
+// The kernels' preconditions for a row of nvec vectors (exact: the row fills the shape's vectors, no tail).
+// Named barriers 1..15 hold one group each (W > 1); 512 threads is __launch_bounds__; the forward's
+// tail instances at VPL >= 8 spilled (ptxas, 128-register cap), so there VPL >= 8 needs an exact row.
+static inline int fk_rms_rows_valid(fk_rms_rows_shape s, int64_t nvec, int exact, int bwd) {
+    if (s.w < 1 || s.vpl < 1 || s.threads < 32 * s.w || s.threads > 512 || s.threads % (32 * s.w) != 0) return 0;
+    if (s.w > 1 && s.threads / (32 * s.w) > 15) return 0;
+    if (nvec < 1 || nvec > fk_rms_rows_cap(s)) return 0;
+    if (!bwd && s.vpl >= 8 && !exact) return 0;
+    return 1;
+}
+
+// The measured rules, by row width in 16-byte vectors (bf16: hidden / 8). Measured on an H200, run of
+// 2026-11-30, bench/next_ops.sh, commit d3c1cfc (bf16, 16,384 rows; the fastest shape of each row of
+// next_ops.log, GB/s in docs/PERF.md "GPU: fused ops"). The forward with the residual add has its own
+// winners at 2048/4096/5120; the backward's are the same with and without dresidual_out.
+typedef struct fk_rms_rows_rule {
+    int64_t           nvec; // measured row width
+    fk_rms_rows_shape s;
+} fk_rms_rows_rule;
+static const fk_rms_rows_rule fk_rms_rows_fwd[] = {
+    {256, {4, 2, 512}},   // 3226 GB/s (production block-per-row 2692)
+    {512, {8, 2, 512}},   // 3262 (2878)
+    {640, {4, 5, 512}},   // 3473 (2808)
+    {1024, {16, 2, 512}}, // 3603 (2898)
+};
+static const fk_rms_rows_rule fk_rms_rows_fwd_res[] = {
+    {256, {4, 2, 256}},   // 3492 (3238)
+    {512, {5, 4, 480}},   // 3683 (3348); a tail instance (its rows hold 640 vectors)
+    {640, {10, 2, 320}},  // 3736 (3296)
+    {1024, {16, 2, 512}}, // 3739 (3413)
+};
+static const fk_rms_rows_rule fk_rms_rows_bwd[] = {
+    {256, {4, 2, 512}},   // 2907 / with dresidual_out 3523 (2101 / 2385)
+    {512, {8, 2, 512}},   // 3112 / 3723 (2205 / 2465)
+    {640, {10, 2, 320}},  // 2378 / 2973 (1896 / 2103)
+    {1024, {16, 2, 512}}, // 2910 / 3593 (1670 / 1819)
+};
+
+// The rule for a row of nvec vectors: of the rules valid for it, the one measured nearest to nvec (the smaller
+// on a tie). 0 when none is valid (nvec > 1024): the block-per-row kernels take the row.
+static inline int fk_rms_rows_pick(int64_t nvec, int bwd, int residual, fk_rms_rows_shape *out) {
+    const fk_rms_rows_rule *r = bwd ? fk_rms_rows_bwd : residual ? fk_rms_rows_fwd_res : fk_rms_rows_fwd;
+    const int               n = 4;
+    int                     best = -1;
+    int64_t                 best_d = 0;
+    for (int i = 0; i < n; i++) {
+        if (!fk_rms_rows_valid(r[i].s, nvec, nvec == fk_rms_rows_cap(r[i].s), bwd)) continue;
+        const int64_t d = r[i].nvec > nvec ? r[i].nvec - nvec : nvec - r[i].nvec;
+        if (best < 0 || d < best_d) best = i, best_d = d;
+    }
+    if (best < 0) return 0;
+    *out = r[best].s;
+    return 1;
+}
+
+// --- RoPE: the per-token kernel --------------------------------------------------------------------------
+// rope_tok_kernel covers: half-split, fp32 tables or computed angles, 16-byte vectors everywhere (every
+// pointer aligned, every stride and half and the unrotated tail multiples of the vector), half <= 256 (the
+// inverse frequencies travel in the kernel parameters), and 32-bit head offsets and token counts. Anything
+// else runs rope_kernel.
+#define FK_ROPE_TOK_HALF_MAX 256
+static inline int fk_rope_tok_covers(const fk_rope_problem *p, int64_t es) {
+    const int64_t V = 16 / es, half = p->rotary_dim / 2, htot = p->nheads_q + (p->k ? p->nheads_k : 0);
+    const void   *ptr[4] = {p->q, p->q_out, p->k, p->k_out};
+    const int64_t st[12] = {p->q_bs, p->q_ss, p->q_hs, p->q_out_bs, p->q_out_ss, p->q_out_hs,
+                            p->k_bs, p->k_ss, p->k_hs, p->k_out_bs, p->k_out_ss, p->k_out_hs};
+    if (p->interleaved || half % V != 0 || (p->head_dim - p->rotary_dim) % V != 0 || half > FK_ROPE_TOK_HALF_MAX)
+        return 0;
+    if (p->cos_tab && p->cs_dtype != FK_DTYPE_F32) return 0;
+    for (int i = 0; i < 4; i++)
+        if (ptr[i] && (uintptr_t)ptr[i] % 16 != 0) return 0;
+    for (int i = 0; i < (p->k ? 12 : 6); i++)
+        if (st[i] % V != 0) return 0;
+    const int64_t lim = (int64_t)1 << 31;
+    if (p->batch * p->seqlen >= lim || htot * (p->head_dim + p->q_hs + p->q_out_hs) >= lim) return 0;
+    if (p->k && htot * (p->k_hs + p->k_out_hs) >= lim) return 0;
+    return 1;
+}
+
+// --- SwiGLU: one flat array ------------------------------------------------------------------------------
+// swiglu_flat_kernel covers n elements of contiguous operands (the caller merged the rows), every pointer
+// 16-byte aligned, n < 2^32 - 16 (32-bit offsets, one thread past the last whole vector).
+static inline int fk_swiglu_flat_covers(const void *const *ptr, int nptr, int64_t n) {
+    if (n <= 0 || n >= ((int64_t)1 << 32) - 16) return 0;
+    for (int i = 0; i < nptr; i++)
+        if (ptr[i] && (uintptr_t)ptr[i] % 16 != 0) return 0;
+    return 1;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // FK_OPS_SELECT_H
