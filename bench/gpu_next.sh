@@ -2,19 +2,17 @@
 # gpu_next.sh — the candidates waiting for a GPU, in one device call on one H100/H200 (about 10-12 minutes):
 #   1. bench/next_ops.sh      fused ops: production selection vs alternatives: checks, GB/s   (issue 6)
 #   2. bench/next_fwd256.sh   attention forward D = 256 candidate vs production and FA2                  (issue 4)
-#   3. bench/next_bwd.sh      attention backward candidates (dev/cuda/attn_bwd_v2.cuh) vs production     (issue 5)
 # Each runs under its own time limit (OPS_LIMIT, FWD_LIMIT, BWD_LIMIT seconds) so the call ends inside its
 # lease; each writes its logs under one folder, packed into $OUT/next_logs.tgz (the device tool returns at most
-# 8 files); each one's short table is printed at the end. Steps can be named: bench/gpu_next.sh ops fwd bwd.
-# The backward harness takes ~6 minutes to build on 2 cores: build it on the device (default) or here with
-#   BUILD_DIR=build-bwd/dev ARCH=90 J=2 dev/cuda/build_bwd.sh   and carry build-bwd.
+# 8 files); each one's short table is printed at the end. Steps can be named: bench/gpu_next.sh ops fwd.
+# (The attention-backward candidates, issue 5, were decided in run 2: next_bwd.sh is gone; docs/PERF.md.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-$PWD/gpu_next_out}
 L=$(mktemp -d)
 mkdir -p "$FINAL"
 export JOBS=${JOBS:-$(nproc)} J=${J:-$(nproc)}
-steps=${*:-ops fwd bwd}
+steps=${*:-ops fwd}
 declare -a summary
 t0=$(date +%s)
 run_step() { # name, limit, script...
@@ -28,8 +26,7 @@ for s in $steps; do
   case "$s" in
     ops) run_step ops "${OPS_LIMIT:-300}" bash bench/next_ops.sh ;;
     fwd) run_step fwd "${FWD_LIMIT:-240}" bash bench/next_fwd256.sh ;;
-    bwd) run_step bwd "${BWD_LIMIT:-300}" bash bench/next_bwd.sh ;;
-    *) echo "unknown step $s (ops, fwd, bwd)"; exit 2 ;;
+    *) echo "unknown step $s (ops, fwd)"; exit 2 ;;
   esac
 done
 tar czf "$FINAL/next_logs.tgz" -C "$L" . 2>/dev/null

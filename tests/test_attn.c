@@ -405,6 +405,12 @@ static int build_cases(attn_case *cs) {
     // Everything at once.
     cs[n++] = (attn_case){FIXED(0, 0, 0, 4, 2, 96), .nvar = 3, .lq = {90, 150, 7}, .lk = {120, 150, 30}, .causal = 1,
                           .win = 1, .wl = 64, .wr = -1, .softcap = 3.0f, .alibi = 2, .scale = 0.3f, .bwd = 1, .simd = 1};
+    // The D = 256 bucket (on sm_90 its own head-dim-split kernel, 64-row query blocks): head dims below the bucket
+    // (200, 192), causal and not, seqlen_q != seqlen_k both ways, GQA; the CUDA backward also runs deterministic.
+    cs[n++] = (attn_case){FIXED(1, 77, 203, 4, 2, 200), .causal = 1, .bwd = 1};
+    cs[n++] = (attn_case){FIXED(1, 203, 77, 2, 2, 192), .causal = 1, .bwd = 1};
+    cs[n++] = (attn_case){FIXED(2, 130, 90, 4, 1, 256), .causal = 1, .bwd = 1};
+    cs[n++] = (attn_case){FIXED(1, 90, 150, 2, 1, 200), .bwd = 1};
     return n;
 }
 

@@ -3,13 +3,18 @@
  *
  * Verdicts (kept up to date; numbers in docs/PERF.md, "GPU: attention backward"):
  *   v1 key-major FA2 schedule (S^T, dP^T in registers as the A operand of dV/dK; dS^T staged once for dQ),
- *      fp32 dQ accumulator with float2 atomics, counter-ordered adds when deterministic.
+ *      fp32 dQ accumulator with float2 atomics, counter-ordered adds when deterministic: production at D = 64/128,
+ *      and at D = 256 where the split kernel's shared memory does not fit.
+ *   head-dim split (src/cuda/attn_bwd_d256.cuh; issue-5 candidate "v2"): production at D = 256 on sm_90 (1.16-1.31x
+ *      v1's 16x128w8, H200). The other issue-5 candidates lost and were deleted (D = 64/128 split tiles 0.78-1.05x;
+ *      vectorized prep/convert 0.99-1.04x and wrong for head_dim % 8 == 0 below the bucket): docs/PERF.md.
  *
  *   attn_bwd_check check [filter]   every case through fk_cuda_attn_bwd (the library's dispatch) against a float64
  *                                   reference computed on the GPU (the forward too: o and lse come from it)
  *   attn_bwd_check small            one small case per kernel instance (for compute-sanitizer)
  *   attn_bwd_check det              deterministic mode: 10 runs bit-identical (and how far default runs differ)
- *   attn_bwd_check time             bf16 tile variants (main kernel) and the whole call on the BENCHMARKS.md grid
+ *   attn_bwd_check time [D]         the whole call and the main kernel of production's tiles and the remaining
+ *                                   alternative (D = 256: split vs 16x128w8), bf16, on the BENCHMARKS.md grid
  *
  * Tolerance (docs/HELPERS_COMMON.md): fp32 rel L2 <= 1e-5 (where the exact gradient is identically zero, max_abs
  * <= 1e-5 x the case's largest gradient); fp16/bf16 max_abs <= 2 * max_abs of the naive same-dtype backward (P, dP,
@@ -17,8 +22,8 @@
  * Gradients are poisoned with NaN first; NaN/Inf fails; the padding between rows must stay untouched.
  */
 #include "../../src/core/attn_internal.h"
+#include "../../src/cuda/attn_bwd_d256.cuh"
 #include "../../src/cuda/attn_bwd_impl.cuh"
-#include "attn_bwd_v2.h"
 
 #include <algorithm>
 #include <math.h>
@@ -333,8 +338,7 @@ static Stat compare(const std::vector<uint8_t> &got, const std::vector<double> &
     return st;
 }
 
-// cands == nullptr: the library's fk_cuda_attn_bwd; else each of the ncand candidates on the same reference.
-static int run_case(const Case &c, uint64_t seed, bool verbose, const BwdCand *const *cands = nullptr, int ncand = 0) {
+static int run_case(const Case &c, uint64_t seed, bool verbose) {
     char s[256];
     sig(c, s, sizeof s);
     const size_t     es = fk_dtype_size(c.dt);
@@ -426,15 +430,12 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, const BwdCand *c
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
 
-    int bad = 0;
-    for (int ci = 0; ci < (cands ? ncand : 1); ++ci) {
     for (void *g : {bf.dq, bf.dk, bf.dv})
         fill_bytes<<<256, 256>>>((uint8_t *)g, (g == bf.dq ? nq : nk) * es, 0xff);
     struct fk_context ctx = make_ctx();
     size_t            ws  = 0;
-    fk_status         st  = cands ? FK_STATUS_SUCCESS : fk_cuda_attn_bwd_select(&ctx, &p, &ws);
-    if (cands) ws = bwd_cand_ws_bytes(cands[ci], &p);
-    const std::string who = cands ? std::string(" [") + cands[ci]->name + " D" + std::to_string(cands[ci]->D) + "]" : "";
+    fk_status         st  = fk_cuda_attn_bwd_select(&ctx, &p, &ws);
+    int               bad = 0;
     if (st != FK_STATUS_SUCCESS) {
         printf("SKIP %s: %s\n", s, fk_last_error_message());
     } else {
@@ -443,19 +444,10 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, const BwdCand *c
             CK(cudaMalloc(&w, ws));
             fill_bytes<<<256, 256>>>((uint8_t *)w, (int64_t)ws, 0xff); // the kernels must not trust the workspace
         }
-        if (cands) {
-            const cudaError_t e = bwd_cand_run(cands[ci], &p, w, ctx.sm_count, 0, nullptr);
-            if (e != cudaSuccess) {
-                printf("FAIL %s%s: %s\n", s, who.c_str(), cudaGetErrorString(e));
-                bad = 1;
-                st  = FK_STATUS_CUDA_ERROR;
-            }
-        } else {
-            st = fk_cuda_attn_bwd(&ctx, &p, w, ws, nullptr);
-            if (st != FK_STATUS_SUCCESS) {
-                printf("FAIL %s: status %d %s\n", s, (int)st, fk_last_error_message());
-                bad = 1;
-            }
+        st = fk_cuda_attn_bwd(&ctx, &p, w, ws, nullptr);
+        if (st != FK_STATUS_SUCCESS) {
+            printf("FAIL %s: status %d %s\n", s, (int)st, fk_last_error_message());
+            bad = 1;
         }
         CK(cudaDeviceSynchronize());
         if (w) cudaFree(w);
@@ -506,9 +498,8 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, const BwdCand *c
                      (long long)sst.nonfinite, (long long)sst.pad_written);
             line += buf;
         }
-        if (!ok_all || verbose) printf("%s %s%s:%s\n", ok_all ? "ok  " : "FAIL", s, who.c_str(), line.c_str());
-        bad |= !ok_all;
-    }
+        if (!ok_all || verbose) printf("%s %s:%s\n", ok_all ? "ok  " : "FAIL", s, line.c_str());
+        bad = !ok_all;
     }
     for (double *x : {r.o, r.lse, r.dsum, r.dsum_lp, r.dq, r.dq_lp, r.dk, r.dk_lp, r.dv, r.dv_lp}) cudaFree(x);
     for (void *x : {bf.q, bf.k, bf.v, bf.o, bf.do_, bf.dq, bf.dk, bf.dv, (void *)bf.lse}) cudaFree(x);
@@ -688,10 +679,12 @@ struct Variant {
     int         BM;
 };
 #define VAR(D, BM, BN, NW, MINB) {D, #BM "x" #BN "w" #NW "b" #MINB, fk_cuda::launch_bwd_tc<D, BM, BN, NW, MINB, true>, BM}
+#define SPLITVAR(D, BM, BN, NW, SP, MINB) \
+    {D, "split " #BM "x" #BN "w" #NW "s" #SP "b" #MINB, fk_cuda::launch_bwd_split_tc<D, BM, BN, NW, SP, MINB, true>, BM}
+// Production's tiles (BwdTile, BwdSplitTile) and the D = 256 fallback; the other tiles measured in runs 1-2 and
+// the issue-5 candidates are in docs/PERF.md. The split kernel needs sm_90 (its body is empty below).
 static const Variant kVariants[] = {
-    VAR(64, 64, 128, 8, 1), VAR(64, 32, 128, 8, 2), VAR(64, 64, 128, 8, 2), VAR(64, 32, 64, 4, 2),
-    VAR(64, 64, 64, 4, 2),  VAR(128, 64, 128, 8, 1), VAR(128, 32, 64, 4, 2), VAR(256, 16, 128, 8, 1),
-    VAR(256, 32, 64, 4, 1),
+    VAR(64, 32, 128, 8, 2), VAR(128, 64, 128, 8, 1), VAR(256, 16, 128, 8, 1), SPLITVAR(256, 64, 64, 8, 4, 1),
     {0, nullptr, nullptr, 0}};
 
 static float time_ms(std::function<void()> fn, int reps = 30) {
@@ -737,7 +730,7 @@ static int cmd_time(int only_d) {
                     if (!det) {
                         // main kernel alone, for each variant (prep + convert are the same for all)
                         for (const Variant &var : kVariants) {
-                            if (var.D != D) continue;
+                            if (var.D != D || (!strncmp(var.name, "split", 5) && ctx.cc_major < 9)) continue;
                             fk_cuda::BwdParams f;
                             memset(&f, 0, sizeof f);
                             const fk_attn_problem &p = pr.p;
@@ -769,99 +762,6 @@ static int cmd_time(int only_d) {
     return 0;
 }
 
-// ---- candidates (dev/cuda/attn_bwd_v2.cu) ----------------------------------------------------------------
-
-static int bucket_d(int d) { return d <= 64 ? 64 : d <= 128 ? 128 : d <= 256 ? 256 : 0; }
-
-// Every case of all_cases() that some candidate supports (fp16/bf16, its bucket, its shared memory fits), run
-// once per such candidate against one reference. cand_filter: substring of "name D<d>".
-static int cmd_check2(const char *filter, const char *cand_filter, bool verbose) {
-    struct fk_context ctx = make_ctx();
-    int               n = 0, bad = 0, runs = 0;
-    uint64_t          seed = 1;
-    for (const Case &c : all_cases()) {
-        char s[256];
-        sig(c, s, sizeof s);
-        ++seed;
-        if (filter && !strstr(s, filter)) continue;
-        std::vector<const BwdCand *> cs;
-        for (const BwdCand *k = kBwdCands; k->name; ++k) {
-            const std::string nm = std::string(k->name) + " D" + std::to_string(k->D);
-            if (cand_filter && !strstr(nm.c_str(), cand_filter)) continue;
-            if (c.dt != FK_DTYPE_F32 && bucket_d(c.D) == k->D && k->smem <= ctx.max_smem_optin) cs.push_back(k);
-        }
-        if (cs.empty()) continue;
-        bad += run_case(c, seed, verbose, cs.data(), (int)cs.size());
-        ++n, runs += (int)cs.size();
-    }
-    for (const BwdCand *k = kBwdCands; k->name; ++k)
-        if (k->smem > ctx.max_smem_optin)
-            printf("SKIP candidate %s D%d: %d bytes of shared memory, the device allows %d\n", k->name, k->D, k->smem,
-                   ctx.max_smem_optin);
-    printf("check2: %d cases, %d candidate runs, %d cases failed\n", n, runs, bad);
-    return bad ? 1 : 0;
-}
-
-// Candidates beside production on the BENCHMARKS grid (bf16, B*S = 16384, H*D = 2048, deterministic off):
-// the whole call (prep + main + convert) against fk_cuda_attn_bwd, and the main kernel alone against
-// production's main kernel alone. The last lines (T2 ...) are the summary table bench/next_bwd.sh prints.
-static int cmd_time2(int only_d, const char *cand_filter) {
-    struct fk_context        ctx = make_ctx();
-    std::vector<std::string> table;
-    char                     line[256];
-    for (int D : {64, 128, 256})
-        for (int S : {2048, 8192})
-            for (int causal : {0, 1}) {
-                if (only_d && D != only_d) continue;
-                const int    B = 16384 / S, H = 2048 / D;
-                const double flops = 2.5 * 4.0 * B * H * (double)S * S * D / (causal ? 2 : 1);
-                Problem      pr    = make_problem(FK_DTYPE_BF16, B, S, H, H, D, causal, 0);
-                const float  lib   = time_ms([&] {
-                    if (fk_cuda_attn_bwd(&ctx, &pr.p, pr.ws, pr.ws_bytes, nullptr) != FK_STATUS_SUCCESS) {
-                        printf("time2: %s\n", fk_last_error_message());
-                        exit(1);
-                    }
-                });
-                float prod_main = 0;
-                for (const BwdCand *k = kBwdCands; k->name; ++k)
-                    if (k->D == D && k->prod) {
-                        // the production main kernel alone (workspace prepared by one whole call first)
-                        void *w;
-                        CK(cudaMalloc(&w, bwd_cand_ws_bytes(k, &pr.p)));
-                        CK(bwd_cand_run(k, &pr.p, w, ctx.sm_count, 0, nullptr));
-                        prod_main = time_ms([&] { CK(bwd_cand_run(k, &pr.p, w, ctx.sm_count, 1, nullptr)); });
-                        CK(cudaFree(w));
-                    }
-                snprintf(line, sizeof line, "T2 %-18s %4d %6d %2d %9.1f %6.2f %9.1f %6.2f", "production", D, S, causal,
-                         flops / lib * 1e-9, 1.0, flops / prod_main * 1e-9, 1.0);
-                table.push_back(line);
-                for (const BwdCand *k = kBwdCands; k->name; ++k) {
-                    if (k->D != D) continue;
-                    const std::string nm = std::string(k->name) + " D" + std::to_string(k->D);
-                    if (cand_filter && !strstr(nm.c_str(), cand_filter)) continue;
-                    if (k->smem > ctx.max_smem_optin) {
-                        printf("skip %s D%d: %d bytes of shared memory\n", k->name, k->D, k->smem);
-                        continue;
-                    }
-                    void *w;
-                    CK(cudaMalloc(&w, bwd_cand_ws_bytes(k, &pr.p)));
-                    const float whole = time_ms([&] { CK(bwd_cand_run(k, &pr.p, w, ctx.sm_count, 0, nullptr)); });
-                    const float mk    = time_ms([&] { CK(bwd_cand_run(k, &pr.p, w, ctx.sm_count, 1, nullptr)); });
-                    CK(cudaFree(w));
-                    snprintf(line, sizeof line, "T2 %-18s %4d %6d %2d %9.1f %6.2f %9.1f %6.2f", k->name, D, S, causal,
-                             flops / whole * 1e-9, lib / whole, flops / mk * 1e-9, prod_main / mk);
-                    table.push_back(line);
-                    printf("%s\n", line);
-                    fflush(stdout);
-                }
-                free_problem(pr);
-            }
-    printf("\n## candidates (bf16, TFLOP/s; ratio = production time / candidate time; main = main kernel alone)\n");
-    printf("T2 %-18s %4s %6s %2s %9s %6s %9s %6s\n", "variant", "D", "S", "c", "whole", "ratio", "main", "ratio");
-    for (const std::string &l : table) printf("%s\n", l.c_str());
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "check";
     if (!strcmp(cmd, "check")) return cmd_check(argc > 2 ? argv[2] : nullptr, false);
@@ -869,10 +769,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "small")) return cmd_small();
     if (!strcmp(cmd, "det")) return cmd_det();
     if (!strcmp(cmd, "time")) return cmd_time(argc > 2 ? atoi(argv[2]) : 0);
-    if (!strcmp(cmd, "check2") || !strcmp(cmd, "check2v"))
-        return cmd_check2(argc > 2 && argv[2][0] ? argv[2] : nullptr, argc > 3 ? argv[3] : nullptr, cmd[6] == 'v');
-    if (!strcmp(cmd, "time2")) return cmd_time2(argc > 2 ? atoi(argv[2]) : 0, argc > 3 ? argv[3] : nullptr);
-    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | small | det | time [D] | check2[v] [filter] [cand] |"
-                    " time2 [D] [cand]\n", argv[0]);
+    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | small | det | time [D]\n", argv[0]);
     return 2;
 }

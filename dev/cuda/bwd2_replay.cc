@@ -1,8 +1,7 @@
-// Host replay of one bwd2_tc_kernel step (attn_bwd_v2.cuh): S^T, dP^T -> (P, dS := S, dP) -> sP/sDS ->
+// Host replay of one bwd_split_tc_kernel step (src/cuda/attn_bwd_d256.cuh; was bwd2_tc_kernel of the issue-5 candidates): S^T, dP^T -> (P, dS := S, dP) -> sP/sDS ->
 // dV/dK (ldmatrix A from sP/sDS, .trans B from dO/Q) and dQ (DQP passes, gacc column mapping), with the
 // kernel's address arithmetic, checked numerically against direct products. Integer data: exact sums.
-// Run every candidate tile: for c in "64 32 128 8 2" "64 64 128 8 2" "128 64 128 8 2" "128 32 128 8 2" "256 64 64 8 4" \
-//   "256 32 64 8 2"; do set -- $c; g++ -O2 -std=c++17 -DD=$1 -DBM=$2 -DBN=$3 -DNW=$4 -DSPLIT=$5 dev/cuda/bwd2_replay.cc -o /tmp/r && /tmp/r; done
+// Run the production tile (and any other): for c in "256 64 64 8 4"; do set -- $c; g++ -O2 -std=c++17 -DD=$1 -DBM=$2 -DBN=$3 -DNW=$4 -DSPLIT=$5 dev/cuda/bwd2_replay.cc -o /tmp/r && /tmp/r; done
 #include <cstdio>
 #include <cstdlib>
 #include <vector>

@@ -1,8 +1,10 @@
 /*
- * frag_sim.c — host-side simulation of the mma.m16n8k16 / ldmatrix lane layouts used by dev/cuda/attn_bwd_v2.cuh:
+ * frag_sim.c — host-side simulation of the mma.m16n8k16 / ldmatrix lane layouts used by src/cuda/attn_bwd_d256.cuh
+ * (bwd_split_tc_kernel, promoted from the issue-5 candidates):
  * checks that P^T / dS^T written from the S^T accumulators are read back as the right A operands (dV, dK), that
  * dS is read transposed as the A operand of dQ, and that Q / dO are the right B operands of S^T and of dK / dV.
- * Shared memory is simulated as an array of element labels. Build and run: cc -O1 dev/cuda/frag_sim.c && ./a.out (each candidate tile: bench/next_bwd.sh sim)
+ * Shared memory is simulated as an array of element labels. Build and run: cc -O1 dev/cuda/frag_sim.c && ./a.out (the production
+ * tile: cc -O1 -DD=256 -DBM=64 -DBN=64 -DNW=8 -DSPLIT=4 dev/cuda/frag_sim.c && ./a.out)
  */
 #include <stdio.h>
 #include <stdlib.h>

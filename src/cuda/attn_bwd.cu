@@ -1,16 +1,19 @@
 /*
  * attn_bwd.cu — CUDA attention backward: the selection function (supported? workspace?) and the launches.
- * Kernels live in attn_bwd_impl.cuh; the fp16/bf16 instances in gen/ (one file per head-dim bucket and dtype,
- * written by gen/generate_bwd.py from one list, attn_bwd_list.h, which also feeds the dispatch below).
+ * Kernels live in attn_bwd_impl.cuh (and attn_bwd_d256.cuh: the head-dim-split main kernel of the D = 256 bucket,
+ * chosen on sm_90 when its shared memory fits, see choose()); the fp16/bf16 instances in gen/ (one file per head-dim
+ * bucket and dtype, written by gen/generate_bwd.py from one list, attn_bwd_list.h, which also feeds the dispatch).
  *
  * Workspace (caller-owned, sized by fk_cuda_attn_bwd_select, every piece 256-byte aligned):
  *   dq_acc  fp32 [total_q, Hq, bucket]   fp16/bf16 only: dQ accumulated over key blocks
  *   dsum    fp32 [Hq, total_q]           rowsum(dO * O)
  *   lsef    fp32 [Hq, total_q]           the LSE, -inf mapped to +inf
- *   sem     int32 [B, Hq, query blocks]  fp16/bf16 with deterministic = 1: the order of dQ additions
+ *   sem     int32 [B, Hq, query blocks]  fp16/bf16 with deterministic = 1: the order of dQ additions (query
+ *                                        blocks of the BM of the main kernel that choose() picks)
  * No other memory is allocated.
  */
 #include "../core/attn_internal.h"
+#include "attn_bwd_d256.cuh"
 #include "attn_bwd_impl.cuh"
 #include "gen/attn_bwd_list.h"
 
@@ -22,6 +25,10 @@ namespace fk_cuda {
     cudaError_t attn_bwd_tc_d##d##_##name(const BwdParams &p, int nheads_kv, cudaStream_t stream);
 FK_ATTN_BWD_TC_VARIANTS(FK_DECLARE_BWD)
 #undef FK_DECLARE_BWD
+#define FK_DECLARE_BWD_SPLIT(d, name, is_bf16) \
+    cudaError_t attn_bwd_split_d##d##_##name(const BwdParams &p, int nheads_kv, cudaStream_t stream);
+FK_ATTN_BWD_SPLIT_VARIANTS(FK_DECLARE_BWD_SPLIT)
+#undef FK_DECLARE_BWD_SPLIT
 } // namespace fk_cuda
 
 using namespace fk_cuda;
@@ -47,8 +54,16 @@ bool built(int bucket) {
     return false;
 }
 
-int block_m(int bucket) {
-    switch (bucket) {
+// The main kernel of one call. The size query, the parameters and the launch all take it from choose(), so the
+// workspace (the deterministic counters are sized by the kernel's BM) always matches the kernel that runs.
+struct Choice {
+    int  bucket;
+    bool split; // attn_bwd_d256.cuh's head-dim-split kernel (BwdSplitTile) instead of bwd_tc_kernel (BwdTile)
+};
+
+int block_m(const Choice &c) {
+    if (c.split) return BwdSplitTile<256>::BM;
+    switch (c.bucket) {
     case 64: return BwdTile<64>::BM;
     case 128: return BwdTile<128>::BM;
     case 256: return BwdTile<256>::BM;
@@ -56,9 +71,13 @@ int block_m(int bucket) {
     return 1;
 }
 
-size_t smem_bytes(const fk_attn_problem *p, int bucket) {
+size_t smem_bytes(const fk_attn_problem *p, const Choice &c) {
     if (p->dtype == FK_DTYPE_F32) return bf32_smem_bytes((int)p->head_dim);
-    switch (bucket) {
+    if (c.split) {
+        using T = BwdSplitTile<256>;
+        return (size_t)BwdSplitShape<256, T::BM, T::BN, T::NW, T::SPLIT>::SMEM;
+    }
+    switch (c.bucket) {
 #define FK_BWD_SMEM(d) \
     case d: return (size_t)BwdShape<d, BwdTile<d>::BM, BwdTile<d>::BN, BwdTile<d>::NW>::SMEM;
         FK_BWD_SMEM(64)
@@ -69,6 +88,19 @@ size_t smem_bytes(const fk_attn_problem *p, int bucket) {
     return 0;
 }
 
+// D = 256, fp16/bf16: the head-dim-split kernel on sm_90 and newer when its 221 KB of shared memory fit (H100/H200:
+// 1.16-1.31x the 16x128w8 kernel, docs/PERF.md); its body is compiled for sm_90+ only. Elsewhere BwdTile<256>.
+Choice choose(const struct fk_context *ctx, const fk_attn_problem *p) {
+    Choice c;
+    c.bucket = bucket_of(p->head_dim);
+    c.split  = false;
+    if (p->dtype != FK_DTYPE_F32 && c.bucket == 256 && ctx->cc_major >= 9) {
+        using T = BwdSplitTile<256>;
+        c.split = (size_t)BwdSplitShape<256, T::BM, T::BN, T::NW, T::SPLIT>::SMEM <= (size_t)ctx->max_smem_optin;
+    }
+    return c;
+}
+
 size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 struct Layout {
@@ -76,12 +108,12 @@ struct Layout {
     int    n_mblocks;
 };
 
-Layout layout(const fk_attn_problem *p) {
+Layout layout(const fk_attn_problem *p, const Choice &c) {
     Layout       l;
     const bool   tc     = p->dtype != FK_DTYPE_F32;
-    const int    bucket = bucket_of(p->head_dim);
+    const int    bucket = c.bucket;
     const size_t rows   = (size_t)p->total_q * (size_t)p->nheads_q;
-    l.n_mblocks         = tc ? (int)((p->seqlen_q + block_m(bucket) - 1) / block_m(bucket)) : 0;
+    l.n_mblocks         = tc ? (int)((p->seqlen_q + block_m(c) - 1) / block_m(c)) : 0;
     l.dq_acc            = 0;
     l.dsum              = l.dq_acc + (tc ? align256(rows * bucket * sizeof(float)) : 0);
     l.lsef              = l.dsum + align256(rows * sizeof(float));
@@ -95,7 +127,7 @@ bool aligned16(const void *ptr, int64_t s0, int64_t s1, int64_t s2) {
 }
 int64_t clamp_window(int64_t w) { return w < 0 ? -1 : (w > kMaxWindow ? kMaxWindow : w); }
 
-BwdParams make_params(const fk_attn_problem *p, void *ws) {
+BwdParams make_params(const fk_attn_problem *p, const Choice &c, void *ws) {
     BwdParams f;
     memset(&f, 0, sizeof f);
     f.q = p->q, f.k = p->k, f.v = p->v, f.o = p->o, f.do_ = p->do_;
@@ -129,7 +161,7 @@ BwdParams make_params(const fk_attn_problem *p, void *ws) {
     f.vec_out = aligned16(p->dq, p->dq_bs, p->dq_rs, p->dq_hs) && aligned16(p->dk, p->dk_bs, p->dk_rs, p->dk_hs) &&
                 aligned16(p->dv, p->dv_bs, p->dv_rs, p->dv_hs);
     f.deterministic = p->deterministic ? 1 : 0;
-    const Layout l  = layout(p);
+    const Layout l  = layout(p, c);
     char        *w  = (char *)ws;
     f.dq_acc        = p->dtype != FK_DTYPE_F32 ? (float *)(w + l.dq_acc) : NULL;
     f.dsum          = (float *)(w + l.dsum);
@@ -137,7 +169,7 @@ BwdParams make_params(const fk_attn_problem *p, void *ws) {
     f.sem           = p->dtype != FK_DTYPE_F32 && p->deterministic ? (int *)(w + l.sem) : NULL;
     f.total_q       = p->total_q;
     f.total_k       = p->total_k;
-    f.acc_d         = bucket_of(p->head_dim);
+    f.acc_d         = c.bucket;
     f.n_mblocks     = l.n_mblocks;
     return f;
 }
@@ -148,8 +180,8 @@ unsigned grid_1d(int64_t work, int per_block, int sms) {
     return (unsigned)(g < 1 ? 1 : g);
 }
 
-cudaError_t launch(const struct fk_context *ctx, const fk_attn_problem *p, const BwdParams &f, const Layout &l,
-                   cudaStream_t st) {
+cudaError_t launch(const struct fk_context *ctx, const fk_attn_problem *p, const Choice &c, const BwdParams &f,
+                   const Layout &l, cudaStream_t st) {
     if (p->total_q == 0 && p->total_k == 0) return cudaSuccess;
     const int   dt  = p->dtype == FK_DTYPE_F32 ? 0 : p->dtype == FK_DTYPE_F16 ? 1 : 2;
     const int   sms = ctx->sm_count > 0 ? ctx->sm_count : 132;
@@ -182,13 +214,17 @@ cudaError_t launch(const struct fk_context *ctx, const fk_attn_problem *p, const
         return cudaSuccess;
     }
     const bool bf16   = dt == 2;
-    const int  bucket = bucket_of(p->head_dim);
+    const int  bucket = c.bucket;
     e                 = cudaErrorNotSupported;
     if (f.seqlen_k > 0) {
 #define FK_DISPATCH_BWD(d, name, is_bf16) \
-    if (bucket == d && bf16 == (is_bf16 != 0)) e = attn_bwd_tc_d##d##_##name(f, (int)p->nheads_kv, st);
+    if (!c.split && bucket == d && bf16 == (is_bf16 != 0)) e = attn_bwd_tc_d##d##_##name(f, (int)p->nheads_kv, st);
         FK_ATTN_BWD_TC_VARIANTS(FK_DISPATCH_BWD)
 #undef FK_DISPATCH_BWD
+#define FK_DISPATCH_BWD_SPLIT(d, name, is_bf16) \
+    if (c.split && bucket == d && bf16 == (is_bf16 != 0)) e = attn_bwd_split_d##d##_##name(f, (int)p->nheads_kv, st);
+        FK_ATTN_BWD_SPLIT_VARIANTS(FK_DISPATCH_BWD_SPLIT)
+#undef FK_DISPATCH_BWD_SPLIT
         if (e != cudaSuccess) return e;
     }
     if (p->total_q > 0) {
@@ -228,12 +264,13 @@ extern "C" fk_status fk_cuda_attn_bwd_select(const struct fk_context *ctx, const
                         (long long)p->batch, (long long)p->nheads_q);
     if (p->lse == NULL)
         return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "attn_bwd: lse is required by the backward");
-    const size_t smem = smem_bytes(p, bucket);
+    const Choice c    = choose(ctx, p);
+    const size_t smem = smem_bytes(p, c);
     if (smem > (size_t)ctx->max_smem_optin)
         return fk_error(FK_STATUS_NOT_SUPPORTED_HEAD_DIM,
                         "attn_bwd: head_dim %lld needs %zu bytes of shared memory per block; cuda:%d allows %d",
                         (long long)p->head_dim, smem, ctx->device.index, ctx->max_smem_optin);
-    *ws_bytes = layout(p).total;
+    *ws_bytes = layout(p, c).total;
     return FK_STATUS_SUCCESS;
 }
 
@@ -251,8 +288,9 @@ extern "C" fk_status fk_cuda_attn_bwd(const struct fk_context *ctx, const fk_att
     if (prev != ctx->device.index && (e = cudaSetDevice(ctx->device.index)) != cudaSuccess)
         return fk_error(FK_STATUS_CUDA_ERROR, "attn_bwd: cudaSetDevice(%d): %s", ctx->device.index,
                         cudaGetErrorString(e));
-    const BwdParams f = make_params(p, ws);
-    e                 = launch(ctx, p, f, layout(p), (cudaStream_t)stream);
+    const Choice    c = choose(ctx, p);
+    const BwdParams f = make_params(p, c, ws);
+    e                 = launch(ctx, p, c, f, layout(p, c), (cudaStream_t)stream);
     if (prev != ctx->device.index) cudaSetDevice(prev);
     if (e == cudaErrorNotSupported)
         return fk_error(FK_STATUS_NOT_SUPPORTED_HEAD_DIM, "attn_bwd: no kernel built for head_dim %lld",

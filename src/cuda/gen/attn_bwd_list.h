@@ -12,6 +12,11 @@
     X(256, f16, 0) \
     X(256, bf16, 1) \
 
+// X(head_dim_bucket, dtype_name, is_bf16): buckets with the head-dim-split kernel (attn_bwd_d<d>.cuh)
+#define FK_ATTN_BWD_SPLIT_VARIANTS(X) \
+    X(256, f16, 0) \
+    X(256, bf16, 1) \
+
 #define FK_ATTN_BWD_BUCKETS {64, 128, 256}
 
 #ifdef FK_ATTN_BWD_ONLY_D

@@ -7,10 +7,15 @@ Buckets are coarser than the forward's (64, 128, 256): every instance holds one 
 compiles them all; a head dim runs in the smallest bucket that holds it, its tail zero-filled.
 Subset builds: -DCMAKE_CUDA_FLAGS=-DFK_ATTN_BWD_ONLY_D=128 compiles only that bucket; the others answer
 FK_STATUS_NOT_SUPPORTED_HEAD_DIM ("not built").
+
+SPLIT_BUCKETS also get the head-dim-split kernel (attn_bwd_d<d>.cuh, BwdSplitTile<d>) in the same file, declared
+through FK_ATTN_BWD_SPLIT_VARIANTS; attn_bwd.cu picks it on sm_90 when its shared memory fits (body compiled for
+sm_90+ only), else the bucket's BwdTile kernel.
 """
 import os
 
 BUCKETS = [64, 128, 256]
+SPLIT_BUCKETS = [256]
 DTYPES = [("f16", "false"), ("bf16", "true")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,6 +26,9 @@ def main():
     lines = [HEADER, "#ifndef FK_CUDA_ATTN_BWD_LIST_H", "#define FK_CUDA_ATTN_BWD_LIST_H", "",
              "// X(head_dim_bucket, dtype_name, is_bf16)", "#define FK_ATTN_BWD_TC_VARIANTS(X) \\"]
     lines += ["    X(%d, %s, %d) \\" % (d, n, b == "true") for d in BUCKETS for n, b in DTYPES]
+    lines += ["", "// X(head_dim_bucket, dtype_name, is_bf16): buckets with the head-dim-split kernel (attn_bwd_d<d>.cuh)",
+              "#define FK_ATTN_BWD_SPLIT_VARIANTS(X) \\"]
+    lines += ["    X(%d, %s, %d) \\" % (d, n, b == "true") for d in SPLIT_BUCKETS for n, b in DTYPES]
     lines += ["", "#define FK_ATTN_BWD_BUCKETS {%s}" % ", ".join(str(d) for d in BUCKETS), "",
               "#ifdef FK_ATTN_BWD_ONLY_D", "#define FK_ATTN_BWD_BUILT(d) ((d) == FK_ATTN_BWD_ONLY_D)",
               "#else", "#define FK_ATTN_BWD_BUILT(d) 1", "#endif", "", "#endif // FK_CUDA_ATTN_BWD_LIST_H", ""]
@@ -28,8 +36,10 @@ def main():
         f.write("\n".join(lines))
     for d in BUCKETS:
         for name, bf16 in DTYPES:
+            split = d in SPLIT_BUCKETS
             src = (HEADER +
-                   '#include "../attn_bwd_impl.cuh"\n#include "attn_bwd_list.h"\n\n'
+                   ('#include "../attn_bwd_d%d.cuh"\n' % d if split else '#include "../attn_bwd_impl.cuh"\n') +
+                   '#include "attn_bwd_list.h"\n\n'
                    "namespace fk_cuda {\n"
                    "cudaError_t attn_bwd_tc_d%d_%s(const BwdParams &p, int nheads_kv, cudaStream_t stream) {\n"
                    "#if FK_ATTN_BWD_BUILT(%d)\n"
@@ -38,8 +48,17 @@ def main():
                    "#else\n"
                    "    return cudaErrorNotSupported;\n"
                    "#endif\n"
-                   "}\n"
-                   "} // namespace fk_cuda\n") % (d, name, d, d, d, bf16)
+                   "}\n") % (d, name, d, d, d, bf16)
+            if split:
+                src += ("cudaError_t attn_bwd_split_d%d_%s(const BwdParams &p, int nheads_kv, cudaStream_t stream) {\n"
+                        "#if FK_ATTN_BWD_BUILT(%d)\n"
+                        "    using T = BwdSplitTile<%d>;\n"
+                        "    return launch_bwd_split_tc<%d, T::BM, T::BN, T::NW, T::SPLIT, T::MINB, %s>(p, nheads_kv, stream);\n"
+                        "#else\n"
+                        "    return cudaErrorNotSupported;\n"
+                        "#endif\n"
+                        "}\n") % (d, name, d, d, d, bf16)
+            src += "} // namespace fk_cuda\n"
             with open(os.path.join(HERE, "attn_bwd_d%d_%s.cu" % (d, name)), "w") as f:
                 f.write(src)
 

@@ -1,160 +1,38 @@
 /*
- * attn_bwd_v2.cuh — candidate kernels for the CUDA attention backward (issue 5), instantiated only by
- * dev/cuda/attn_bwd_check.cu (`check2`, `time2`); production dispatch (BwdTile, attn_bwd.cu) is untouched.
+ * attn_bwd_d256.cuh — the CUDA attention backward's main kernel for the D = 256 bucket on sm_90 (H100/H200):
+ * warp groups of SPLIT warps share KP keys and split the head dimension for dK/dV (FA2's AtomLayoutNdKV), with P^T
+ * and dS^T staged through shared memory. Prep, dQ convert, workspace layout and the deterministic protocol are
+ * attn_bwd_impl.cuh's (bwd_prep_kernel, bwd_convert_kernel, per-(batch, head, query block) counters); only the
+ * counters' count differs, n_mblocks = ceil(seqlen_q / BM) with this kernel's BM (attn_bwd.cu's layout).
+ * Selected by attn_bwd.cu when cc >= 9.0 and its shared memory fits max_smem_optin; elsewhere the D = 256 bucket
+ * runs bwd_tc_kernel (BwdTile<256>, 16x128w8). Its body is compiled for sm_90 and newer only (below, empty).
  *
- * Verdict: written and compiled, NOT yet run on a GPU. Layouts checked on the host (dev/cuda/frag_sim.c). ptxas
- * spills: 0 B for every candidate except D = 128 64x128w8s2b1 on sm_90 (8 B) and D = 256 64x64w8s4b1 on sm_80 (4 B;
- * its 221 KB of shared memory only fits sm_90). Registers per candidate: docs/PERF.md.
+ * History: dev/cuda/attn_bwd_v2.cuh (issue 5, "v2 64x64w8s4b1"), promoted after run 2 of the backward candidates
+ * (H200, commit d3c1cfc): main kernel 1.16-1.31x production's 16x128w8 at D = 256, S 2048/8192, causal 0/1
+ * (docs/PERF.md, "GPU: attention backward"). ptxas sm_90: 255 registers, 0 B spills (16x128w8: 588 B).
  *
- * v2 main kernel (bwd2_tc_kernel): warp groups of SPLIT warps (2, or 4 at D = 256) share KP keys and split the
- * head dimension for dK/dV, as FA2's AtomLayoutNdKV does; P^T and dS^T are staged through shared memory.
- *   block   = BN keys of one KV head, NW warps = NW / SPLIT groups x SPLIT parts; walk as in v1 (group heads x
- *             the query blocks that see the keys, Q/dO/LSE/D double-buffered with cp.async).
- *   warp (grp, part), per BM-row step:
- *     1. S^T = K Q^T and dP^T = V dO^T over [KP keys of grp] x [BM / SPLIT queries of part] (K/V as the A
- *        operand, Q/dO as B: each warp reads only its 1/SPLIT of the query rows, where v1's 16-key split made
- *        every warp read all of Q and dO).
- *     2. P = exp2(S log2e - LSE log2e), dS = P (dP - D) in registers (mask, softcap, ALiBi as v1), written
- *        as 16-bit to sP / sDS ([BN keys][BM queries], pitch BM + 8: the 2t column pairs of one 8-row group hit
- *        banks 4g + t -> conflict-free 32-bit stores).
- *     3. barrier (the only one inside the step besides the top-of-step one: the same two as v1).
- *     4. dV += P^T dO and dK += dS^T Q over [KP keys] x [D / SPLIT dims of part]: A = P^T / dS^T rows of the
- *        group from shared (ldmatrix), B = dO / Q (ldmatrix.trans), only this warp's D / SPLIT columns.
- *     5. dQ = dS K over all warps (rows x head dim), as v1; float2 atomics (or the deterministic ordered add).
- *   dK/dV accumulators: KP x D / SPLIT x 2 fp32 per warp = KP * D / (16 * SPLIT) registers per lane;
- *   S^T/dP^T: KP x BM / SPLIT x 2 / 32 registers, dead before step 4 (v1 kept them live through dV/dK).
- *
- * Counting (per warp, one BM-row step; ldmatrix = .x4; D = 128, BM = 64, BN = 128, NW = 8, SPLIT = 2, KP = 32):
- *                      v1 (64x128w8, 16 keys/warp)      v2 (64x128w8s2, 32 keys x 64 dims / warp)
- *   S^T + dP^T         128 mma, 80 ldmatrix (Q,dO: 64)   128 mma, 64 ldmatrix (K,V: 32; Q,dO: 32)
- *   dV + dK            128 mma, 64 ldmatrix              128 mma, 48 ldmatrix (P,dS: 16; dO,Q: 32)
- *   P, dS to shared    dS only: 16 st.shared.b32         P and dS: 32 st.shared.b32
- *   dQ                  64 mma, 40 ldmatrix              64 mma, 40 ldmatrix (unchanged)
- *   total              320 mma, 184 ldmatrix             320 mma, 152 ldmatrix (-17%; 78 KB of shared reads
- *                                                        per warp, 622 KB per block-step against ~750 KB)
- *   barriers/step      2                                 2
- *   registers          dK,dV 128 + S,dP 64 live together dK,dV 128; S,dP 64 dead before dV/dK (ptxas below)
- *   shared             158 KB (K,V 70; Q,dO x2 70; dS 18)  176 KB (+ sP 18 KB): sm_90 only at this tile
- * The halving is of the Q/dO B-operand re-reads (64 -> 32); K/V A reads double (16 -> 32) because a warp now
- * covers 32 keys. The gain expected is from registers (no spills, room for 2 blocks/SM at D = 64) rather than
- * from fewer shared bytes; whether that pays is exactly what the next GPU call measures.
- * D = 256 (SPLIT = 4, BN = 64, BM = 64): 32 keys x 64 dims per warp = 128 accumulator registers (v1: 256 + 596 B
- * of spills); shared 221 KB (sm_90 only). D = 256 with SPLIT = 2, BN = 64, BM = 32: 16 keys x 128 dims, 145 KB.
- *
- * v2 prep (bwd2_prep_kernel<DT, DB>): DB / 8 lanes per (token, head) row, 32 / (DB / 8) rows per warp at once,
- * one 16-byte load of O and of dO per lane (scalar tail when head_dim < DB or o/dO unaligned), a shuffle sum over
- * the row's lanes, the dQ accumulator row zeroed with two float4 stores per lane.
- * v2 convert (bwd2_convert_kernel<DT, DB>): one thread per 8 dims of a row, DB / 8 threads per row, no 64-bit
- * divisions but one per row (v1: three per 8 elements), two float4 loads and one 16-byte store.
+ * Per block: BN keys of one KV head, NW warps = NW / SPLIT groups x SPLIT parts, walking the group's query heads x
+ * the query blocks that see the keys (Q/dO/LSE/D double-buffered with cp.async). Warp (grp, part), per BM-row step:
+ *   1. S^T = K Q^T and dP^T = V dO^T over [KP keys of grp] x [BM / SPLIT queries of part] (K/V as the A operand).
+ *   2. P = exp2(S log2e - LSE log2e), dS = P (dP - D) in registers (mask, softcap, ALiBi as bwd_tc_kernel),
+ *      written as 16-bit to sP / sDS ([BN keys][BM queries], pitch BM + 8: conflict-free 32-bit stores).
+ *   3. barrier (two per step, as bwd_tc_kernel).
+ *   4. dV += P^T dO and dK += dS^T Q over [KP keys] x [D / SPLIT dims of part] (A from shared, B ldmatrix.trans).
+ *   5. dQ = dS K over all warps (rows x head dim), float2 atomics or the deterministic ordered add.
+ * D = 256, SPLIT = 4, BN = 64, BM = 64: 32 keys x 64 dims per warp = 128 accumulator registers; shared 221 KB.
+ * Host replays: dev/cuda/frag_sim.c (operand layouts), dev/cuda/bwd2_replay.cc (one step, numerically).
  */
-#ifndef FK_DEV_ATTN_BWD_V2_CUH
-#define FK_DEV_ATTN_BWD_V2_CUH
+#ifndef FK_CUDA_ATTN_BWD_D256_CUH
+#define FK_CUDA_ATTN_BWD_D256_CUH
 
-#include "../../src/cuda/attn_bwd_impl.cuh"
+#include "attn_bwd_impl.cuh"
 
 namespace fk_cuda {
-
-// ---------------------------------------------------------------------------------------------------------
-// prep v2
-// ---------------------------------------------------------------------------------------------------------
-
-// 8 values of a 16-bit tensor from element offset `off`, the first n valid (others 0); 16-byte load if vec.
-template <int DT>
-__device__ __forceinline__ void bwd2_ld8(const void *base, int64_t off, int n, bool vec, float (&x)[8]) {
-    if (vec && n == 8) {
-        const uint4     w = *reinterpret_cast<const uint4 *>((const uint16_t *)base + off);
-        const uint32_t  u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            x[2 * e]     = to_float<DT == 2>((uint16_t)(u[e] & 0xffffu));
-            x[2 * e + 1] = to_float<DT == 2>((uint16_t)(u[e] >> 16));
-        }
-    } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) x[e] = e < n ? bwd_ld<DT>(base, off + e) : 0.f;
-    }
-}
-
-// DT: 1 fp16, 2 bf16. DB: the head-dim bucket (row pitch of dq_acc). Any grid; 256 threads.
-template <int DT, int DB> __global__ void __launch_bounds__(256) bwd2_prep_kernel(const BwdParams p) {
-    constexpr int LPR = DB / 8, RPW = 32 / LPR; // lanes per row, rows per warp
-    static_assert(DB % 8 == 0 && LPR <= 32 && 32 % LPR == 0, "bucket");
-    const int  lane = threadIdx.x % 32, sub = lane % LPR, d0 = sub * 8;
-    const bool vec  = (uintptr_t)p.o % 16 == 0 && (uintptr_t)p.do_ % 16 == 0 && p.o_bs % 8 == 0 && p.o_rs % 8 == 0 &&
-                     p.o_hs % 8 == 0 && p.do_bs % 8 == 0 && p.do_rs % 8 == 0 && p.do_hs % 8 == 0;
-    const int     n     = max(0, min(8, p.head_dim - d0));
-    const int64_t nrows = p.total_q * p.nheads_q;
-    const int64_t step  = (int64_t)gridDim.x * 8 * RPW;
-    // every lane of the warp runs the same number of iterations (the shuffles below need all 32)
-    for (int64_t base = ((int64_t)blockIdx.x * 8 + threadIdx.x / 32) * RPW; base < nrows; base += step) {
-        const int64_t row = base + lane / LPR;
-        float         acc = 0.f;
-        int64_t       tok = 0;
-        int           h   = 0;
-        if (row < nrows) {
-            tok = row / p.nheads_q, h = (int)(row - tok * p.nheads_q);
-            int64_t b = 0, i = tok;
-            if (!p.cu_q) b = tok / p.seqlen_q, i = tok - b * p.seqlen_q;
-            float o[8], d[8];
-            bwd2_ld8<DT>(p.o, b * p.o_bs + i * p.o_rs + h * p.o_hs + d0, n, vec, o);
-            bwd2_ld8<DT>(p.do_, b * p.do_bs + i * p.do_rs + h * p.do_hs + d0, n, vec, d);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc = fmaf(o[e], d[e], acc);
-        }
-#pragma unroll
-        for (int off = LPR / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-        if (row < nrows) {
-            if (sub == 0) {
-                int64_t b = 0, i = tok;
-                if (!p.cu_q) b = tok / p.seqlen_q, i = tok - b * p.seqlen_q;
-                const float l = p.lse[b * p.lse_bs + h * p.lse_hs + i * p.lse_rs];
-                p.dsum[h * p.total_q + tok] = acc;
-                p.lsef[h * p.total_q + tok] = l == -INFINITY ? INFINITY : l;
-            }
-            float4 *z = reinterpret_cast<float4 *>(p.dq_acc + row * DB + d0);
-            z[0] = z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// convert v2: dq = scale * accumulator; DB / 8 threads per (token, head) row, 256 threads per block.
-// ---------------------------------------------------------------------------------------------------------
-
-template <int DT, int DB> __global__ void __launch_bounds__(256) bwd2_convert_kernel(const BwdParams p) {
-    constexpr int TPR = DB / 8, RPB = 256 / TPR;
-    const int64_t row = (int64_t)blockIdx.x * RPB + threadIdx.x / TPR;
-    if (row >= p.total_q * p.nheads_q) return;
-    const int     d0  = (threadIdx.x % TPR) * 8;
-    if (d0 >= p.head_dim) return;
-    const int64_t tok = row / p.nheads_q;
-    const int     h   = (int)(row - tok * p.nheads_q);
-    int64_t       b = 0, i = tok;
-    if (!p.cu_q) b = tok / p.seqlen_q, i = tok - b * p.seqlen_q;
-    const float4 *src = reinterpret_cast<const float4 *>(p.dq_acc + row * DB + d0);
-    const float4  x0 = __ldcs(src), x1 = __ldcs(src + 1); // read once: do not keep it in L2
-    const float   v[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    const int64_t o    = b * p.dq_bs + i * p.dq_rs + h * p.dq_hs + d0;
-    if (p.vec_out && d0 + 8 <= p.head_dim) {
-        uint4 w;
-        w.x = pack2<DT == 2>(v[0] * p.scale, v[1] * p.scale);
-        w.y = pack2<DT == 2>(v[2] * p.scale, v[3] * p.scale);
-        w.z = pack2<DT == 2>(v[4] * p.scale, v[5] * p.scale);
-        w.w = pack2<DT == 2>(v[6] * p.scale, v[7] * p.scale);
-        *reinterpret_cast<uint4 *>((uint16_t *)p.dq + o) = w;
-    } else {
-        for (int e = 0; e < 8 && d0 + e < p.head_dim; ++e) bwd_st<DT>(p.dq, o + e, v[e] * p.scale);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// main v2
-// ---------------------------------------------------------------------------------------------------------
 
 // c[MT][2 NP] += A B^T over K16 k-steps: A = MT 16-row tiles at a_addr (row pitch LD, A lane addresses),
 // B = NP 16-row tiles at b_addr ([n][k] rows, non-trans B lane addresses); ldmatrix.x4 for both.
 template <int MT, int NP, int K16, int LD, bool BF16>
-__device__ __forceinline__ void bwd2_gemm_abt(float (&c)[MT][2 * NP][4], uint32_t a_addr, uint32_t b_addr) {
+__device__ __forceinline__ void bwd_split_gemm_abt(float (&c)[MT][2 * NP][4], uint32_t a_addr, uint32_t b_addr) {
 #pragma unroll
     for (int ks = 0; ks < K16; ++ks) {
         uint32_t a[MT][4];
@@ -173,7 +51,7 @@ __device__ __forceinline__ void bwd2_gemm_abt(float (&c)[MT][2 * NP][4], uint32_
     }
 }
 
-template <int D, int BM, int BN, int NW, int SPLIT> struct Bwd2Shape {
+template <int D, int BM, int BN, int NW, int SPLIT> struct BwdSplitShape {
     static constexpr int NT = NW * 32, G = NW / SPLIT, KP = BN / G, MT = KP / 16;
     static constexpr int QW = BM / SPLIT, NS = QW / 8;  // queries per warp in S^T, its n-tiles
     static constexpr int DW = D / SPLIT, ND = DW / 8;   // dims per warp in dK/dV, its n-tiles
@@ -190,8 +68,11 @@ template <int D, int BM, int BN, int NW, int SPLIT> struct Bwd2Shape {
 };
 
 template <int D, int BM, int BN, int NW, int SPLIT, int MINB, bool BF16>
-__global__ void __launch_bounds__(NW * 32, MINB) bwd2_tc_kernel(const BwdParams p) {
-    using S          = Bwd2Shape<D, BM, BN, NW, SPLIT>;
+__global__ void __launch_bounds__(NW * 32, MINB) bwd_split_tc_kernel(const BwdParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+    (void)p; // never selected below sm_90 (attn_bwd.cu: use_split); not compiled there (4 B of spills on sm_80)
+#else
+    using S          = BwdSplitShape<D, BM, BN, NW, SPLIT>;
     constexpr int NT = S::NT, MT = S::MT, NS = S::NS, ND = S::ND, LD = S::LD, LDS = S::LDS;
     extern __shared__ __align__(16) uint16_t smem[];
     uint16_t *sK = smem, *sV = sK + BN * LD, *sQ = sV + BN * LD, *sdO = sQ + 2 * BM * LD, *sP = sdO + 2 * BM * LD;
@@ -305,8 +186,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd2_tc_kernel(const BwdParams 
             }
         } else {
             // two passes (S^T, then dP^T): half the operand registers live at once; same mma and ldmatrix counts
-            bwd2_gemm_abt<MT, S::QW / 16, D / 16, LD, BF16>(st, kA, qB + bo);
-            bwd2_gemm_abt<MT, S::QW / 16, D / 16, LD, BF16>(dp, kA + oV, qB + oDO + bo);
+            bwd_split_gemm_abt<MT, S::QW / 16, D / 16, LD, BF16>(st, kA, qB + bo);
+            bwd_split_gemm_abt<MT, S::QW / 16, D / 16, LD, BF16>(dp, kA + oV, qB + oDO + bo);
         }
 
         // 2. P and dS in place; element (mt, i, e): key wkey + 16 mt + g + 8 (e >> 1), query column
@@ -426,7 +307,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd2_tc_kernel(const BwdParams 
             }
         }
 
-        // 5. dQ (this step's part) = dS K: warp (wm, wn) owns rows wm*BM/WM.. and columns wn*D/WN.. (as v1), in
+        // 5. dQ (this step's part) = dS K: warp (wm, wn) owns rows wm*BM/WM.. and columns wn*D/WN.. (as bwd_tc_kernel), in
         //    DQP column passes of NQP n-tiles (DQP = 2 where registers are tight: 8 more ldmatrix of dS, half
         //    the accumulator registers). Deterministic: wait before the first pass, pass the turn after the last.
         constexpr int DQP = S::FUSE_SDP ? 1 : 2, NQP = S::NQ / DQP;
@@ -435,7 +316,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd2_tc_kernel(const BwdParams 
         const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
         int          *sem     = nullptr;
         if (p.deterministic) {
-            // as v1: wait for key blocks n_lo(mb)..j-1 to have added their parts (p.sem sized for this BM)
+            // as bwd_tc_kernel: wait for key blocks n_lo(mb)..j-1 to have added their parts (p.sem and
+            // n_mblocks sized for this BM by attn_bwd.cu's layout)
             int n_lo, n_hi;
             bwd_mblock_keys<BM, BN>(p, mb, s.sq, s.sk, n_lo, n_hi);
             sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
@@ -535,12 +417,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd2_tc_kernel(const BwdParams 
                 }
             }
         }
+#endif
 }
 
 template <int D, int BM, int BN, int NW, int SPLIT, int MINB, bool BF16>
-cudaError_t launch_bwd2_tc(const BwdParams &p, int nheads_kv, cudaStream_t stream) {
-    using S       = Bwd2Shape<D, BM, BN, NW, SPLIT>;
-    auto kernel   = bwd2_tc_kernel<D, BM, BN, NW, SPLIT, MINB, BF16>;
+cudaError_t launch_bwd_split_tc(const BwdParams &p, int nheads_kv, cudaStream_t stream) {
+    using S       = BwdSplitShape<D, BM, BN, NW, SPLIT>;
+    auto kernel   = bwd_split_tc_kernel<D, BM, BN, NW, SPLIT, MINB, BF16>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_k + BN - 1) / BN, nheads_kv, p.batch);
@@ -548,21 +431,11 @@ cudaError_t launch_bwd2_tc(const BwdParams &p, int nheads_kv, cudaStream_t strea
     return cudaGetLastError();
 }
 
-template <int DT, int DB> cudaError_t launch_bwd2_prep(const BwdParams &p, int sms, cudaStream_t stream) {
-    const int64_t rows = p.total_q * p.nheads_q, per_block = 8 * (32 / (DB / 8));
-    int64_t       g    = (rows + per_block - 1) / per_block;
-    g                  = g > (int64_t)sms * 16 ? (int64_t)sms * 16 : (g < 1 ? 1 : g);
-    bwd2_prep_kernel<DT, DB><<<(unsigned)g, 256, 0, stream>>>(p);
-    return cudaGetLastError();
-}
-template <int DT, int DB> cudaError_t launch_bwd2_convert(const BwdParams &p, cudaStream_t stream) {
-    const int64_t rows = p.total_q * p.nheads_q, per_block = 256 / (DB / 8);
-    const int64_t g    = (rows + per_block - 1) / per_block;
-    if (g == 0) return cudaSuccess;
-    bwd2_convert_kernel<DT, DB><<<(unsigned)g, 256, 0, stream>>>(p);
-    return cudaGetLastError();
-}
+
+// The production tile (run 2 of the candidates, H200: 64x64w8s4b1 1.16-1.31x, 32x64w8s2b1 1.05-1.11x).
+template <int D> struct BwdSplitTile;
+template <> struct BwdSplitTile<256> { static constexpr int BM = 64, BN = 64, NW = 8, SPLIT = 4, MINB = 1; };
 
 } // namespace fk_cuda
 
-#endif // FK_DEV_ATTN_BWD_V2_CUH
+#endif // FK_CUDA_ATTN_BWD_D256_CUH
