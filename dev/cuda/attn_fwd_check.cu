@@ -7,7 +7,11 @@
  *      same tile, +6-7% more from 128x128 (D=64) / 128x64 (D=128); PIPE 2 +1-4% at D=128; D=256 best at 64x64w4.
  *      Fragment prefetch (PIPE+4): no gain at D=64/128, 7x slower at D=256 (rejected). Tables: PERF.md.
  *   v3 D=256 candidate d256c (attn_fwd_d256.cuh: 128x64, 8 warps 4 rows x 2 halves, P through shared memory,
- *      100 instead of 144 ldmatrix.x4 per 256 MMAs): compiled spill-free sm_80/sm_90, NOT YET RUN on a GPU.
+ *      100 instead of 144 ldmatrix.x4 per 256 MMAs): H200, 2026-11-30 (bench/next_fwd256.sh, commit d3c1cfc):
+ *      vcheck 48 + 48 cases ok, memcheck/racecheck clean; p2 over 64x64w4p0 1.03-1.08x non-causal (S 512..16384),
+ *      0.93-0.98x causal at S <= 2048, 1.01-1.08x causal at S >= 4096; p0 below p2 in every row. PROMOTED: p2 is
+ *      the library's D = 256 PLAIN kernel on sm_90 where it won (use_d256_wide in src/cuda/attn_fwd.cu); `time`
+ *      still prints every D = 256 ratio against 64x64w4p0 (FwdTile<256, true>, the kernel everywhere else).
  *
  *   attn_fwd_check check [filter]   every case through fk_cuda_attn_fwd (the library's own dispatch) against a
  *                                   float64 reference computed on the GPU; prints one line per case.
@@ -412,6 +416,9 @@ static std::vector<Case> all_cases() {
             v.push_back({dt, 1, 1024, 1024, 2, 2, D, 1, -1, -1, 0, 0, 0, 1, 0, 0});
             v.push_back({dt, 1, 1, 1000, 4, 1, D, 0, -1, -1, 0, 0, 0, 1, 0, 0});
         }
+    // D = 256 causal at seqlen_k >= 4096: the wide PLAIN kernel on sm_90 (the non-causal aligned cases above too).
+    for (fk_dtype dt : {FK_DTYPE_BF16, FK_DTYPE_F16})
+        v.push_back({dt, 1, 300, 4100, 2, 1, 256, 1, -1, -1, 0, 0, 0, 1, 0, 0});
     return v;
 }
 
@@ -436,7 +443,8 @@ struct Variant {
     const char *name;
     LaunchFn    fn;     // bf16
     LaunchFn    fn_f16; // fp16, where vcheck also runs fp16 cases (the D = 256 candidates)
-    bool        prod;   // the production PLAIN kernel of this bucket (FwdTile<D, true>): `time` prints ratios to it
+    bool        prod;   // the bucket's table PLAIN kernel (FwdTile<D, true>): `time` prints ratios to it (D = 256
+                        // on sm_90: the wide d256c p2 replaces it where use_d256_wide says; ratios stay to 64x64)
 };
 // name: BRxBC w(warps) p(pipeline) and g (general kernel) or p (PLAIN kernel)
 #define VAR(D_, BR_, BC_, NW_, PLAIN_, PIPE_)                                                                \
@@ -626,13 +634,15 @@ static int cmd_vsmall(const char *filter) {
 }
 
 static int cmd_small() {
-    // one small case per kernel instance family: bf16/f16 per bucket, and f32
+    // one small case per kernel instance family: bf16/f16 per bucket (and D = 256's wide kernel), and f32
     int bad = 0;
     uint64_t seed = 100;
     for (fk_dtype dt : {FK_DTYPE_BF16, FK_DTYPE_F16, FK_DTYPE_F32})
         for (int D : {32, 64, 80, 128, 192, 256}) {
             bad += run_case({dt, 2, 70, 90, 2, 1, D, 1, -1, -1, 0, 0, 0, 1, 0, 0}, seed++, true);
             bad += run_case({dt, 3, 70, 90, 2, 2, D, 0, 20, 3, 10.f, 1, 1, 1, 3, 0}, seed++, true);
+            if (D == 256 && dt != FK_DTYPE_F32) // non-causal PLAIN: the wide kernel on sm_90 (use_d256_wide)
+                bad += run_case({dt, 2, 150, 170, 2, 1, D, 0, -1, -1, 0, 0, 0, 1, 0, 0}, seed++, true);
         }
     printf("small: %d failed\n", bad);
     return bad ? 1 : 0;

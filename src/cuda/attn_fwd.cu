@@ -1,19 +1,28 @@
 /*
  * attn_fwd.cu — CUDA attention forward: the selection function (supported? workspace?) and the launch.
- * Kernels live in attn_fwd_impl.cuh; the fp16/bf16 instances in gen/ (one file per head-dim bucket and dtype,
- * written by gen/generate.py from one list, attn_fwd_list.h, which also feeds the dispatch below).
+ * Kernels live in attn_fwd_impl.cuh (and the wide D = 256 one in attn_fwd_d256.cuh); the fp16/bf16 instances in
+ * gen/ (one file per head-dim bucket and dtype, plus one per wide kernel and dtype, written by gen/generate.py
+ * from one list, attn_fwd_list.h, which also feeds the dispatch below).
  */
 #include "../core/attn_internal.h"
+#include "attn_fwd_d256.cuh"
 #include "attn_fwd_impl.cuh"
 #include "gen/attn_fwd_list.h"
 
 #include <cuda_runtime.h>
 
 namespace fk_cuda {
-#define FK_DECLARE_TC(d, name, is_bf16) \
-    cudaError_t attn_fwd_tc_d##d##_##name(const FwdParams &p, int batch, int nheads, cudaStream_t stream);
+// attn_fwd_<kind>_d<bucket>_<dtype>: kind tc = the bucket's general and FwdTile PLAIN kernels, wide = its wide
+// PLAIN kernel (gen/generate.py).
+#define FK_DECLARE(kind, d, name) \
+    cudaError_t attn_fwd_##kind##_d##d##_##name(const FwdParams &p, int batch, int nheads, cudaStream_t stream);
+#define FK_DECLARE_TC(d, name, is_bf16) FK_DECLARE(tc, d, name)
+#define FK_DECLARE_WIDE(d, name, is_bf16) FK_DECLARE(wide, d, name)
 FK_ATTN_FWD_TC_VARIANTS(FK_DECLARE_TC)
+FK_ATTN_FWD_WIDE_VARIANTS(FK_DECLARE_WIDE)
+#undef FK_DECLARE_WIDE
 #undef FK_DECLARE_TC
+#undef FK_DECLARE
 } // namespace fk_cuda
 
 using namespace fk_cuda;
@@ -96,15 +105,41 @@ FwdParams make_params(const fk_attn_problem *p) {
     return f;
 }
 
-cudaError_t launch(const fk_attn_problem *p, const FwdParams &f, cudaStream_t st) {
+// Which PLAIN kernel runs a D = 256 problem: the wide one (attn_fwd_d256.cuh, fwd_d256_kernel<BF16, 2>: 128x64
+// tile, 8 warps 4 x 2, P halves and row maxima through shared memory, two K buffers) or FwdTile<256, true>
+// (64x64 w4 p0). Measured on the H200, 2026-11-30, bench/next_fwd256.sh, commit d3c1cfc (bf16, B*S = 16384,
+// H = 8, CUDA events; docs/PERF.md, "D = 256 still falls short"), wide over 64x64 w4 p0:
+//   non-causal 1.03-1.08x at every S from 512 to 16384;
+//   causal     0.93-0.98x at S = 512..2048, 1.01-1.08x at S = 4096..16384.
+// So: no window at any length; causal (or any band unbounded on the left) when seqlen_k >= 4096, where each
+// query row sees many keys; a left window (sliding) was not measured and keeps 64x64. sm_90 only: the kernel
+// needs 189,440 B of shared memory (H100/H200), checked against the device, and was not measured on sm_80.
+// Varlen: seqlen_k is the longest sequence, so a batch of short causal sequences with one long one goes wide.
+constexpr int64_t kD256WideBandMinSeqlenK = 4096;
+
+bool use_d256_wide(const struct fk_context *ctx, const fk_attn_problem *p, const FwdParams &f) {
+    if (p->dtype == FK_DTYPE_F32 || head_dim_bucket(p->head_dim) != 256 || !f.plain) return false;
+    if (ctx->cc_major != 9 || ctx->max_smem_optin < D256Shape<2>::SMEM) return false;
+    if (p->window_left < 0 && p->window_right < 0) return true;
+    return p->window_left < 0 && p->seqlen_k >= kD256WideBandMinSeqlenK;
+}
+
+cudaError_t launch(const fk_attn_problem *p, const FwdParams &f, bool wide, cudaStream_t st) {
     const int batch = (int)p->batch, nh = (int)p->nheads_q;
     if (p->dtype == FK_DTYPE_F32) return launch_fwd_f32(f, batch, nh, st);
     const bool bf16   = p->dtype == FK_DTYPE_BF16;
     const int  bucket = head_dim_bucket(p->head_dim);
-#define FK_DISPATCH_TC(d, name, is_bf16)                                                                       \
-    if (bucket == d && bf16 == (is_bf16 != 0)) return attn_fwd_tc_d##d##_##name(f, batch, nh, st);
+#define FK_DISPATCH(kind, d, name, is_bf16)                                                                    \
+    if (bucket == d && bf16 == (is_bf16 != 0)) return attn_fwd_##kind##_d##d##_##name(f, batch, nh, st);
+#define FK_DISPATCH_TC(d, name, is_bf16) FK_DISPATCH(tc, d, name, is_bf16)
+#define FK_DISPATCH_WIDE(d, name, is_bf16) FK_DISPATCH(wide, d, name, is_bf16)
+    if (wide) {
+        FK_ATTN_FWD_WIDE_VARIANTS(FK_DISPATCH_WIDE)
+    }
     FK_ATTN_FWD_TC_VARIANTS(FK_DISPATCH_TC)
+#undef FK_DISPATCH_WIDE
 #undef FK_DISPATCH_TC
+#undef FK_DISPATCH
     return cudaErrorNotSupported;
 }
 
@@ -155,7 +190,7 @@ extern "C" fk_status fk_cuda_attn_fwd(const struct fk_context *ctx, const fk_att
         return fk_error(FK_STATUS_CUDA_ERROR, "attn_fwd: cudaSetDevice(%d): %s", ctx->device.index,
                         cudaGetErrorString(e));
     const FwdParams f = make_params(p);
-    e                 = launch(p, f, (cudaStream_t)stream);
+    e                 = launch(p, f, use_d256_wide(ctx, p, f), (cudaStream_t)stream);
     if (prev != ctx->device.index) cudaSetDevice(prev);
     if (e == cudaErrorNotSupported)
         return fk_error(FK_STATUS_NOT_SUPPORTED_HEAD_DIM, "attn_fwd: no kernel built for head_dim %lld",

@@ -1,10 +1,14 @@
 /*
- * attn_fwd_d256.cuh — CANDIDATE forward kernel for head dim 256 (issue 4). Dev only: instantiated by
- * dev/cuda/attn_fwd_check.cu (vcheck, time), never by the library, so production and CI compile time are
- * unchanged. Status: compiled spill-free for sm_80 and sm_90, not yet run on a GPU (docs/PERF.md, GPU, D = 256).
+ * attn_fwd_d256.cuh — the wide forward kernel for head dim 256 (issue 4), PLAIN problems only.
+ * Production since the H200 measurement (2026-11-30, bench/next_fwd256.sh, commit d3c1cfc; docs/PERF.md, GPU,
+ * D = 256): PIPE 2 (gen/attn_fwd_d256w_*.cu) runs on sm_90 for no window at any length and causal at
+ * seqlen_k >= 4096 (use_d256_wide in attn_fwd.cu); everything else keeps FwdTile<256, true> (64x64 w4 p0).
+ * dev/cuda/attn_fwd_check.cu times both pipelines (variants d256c-128x64w8p0 / p2) beside 64x64 w4 p0.
+ * ptxas (CUDA 13.0): spill-free on sm_80 and sm_90.
  *
- * Why: the production D = 256 kernel (64x64, 4 warps of 16 rows) feeds every K and V fragment into only 2 MMAs:
- * 144 ldmatrix.x4 per 256 MMAs per warp, and ncu shows the shared pipe as the busy unit (PERF.md).
+ * Why: the table D = 256 kernel (FwdTile<256, true>: 64x64, 4 warps of 16 rows) feeds every K and V fragment
+ * into only 2 MMAs: 144 ldmatrix.x4 per 256 MMAs per warp, and ncu shows the shared pipe as the busy unit
+ * (PERF.md).
  *
  * Arrangement: one block = 128 query rows x 64-key tiles, 8 warps in a 4 x 2 grid.
  *   warp = wc * 4 + wr: wr = row group (rows 32 wr .. 32 wr + 31, two m16 tiles), wc = half.
@@ -18,17 +22,18 @@
  *               The block barrier that already waits for V(n) also orders the sP stores before those loads.
  *
  * Counting, per warp and 64-key tile (256 MMAs m16n8k16 either way):
- *   production 64x64 w4 : S: 16 k-steps x (1 Q + 4 K) = 80; PV: 4 k-steps x 16 V = 64     -> 144 ldmatrix.x4
+ *   64x64 w4 (FwdTile)  : S: 16 k-steps x (1 Q + 4 K) = 80; PV: 4 k-steps x 16 V = 64     -> 144 ldmatrix.x4
  *   this kernel         : S: 16 k-steps x (2 Q + 2 K) = 64; PV: 4 k-steps x 8 V = 32, + 4 P -> 100 ldmatrix.x4
  *                         + 16 st.shared.b32 (own P half) + 4 st/ld of row maxima per 4 lanes: ~-28% wavefronts
  *   registers           : O 2 x 16 x 4 = 128 fp32; S 2 x 4 x 4 = 32; own P 16; max/sum 8; fragments 8-16
  *   shared (PIPE 0)     : Q 128 x 264 x 2 = 67,584; K and V 64 x 264 x 2 = 33,792 each; P 128 x 72 x 2 = 18,432;
  *                         maxima and sums 2 x 2 x 128 x 4 = 2,048 -> 155,648 B (A100 opt-in max 166,912: fits)
- *                         PIPE 2 (second K buffer) 189,440 B: H100/H200 only (launch fails on sm_80).
+ *                         PIPE 2 (second K buffer) 189,440 B: H100/H200 only (launch fails on sm_80; the
+ *                         library selects it only on sm_90 with enough opt-in shared memory).
  *   barriers per tile   : 2 block barriers (K(n) landed; V(n) landed, which also publishes P) + 1 pair barrier
- *                         (64 threads: row maxima). Production: 2 block barriers, with 2 blocks per SM.
+ *                         (64 threads: row maxima). 64x64 w4: 2 block barriers, with 2 blocks per SM.
  *   occupancy           : 1 block (8 warps) per SM by registers and shared memory — the same 8 warps per SM
- *                         as production's 2 x 4, but a block barrier now stalls all of them.
+ *                         as 64x64 w4's 2 x 4, but a block barrier now stalls all of them.
  *
  * Semantics: the PLAIN kernel's (no softcap, no ALiBi, scale > 0, head_dim == 256, 16-byte aligned q/k/v/o);
  * causal and windows through key_range (bottom-right aligned), varlen, GQA, LSE.

@@ -523,6 +523,9 @@ template <> struct FwdTile<256, false> { static constexpr int BR = 64, BC = 64, 
 template <> struct FwdTile<64, true> { static constexpr int BR = 128, BC = 128, NW = 4, PIPE = 0; };
 template <> struct FwdTile<128, true> { static constexpr int BR = 128, BC = 64, NW = 4, PIPE = 2; };
 template <> struct FwdTile<256, true> { static constexpr int BR = 64, BC = 64, NW = 4, PIPE = 0; };
+// D = 256 PLAIN on sm_90: a wide kernel (attn_fwd_d256.cuh, 128x64, 8 warps 4 x 2, PIPE 2) replaces the 64x64 one
+// for no window at any length and causal at seqlen_k >= 4096 (H200, 2026-11-30, bench/next_fwd256.sh, commit
+// d3c1cfc); the rule is use_d256_wide in attn_fwd.cu, the instances gen/attn_fwd_d256w_*.cu.
 
 // Buckets with a PLAIN kernel (the others run the general one for every problem).
 constexpr bool fwd_has_plain(int d) { return d == 64 || d == 128 || d == 256; }

@@ -3,7 +3,7 @@
 #ifndef FK_CUDA_ATTN_FWD_LIST_H
 #define FK_CUDA_ATTN_FWD_LIST_H
 
-// X(head_dim_bucket, dtype_name, is_bf16)
+// X(head_dim_bucket, dtype_name, is_bf16): attn_fwd_tc_d<bucket>_<dtype> (general + PLAIN kernels)
 #define FK_ATTN_FWD_TC_VARIANTS(X) \
     X(32, f16, 0) \
     X(32, bf16, 1) \
@@ -15,6 +15,12 @@
     X(128, bf16, 1) \
     X(192, f16, 0) \
     X(192, bf16, 1) \
+    X(256, f16, 0) \
+    X(256, bf16, 1) \
+
+
+// X(head_dim_bucket, dtype_name, is_bf16): attn_fwd_wide_d<bucket>_<dtype> (wide PLAIN kernel)
+#define FK_ATTN_FWD_WIDE_VARIANTS(X) \
     X(256, f16, 0) \
     X(256, bf16, 1) \
 
