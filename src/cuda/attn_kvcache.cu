@@ -66,6 +66,8 @@ struct KvParams {
     int64_t        rows;                        // batch * hq * sq
     float         *part_o, *part_lse;           // ns > 1: [ns, rows, D] and [ns, rows]
     bool           vec;                         // cache rows 16-byte aligned (pointers, strides, D)
+    int            es;                          // bytes per element
+    int64_t        units;                       // append: copy units (of the kernel's U) per row
 };
 
 // --- indices on the device -------------------------------------------------------------------------------
@@ -97,9 +99,10 @@ __device__ __forceinline__ int64_t key_row(const KvParams &p, int b, int64_t ent
 
 // --- append ----------------------------------------------------------------------------------------------
 
-// U: one copy unit (uint4 = 16 bytes when every row is aligned, else one element's bits). `units` per row.
-template <typename U> __global__ void __launch_bounds__(256) append_kernel(KvParams p, int64_t units, int es) {
-    const int64_t total  = (int64_t)p.batch * p.snew * p.hkv * units;
+// U: one copy unit (uint4 = 16 bytes when every row is aligned, else one element's bits), p.units per row.
+template <typename U> __global__ void __launch_bounds__(256) append_kernel(KvParams p) {
+    const int64_t units = p.units, es = p.es;
+    const int64_t total = (int64_t)p.batch * p.snew * p.hkv * units;
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += stride) {
         const int64_t c = t % units, row = t / units, h = row % p.hkv, bi = row / p.hkv;
@@ -173,7 +176,7 @@ template <typename T, int KD> __global__ void __launch_bounds__(kThreads, 4) spl
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int split = blockIdx.x, b = blockIdx.z, hk = blockIdx.y / p.nrb, r0 = (blockIdx.y % p.nrb) * kRows;
-    const int nrows = min(kRows, p.R - r0);
+    const int nrows = p.R - r0 < kRows ? p.R - r0 : kRows;
     int64_t   entry;
     const int64_t sk = seq_keys(p, b, entry);
 
@@ -342,10 +345,13 @@ template <typename T, int KD> __global__ void __launch_bounds__(kThreads, 4) spl
 
 // One warp per (b, h, i) row: weights w_s = exp(lse_s - max) of the ns partials (0 for -inf: never read), then
 // o = sum w_s o_s / sum w_s and lse = max + log(sum w_s). Every partial -inf: o = 0, lse = -inf.
+constexpr size_t kCombineSmem = sizeof(float) * kWarps * kMaxSplits;
+
 template <typename T> __global__ void __launch_bounds__(kThreads) combine_kernel(KvParams p) {
-    __shared__ float s_w[kWarps][kMaxSplits];
-    const int        lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int64_t    step = (int64_t)gridDim.x * kWarps;
+    extern __shared__ __align__(16) unsigned char smem[]; // kCombineSmem: the weights, [kWarps][kMaxSplits]
+    float (*s_w)[kMaxSplits] = reinterpret_cast<float (*)[kMaxSplits]>(smem);
+    const int     lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t step = (int64_t)gridDim.x * kWarps;
     for (int64_t row = (int64_t)blockIdx.x * kWarps + warp; row < p.rows; row += step) {
         const float *pl = p.part_lse + row;
         float        mx = -INFINITY;
@@ -454,6 +460,8 @@ KvParams make_params(const fk_attn_kv_problem *kp, const Plan &pl, void *ws) {
     char *base = ws ? (char *)(((uintptr_t)ws + 255) / 256 * 256) : NULL;
     f.part_o   = pl.ns > 1 ? (float *)base : NULL;
     f.part_lse = pl.ns > 1 ? (float *)(base + pl.part_lse_off) : NULL;
+    f.es    = (int)es;
+    f.units = 0;
     f.vec = aligned16(p->k, es, p->k_bs, p->k_rs, p->k_hs) && aligned16(p->v, es, p->v_bs, p->v_rs, p->v_hs) &&
             p->head_dim % (int64_t)(16 / es) == 0;
     return f;
@@ -464,29 +472,33 @@ int grid_for(int64_t work, int threads) {
     return g < 1 ? 1 : g > 65535 * 16 ? 65535 * 16 : (int)g; // the kernels are grid-stride loops
 }
 
-template <typename U> cudaError_t launch_append(const KvParams &f, int es, cudaStream_t st) {
-    const int64_t units = (int64_t)f.D * es / (int64_t)sizeof(U);
-    append_kernel<U><<<grid_for((int64_t)f.batch * f.snew * f.hkv * units, 256), 256, 0, st>>>(f, units, es);
-    return cudaGetLastError();
+// Every kernel takes the one KvParams; launched through cudaLaunchKernel (its return is the launch's status), so
+// the host replay dev/cuda/kvcache_replay.cc can run this file's host code and kernels on the CPU.
+cudaError_t launch(void (*kernel)(KvParams), dim3 grid, int threads, size_t smem, const KvParams &f, cudaStream_t st) {
+    void *args[] = {(void *)&f};
+    return cudaLaunchKernel((const void *)kernel, grid, dim3(threads), args, smem, st);
+}
+
+template <typename U> cudaError_t launch_append(KvParams f, cudaStream_t st) {
+    f.units = (int64_t)f.D * f.es / (int64_t)sizeof(U);
+    return launch(append_kernel<U>, dim3(grid_for((int64_t)f.batch * f.snew * f.hkv * f.units, 256)), 256, 0, f, st);
 }
 
 template <typename T, int KD> cudaError_t launch_split(const KvParams &f, const Plan &pl, cudaStream_t st) {
     if (pl.smem > 48 * 1024) {
-        const cudaError_t e =
-            cudaFuncSetAttribute(split_kernel<T, KD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem);
+        const cudaError_t e = cudaFuncSetAttribute((const void *)split_kernel<T, KD>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem);
         if (e != cudaSuccess) return e;
     }
-    split_kernel<T, KD><<<dim3(pl.ns, f.hkv * pl.nrb, f.batch), kThreads, pl.smem, st>>>(f);
-    return cudaGetLastError();
+    return launch(split_kernel<T, KD>, dim3(pl.ns, f.hkv * pl.nrb, f.batch), kThreads, pl.smem, f, st);
 }
 
 template <typename T> fk_status run_typed(const char *op, const KvParams &f, const Plan &pl, cudaStream_t st) {
     const cudaError_t e = f.D <= kThreads ? launch_split<T, 1>(f, pl, st) : launch_split<T, 2>(f, pl, st);
     FK_TRY(launch_result(op, "split_kernel", e));
-    if (pl.ns > 1) {
-        combine_kernel<T><<<grid_for(pl.rows, kWarps), kThreads, 0, st>>>(f);
-        FK_TRY(launch_result(op, "combine_kernel", cudaGetLastError()));
-    }
+    if (pl.ns > 1)
+        FK_TRY(launch_result(op, "combine_kernel",
+                             launch(combine_kernel<T>, dim3(grid_for(pl.rows, kWarps)), kThreads, kCombineSmem, f, st)));
     return FK_STATUS_SUCCESS;
 }
 
@@ -530,15 +542,15 @@ extern "C" fk_status fk_cuda_attn_fwd_kvcache(const struct fk_context *ctx, cons
     const KvParams     f  = make_params(p, pl, ws);
     const cudaStream_t st = (cudaStream_t)stream;
     const fk_dtype     dt = p->attn.dtype;
-    const int          es = (int)fk_dtype_size(dt);
+    const int          es = f.es;
 
     // The new rows first: the attention below reads them from the cache (same stream, so in order).
     if (f.snew > 0) {
         const fk_attn_kv *kv  = &p->kv;
         const bool        vec = f.vec && aligned16(kv->k_new, es, kv->kn_bs, kv->kn_rs, kv->kn_hs) &&
                          aligned16(kv->v_new, es, kv->vn_bs, kv->vn_rs, kv->vn_hs);
-        const cudaError_t e = vec ? launch_append<uint4>(f, es, st)
-                                  : es == 2 ? launch_append<uint16_t>(f, es, st) : launch_append<uint32_t>(f, es, st);
+        const cudaError_t e = vec ? launch_append<uint4>(f, st)
+                                  : es == 2 ? launch_append<uint16_t>(f, st) : launch_append<uint32_t>(f, st);
         FK_TRY(launch_result(op, "append_kernel", e));
     }
     if (dt == FK_DTYPE_F32) return run_typed<float>(op, f, pl, st);
