@@ -464,10 +464,16 @@ FK_API fk_status fk_ring_attn_bwd(fk_context_t ctx, const fk_ring_attn_args *arg
 // Rotary embedding is not part of this call: rotate q and the new k first (fk_rope_fwd with positions
 // cache_seqlens[b] + i), as the Python binding's flash_attn_with_kvcache does.
 // The CPU backend reads cache_seqlens, cache_batch_idx and block_table and checks their values
-// (FK_STATUS_BAD_PARAM_VALUE). num_splits (split-KV: each sequence's keys in that many chunks, partials merged
-// by LSE as fk_attn_merge does; 0 = the backend's choice): the CPU honours it (fp64 never splits; at most 128 and
-// the capacity's key tiles), and for a fixed num_splits >= 1 its results do not depend on the thread count.
-// CUDA: not implemented yet (FK_STATUS_NOT_SUPPORTED_FEATURE after the shape checks).
+// (FK_STATUS_BAD_PARAM_VALUE). On CUDA (fp32, fp16, bf16; head dims 1..256; every other feature above) they stay
+// on the device and the host does not read them (no sync): a sequence whose cache_seqlens[b] is negative or leaves
+// no room for seqlen_new rows, or whose cache_batch_idx[b] is outside [0, k_cache.shape[0]), has no keys (o = 0,
+// lse = -inf, nothing appended); a key whose block_table entry is outside [0, num_blocks) is skipped (not read,
+// not written). Bad values so give unspecified output for those rows but never an out-of-bounds access; repeated
+// cache_batch_idx entries with new k, v race. num_splits (split-KV: each sequence's keys in that many chunks,
+// partials merged by LSE as fk_attn_merge does; 0 = the backend's choice): both backends honour it up to 128 and
+// the capacity's key tiles (CPU tiles of 64 keys, CUDA tiles of 32; fp64 never splits); for a fixed
+// num_splits >= 1 the CPU's results do not depend on the thread count, and CUDA's are the same from run to run.
+// The workspace (split partials) depends on shapes and num_splits only, never on cache_seqlens.
 
 typedef struct fk_attn_kvcache_args {
     fk_tensor q, k_cache, v_cache, k, v, o, lse;

@@ -4,8 +4,10 @@
  * ref_attn_fwd runs on them. Cases: seqlen_q 1 and > 1, with and without new k/v (the cache must be written
  * at exactly the right rows and nowhere else), contiguous and paged caches (page sizes 16 and 256, scrambled
  * block tables), cache_batch_idx, GQA/MQA, causal, windows, softcap, ALiBi, head dims 64, 128 and odd ones,
- * empty caches and full ones; the CPU's narrower SIMD paths; every bad-input rule. CUDA answers "not
- * supported" (no kernel yet), which is reported as skipped.
+ * empty caches and full ones; the CPU's narrower SIMD paths; every bad-input rule. With a GPU the same cases
+ * run on CUDA (device buffers, outputs poisoned there) with the backend's split choice and explicit splits,
+ * plus the rules that differ there: mixed host/device memory, f64, the split workspace, and bad device-resident
+ * cache_seqlens / cache_batch_idx / block ids (no out-of-bounds access). Without a GPU those say "skipped".
  * Run: build/test_kvcache [-v] [-p SUBSTRING] [-b cpu|cuda]
  */
 #define _POSIX_C_SOURCE 200112L
@@ -40,16 +42,21 @@ static const fk_device cpu_dev = {FK_DEVICE_CPU, 0};
 
 static void *xalloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
 
+// One case on ctx's backend. CUDA: every operand (cache_seqlens, cache_batch_idx, block_table and the slopes
+// included) is uploaded to the device, o and lse are poisoned there, and o, lse and both caches come back.
 static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t seed) {
-    char sig[512];
+    const fk_device dev = fk_context_device(ctx);
+    const bool      gpu = dev.kind == FK_DEVICE_CUDA;
+    char            sig[512];
     snprintf(sig, sizeof sig,
-             "KVCACHE(backend=cpu,dtype=%s,d=%lld,b=%lld,sq=%lld,snew=%lld,hq=%lld,hkv=%lld,cap=%lld,page=%lld,"
+             "KVCACHE(backend=%s,dtype=%s,d=%lld,b=%lld,sq=%lld,snew=%lld,hq=%lld,hkv=%lld,cap=%lld,page=%lld,"
              "batch_idx=%d,fill=%d,len=%lld,causal=%d,wl=%lld,wr=%lld,softcap=%g,alibi=%d,simd=%s,threads=%d,splits=%d%s)",
-             fk_dtype_name(dt), (long long)c->d, (long long)c->batch, (long long)c->sq, (long long)c->snew,
-             (long long)c->hq, (long long)c->hkv, (long long)c->cap, (long long)c->page, c->batch_idx, c->fill,
-             (long long)c->len, c->causal, (long long)c->wl, (long long)c->wr, (double)c->softcap, c->alibi,
-             simd_label, fk_context_num_threads(ctx), g_splits, g_twin ? ",threads 2 vs 1 bit-identical" : "");
-    if (!fk_test_selected(sig, FK_DEVICE_CPU)) return;
+             gpu ? "cuda" : "cpu", fk_dtype_name(dt), (long long)c->d, (long long)c->batch, (long long)c->sq,
+             (long long)c->snew, (long long)c->hq, (long long)c->hkv, (long long)c->cap, (long long)c->page,
+             c->batch_idx, c->fill, (long long)c->len, c->causal, (long long)c->wl, (long long)c->wr,
+             (double)c->softcap, c->alibi, gpu ? "-" : simd_label, gpu ? 0 : fk_context_num_threads(ctx), g_splits,
+             g_twin ? ",threads 2 vs 1 bit-identical" : "");
+    if (!fk_test_selected(sig, dev.kind)) return;
     const int64_t B = c->batch, sq = c->sq, sn = c->snew, hq = c->hq, hkv = c->hkv, d = c->d;
     const int64_t page = c->page, maxb = page ? c->cap / page : 0;
     const int64_t entries = page ? B * maxb + 3 : (c->batch_idx ? B + 2 : B); // spare blocks / entries
@@ -60,12 +67,27 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
     fk_rng rng;
     fk_rng_seed(&rng, seed);
 
-    void *kc = xalloc((size_t)ncache * es), *vc = xalloc((size_t)ncache * es);
+    ref_buf bkc = {0}, bvc = {0}, bq = {0}, bo = {0}, blse = {0}, bkn = {0}, bvn = {0}, bcs = {0}, bbidx = {0},
+            bbt = {0}, bsl = {0};
+    ref_buf     *bufs[] = {&bkc, &bvc, &bq, &bo, &blse, &bkn, &bvn, &bcs, &bbidx, &bbt, &bsl};
+    const size_t nbufs  = sizeof bufs / sizeof bufs[0];
+    const size_t nbt = (size_t)(B * (maxb ? maxb : 1));
+    bool         ok = ref_buf_alloc(&bkc, (size_t)ncache * es, gpu) && ref_buf_alloc(&bvc, (size_t)ncache * es, gpu) &&
+              ref_buf_alloc(&bq, (size_t)nq * es, gpu) && ref_buf_alloc(&bo, (size_t)nq * es, gpu) &&
+              ref_buf_alloc(&blse, (size_t)(B * hq * sq) * 8, gpu) &&
+              ref_buf_alloc(&bkn, (size_t)(nnew ? nnew : 1) * es, gpu) && ref_buf_alloc(&bvn, (size_t)(nnew ? nnew : 1) * es, gpu) &&
+              ref_buf_alloc(&bcs, (size_t)B * 4, gpu) && ref_buf_alloc(&bbidx, (size_t)B * 4, gpu) &&
+              ref_buf_alloc(&bbt, nbt * 4, gpu) && ref_buf_alloc(&bsl, (size_t)(B * hq) * 4, gpu);
+    if (!ok) {
+        fk_test_fail(sig, "allocation failed");
+        for (size_t i = 0; i < nbufs; i++) ref_buf_free(bufs[i]);
+        return;
+    }
+    void    *kc = bkc.host, *vc = bvc.host, *q = bq.host, *o = bo.host, *lse = blse.host, *kn = bkn.host, *vn = bvn.host;
+    int32_t *cs = bcs.host, *bidx = bbidx.host, *bt = bbt.host;
+    float   *slopes = bsl.host;
+    memset(bt, 0, nbt * 4);
     void *kc0 = xalloc((size_t)ncache * es), *vc0 = xalloc((size_t)ncache * es);
-    void *q = xalloc((size_t)nq * es), *o = xalloc((size_t)nq * es), *lse = xalloc((size_t)(B * hq * sq) * 8);
-    void *kn = xalloc((size_t)(nnew ? nnew : 1) * es), *vn = xalloc((size_t)(nnew ? nnew : 1) * es);
-    int32_t *cs = xalloc((size_t)B * 4), *bidx = xalloc((size_t)B * 4), *bt = xalloc((size_t)(B * (maxb ? maxb : 1)) * 4);
-    float   *slopes = xalloc((size_t)(B * hq) * 4);
     fk_fill_normal(kc, dt, ncache, 1.0, &rng, NULL);
     fk_fill_normal(vc, dt, ncache, 1.0, &rng, NULL);
     fk_fill_normal(q, dt, nq, 1.0, &rng, NULL);
@@ -79,7 +101,7 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
     fk_poison(lse, ldt, B * hq * sq);
     int64_t lq[64], lk[64];
     for (int64_t b = 0; b < B; b++) {
-        int64_t room = c->cap - sn;
+        int64_t room = (page ? maxb * page : c->cap) - sn; // a paged capacity is whole pages
         cs[b] = (int32_t)(c->len > 0 ? c->len - sn : c->fill == 1 ? 0 : c->fill == 2 ? room
                                                                  : (int64_t)(fk_rng_uniform(&rng) * (double)(room + 1)));
         lq[b] = sq;
@@ -144,41 +166,50 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
 
     fk_attn_kvcache_args a;
     fk_attn_kvcache_args_init(&a);
-    a.q       = fk_tensor_make(q, dt, cpu_dev, 4, (int64_t[]){B, sq, hq, d});
-    a.o       = fk_tensor_make(o, dt, cpu_dev, 4, (int64_t[]){B, sq, hq, d});
-    a.lse     = fk_tensor_make(lse, ldt, cpu_dev, 3, (int64_t[]){B, hq, sq});
-    a.k_cache = fk_tensor_make(kc, dt, cpu_dev, 4, (int64_t[]){entries, rows, hkv, d});
-    a.v_cache = fk_tensor_make(vc, dt, cpu_dev, 4, (int64_t[]){entries, rows, hkv, d});
+    a.q       = fk_tensor_make(ref_buf_ptr(&bq), dt, dev, 4, (int64_t[]){B, sq, hq, d});
+    a.o       = fk_tensor_make(ref_buf_ptr(&bo), dt, dev, 4, (int64_t[]){B, sq, hq, d});
+    a.lse     = fk_tensor_make(ref_buf_ptr(&blse), ldt, dev, 3, (int64_t[]){B, hq, sq});
+    a.k_cache = fk_tensor_make(ref_buf_ptr(&bkc), dt, dev, 4, (int64_t[]){entries, rows, hkv, d});
+    a.v_cache = fk_tensor_make(ref_buf_ptr(&bvc), dt, dev, 4, (int64_t[]){entries, rows, hkv, d});
     if (sn) {
-        a.k = fk_tensor_make(kn, dt, cpu_dev, 4, (int64_t[]){B, sn, hkv, d});
-        a.v = fk_tensor_make(vn, dt, cpu_dev, 4, (int64_t[]){B, sn, hkv, d});
+        a.k = fk_tensor_make(ref_buf_ptr(&bkn), dt, dev, 4, (int64_t[]){B, sn, hkv, d});
+        a.v = fk_tensor_make(ref_buf_ptr(&bvn), dt, dev, 4, (int64_t[]){B, sn, hkv, d});
     }
-    a.cache_seqlens = fk_tensor_make(cs, FK_DTYPE_INT32, cpu_dev, 1, (int64_t[]){B});
-    if (c->batch_idx) a.cache_batch_idx = fk_tensor_make(bidx, FK_DTYPE_INT32, cpu_dev, 1, (int64_t[]){B});
-    if (page) a.block_table = fk_tensor_make(bt, FK_DTYPE_INT32, cpu_dev, 2, (int64_t[]){B, maxb});
-    if (c->alibi == 1) a.alibi_slopes = fk_tensor_make(slopes, FK_DTYPE_F32, cpu_dev, 1, (int64_t[]){hq});
-    if (c->alibi == 2) a.alibi_slopes = fk_tensor_make(slopes, FK_DTYPE_F32, cpu_dev, 2, (int64_t[]){B, hq});
+    a.cache_seqlens = fk_tensor_make(ref_buf_ptr(&bcs), FK_DTYPE_INT32, dev, 1, (int64_t[]){B});
+    if (c->batch_idx) a.cache_batch_idx = fk_tensor_make(ref_buf_ptr(&bbidx), FK_DTYPE_INT32, dev, 1, (int64_t[]){B});
+    if (page) a.block_table = fk_tensor_make(ref_buf_ptr(&bbt), FK_DTYPE_INT32, dev, 2, (int64_t[]){B, maxb});
+    if (c->alibi == 1) a.alibi_slopes = fk_tensor_make(ref_buf_ptr(&bsl), FK_DTYPE_F32, dev, 1, (int64_t[]){hq});
+    if (c->alibi == 2) a.alibi_slopes = fk_tensor_make(ref_buf_ptr(&bsl), FK_DTYPE_F32, dev, 2, (int64_t[]){B, hq});
     a.softcap      = c->softcap;
     a.causal       = c->causal;
     a.window_left  = c->wl;
     a.window_right = c->wr;
     a.num_splits   = g_splits;
 
+    ok = ref_buf_upload(&bkc) && ref_buf_upload(&bvc) && ref_buf_upload(&bq) && ref_buf_upload(&bo) &&
+         ref_buf_upload(&blse) && ref_buf_upload(&bkn) && ref_buf_upload(&bvn) && ref_buf_upload(&bcs) &&
+         ref_buf_upload(&bbidx) && ref_buf_upload(&bbt) && ref_buf_upload(&bsl);
     size_t    wsb = 0;
     void     *ws  = NULL;
-    fk_status st  = fk_attn_kvcache_workspace_size(ctx, &a, &wsb);
+    fk_status st  = ok ? fk_attn_kvcache_workspace_size(ctx, &a, &wsb) : FK_STATUS_INTERNAL;
     if (st == FK_STATUS_SUCCESS) {
-        ws = malloc(wsb ? wsb : 1);
+        ws = gpu ? fk_test_dev_alloc(wsb) : malloc(wsb ? wsb : 1);
         st = fk_attn_fwd_kvcache(ctx, &a, ws, wsb, NULL);
     }
-    if (st != FK_STATUS_SUCCESS) {
+    if (st == FK_STATUS_SUCCESS && gpu &&
+        !(fk_test_dev_sync() && ref_buf_download(&bo) && ref_buf_download(&blse) && ref_buf_download(&bkc) &&
+          ref_buf_download(&bvc))) {
+        fk_test_fail(sig, "the device reported an error after the call, or a copy back failed");
+    } else if (st != FK_STATUS_SUCCESS) {
         char msg[700];
-        snprintf(msg, sizeof msg, "%s: %s", fk_status_string(st), fk_last_error_message());
+        snprintf(msg, sizeof msg, "%s: %s", ok ? fk_status_string(st) : "upload failed", fk_last_error_message());
         fk_test_fail(sig, msg);
     } else {
-        char d1[300], d2[300], detail[800];
-        bool okf  = ref_verdict(&a.o, o, ro, lowp ? no : NULL, d1, sizeof d1);
-        bool okl  = ref_verdict(&a.lse, lse, rl_k, NULL, d2, sizeof d2);
+        char      d1[300], d2[300], detail[800];
+        fk_tensor ho = a.o, hl = a.lse;
+        ho.data = o, hl.data = lse;
+        bool okf  = ref_verdict(&ho, o, ro, lowp ? no : NULL, d1, sizeof d1);
+        bool okl  = ref_verdict(&hl, lse, rl_k, NULL, d2, sizeof d2);
         bool okc  = memcmp(kc, kexp, (size_t)ncache * es) == 0 && memcmp(vc, vexp, (size_t)ncache * es) == 0;
         bool okt = true;
         if (g_twin) { // the same call on the twin context (the append rewrites the same rows with the same values)
@@ -200,9 +231,10 @@ static void run_case(fk_context_t ctx, fk_dtype dt, const kv_case *c, uint64_t s
                  g_twin ? (okt ? " | twin context bit-identical" : " | twin context DIFFERS") : "");
         fk_test_check(okf && okl && okc && okt, sig, detail);
     }
-    free(ws);
-    free(kc), free(vc), free(kc0), free(vc0), free(q), free(o), free(lse), free(kn), free(vn);
-    free(cs), free(bidx), free(bt), free(slopes), free(rq), free(rk), free(rv), free(ro), free(rl), free(no);
+    if (gpu) fk_test_dev_free(ws);
+    else free(ws);
+    for (size_t i = 0; i < nbufs; i++) ref_buf_free(bufs[i]);
+    free(kc0), free(vc0), free(rq), free(rk), free(rv), free(ro), free(rl), free(no);
     free(nl), free(rl_k), free(kexp), free(vexp);
 }
 
@@ -232,6 +264,9 @@ static int build_cases(kv_case *cs) {
     K(2, 2, 2, 8, 2, 128, 64, 16, 0, 2, 1, -1, -1, 0.0f, 0, 0);    // paged, full capacity
     K(1, 40, 40, 4, 2, 64, 100, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);   // G * sq > tile half: heads not packed
     K(4, 1, 1, 16, 2, 128, 1000, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);  // G 8, longer cache
+    K(2, 2, 1, 8, 2, 256, 90, 0, 0, 0, 1, -1, -1, 0.0f, 0, 0);     // d 256
+    K(2, 1, 1, 4, 2, 200, 64, 16, 0, 0, 1, -1, -1, 10.0f, 1, 0);   // d 200 (not a multiple of 16 bytes / 8), paged
+    K(3, 3, 1, 2, 1, 1, 30, 0, 1, 0, 0, 4, 2, 0.0f, 0, 0);         // d 1, window both sides, cache_batch_idx
 #undef K
     return n;
 }
@@ -442,35 +477,210 @@ static void run_negative(fk_context_t ctx) {
     free(e);
 }
 
-// CUDA has no decode kernel yet: a valid call must answer FK_STATUS_NOT_SUPPORTED_FEATURE with a message.
-static void run_cuda(fk_context_t ctx) {
-    const char *sig = "KVCACHE(backend=cuda)";
-    if (!fk_test_selected(sig, FK_DEVICE_CUDA)) return;
-    const fk_device dev = {FK_DEVICE_CUDA, 0};
-    void *buf = fk_test_dev_alloc(1 << 16);
-    int32_t cs[2] = {3, 4};
-    if (!buf || !fk_test_h2d(buf, cs, sizeof cs)) {
-        fk_test_fail(sig, "device allocation or copy failed");
-        fk_test_dev_free(buf);
-        return;
+// --- CUDA ------------------------------------------------------------------------------------------------
+
+// The matrix on the GPU: every base case in f32, f16, bf16 with the backend's split choice, then f32 with one
+// split (o and lse written by the attention kernel itself) and with 3 (through the combine); the split-KV
+// cases with explicit 1, 3, 7 splits and the backend's choice (f32), and 3 splits in bf16.
+static void run_cuda_cases(fk_context_t ctx, const kv_case *cases, int ncases, uint64_t *seed) {
+    static const fk_dtype dts[] = {FK_DTYPE_F32, FK_DTYPE_F16, FK_DTYPE_BF16};
+    g_twin = NULL;
+    g_splits = 0;
+    for (int di = 0; di < 3; di++)
+        for (int ci = 0; ci < ncases; ci++) run_case(ctx, dts[di], &cases[ci], (*seed)++);
+    for (g_splits = 1; g_splits <= 3; g_splits += 2)
+        for (int ci = 0; ci < ncases; ci++) run_case(ctx, FK_DTYPE_F32, &cases[ci], (*seed)++);
+    static kv_case   splits[128];
+    const int        nsplit = build_split_cases(splits);
+    static const int explicit_splits[] = {1, 3, 7, 0};
+    for (int si = 0; si < 4; si++) {
+        g_splits = explicit_splits[si];
+        for (int ci = 0; ci < nsplit; ci++) run_case(ctx, FK_DTYPE_F32, &splits[ci], (*seed)++);
     }
-    char *base = (char *)buf;
+    g_splits = 3;
+    for (int ci = 0; ci < nsplit; ci++) run_case(ctx, FK_DTYPE_BF16, &splits[ci], (*seed)++);
+    g_splits = 0;
+}
+
+// A small valid problem in device memory (f16 or f64 descriptors over the same bytes): B 2, sq 1, hq 4, hkv 2,
+// d 64, contiguous cache [2, 64, 2, 64], one new token; cache_seqlens {3, 40} on the device.
+typedef struct cuda_env {
+    char   *buf; // 4 MiB of device memory
+    int32_t host_cs[2];
+    float   host_q[2 * 4 * 64];
+} cuda_env;
+
+static fk_attn_kvcache_args cuda_base(const cuda_env *e, fk_dtype dt) {
+    const fk_device dev = {FK_DEVICE_CUDA, 0};
     fk_attn_kvcache_args a;
     fk_attn_kvcache_args_init(&a);
-    a.cache_seqlens = fk_tensor_make(base, FK_DTYPE_INT32, dev, 1, (int64_t[]){2});
-    a.q             = fk_tensor_make(base + 1024, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 1, 4, 64});
-    a.o             = fk_tensor_make(base + 4096, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 1, 4, 64});
-    a.k_cache       = fk_tensor_make(base + 8192, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 16, 2, 64});
-    a.v_cache       = fk_tensor_make(base + 32768, FK_DTYPE_F16, dev, 4, (int64_t[]){2, 16, 2, 64});
-    size_t    bytes = 0;
-    fk_status s     = fk_attn_kvcache_workspace_size(ctx, &a, &bytes);
-    fk_status s2    = fk_attn_fwd_kvcache(ctx, &a, NULL, 0, NULL);
-    char      msg[600];
-    snprintf(msg, sizeof msg, "%s: %s", fk_status_string(s2), fk_last_error_message());
-    if (s == FK_STATUS_NOT_SUPPORTED_FEATURE && s2 == FK_STATUS_NOT_SUPPORTED_FEATURE && fk_last_error_message()[0])
-        fk_test_skip(sig, msg);
-    else fk_test_fail(sig, msg);
-    fk_test_dev_free(buf);
+    a.cache_seqlens = fk_tensor_make(e->buf, FK_DTYPE_INT32, dev, 1, (int64_t[]){2});
+    a.q             = fk_tensor_make(e->buf + (64 << 10), dt, dev, 4, (int64_t[]){2, 1, 4, 64});
+    a.o             = fk_tensor_make(e->buf + (128 << 10), dt, dev, 4, (int64_t[]){2, 1, 4, 64});
+    a.k             = fk_tensor_make(e->buf + (192 << 10), dt, dev, 4, (int64_t[]){2, 1, 2, 64});
+    a.v             = fk_tensor_make(e->buf + (256 << 10), dt, dev, 4, (int64_t[]){2, 1, 2, 64});
+    a.k_cache       = fk_tensor_make(e->buf + (1 << 20), dt, dev, 4, (int64_t[]){2, 64, 2, 64});
+    a.v_cache       = fk_tensor_make(e->buf + (2 << 20), dt, dev, 4, (int64_t[]){2, 64, 2, 64});
+    a.causal        = 1;
+    return a;
+}
+
+static void cuda_expect(fk_context_t ctx, const char *rule, const fk_attn_kvcache_args *a, void *ws, size_t wsb,
+                        fk_status want) {
+    char sig[300];
+    snprintf(sig, sizeof sig, "KVCACHE_BAD(backend=cuda,%s)", rule);
+    if (!fk_test_selected(sig, FK_DEVICE_CUDA)) return;
+    const fk_status s = fk_attn_fwd_kvcache(ctx, a, ws, wsb, NULL);
+    char            detail[700];
+    snprintf(detail, sizeof detail, "want %s, got %s: %s", fk_status_string(want), fk_status_string(s),
+             fk_last_error_message());
+    fk_test_check(s == want && (want == FK_STATUS_SUCCESS || fk_last_error_message()[0]), sig, detail);
+}
+
+// The rules that differ on a GPU: memory on the wrong side (a host pointer in a CUDA descriptor, a CPU
+// descriptor on a CUDA context), f64, the workspace of a split call (size query, too small, NULL).
+static void run_cuda_negative(fk_context_t ctx) {
+    cuda_env e;
+    memset(&e, 0, sizeof e);
+    e.buf         = fk_test_dev_alloc(4 << 20);
+    e.host_cs[0]  = 3, e.host_cs[1] = 40;
+    void *ws      = fk_test_dev_alloc(1 << 20);
+    bool  ok      = e.buf && ws && fk_test_h2d(e.buf, e.host_cs, sizeof e.host_cs);
+    if (!ok) {
+        fk_test_fail("KVCACHE_BAD(backend=cuda)", "device allocation or copy failed");
+        fk_test_dev_free(e.buf), fk_test_dev_free(ws);
+        return;
+    }
+    fk_attn_kvcache_args a = cuda_base(&e, FK_DTYPE_F16);
+    cuda_expect(ctx, "base case is valid", &a, NULL, 0, FK_STATUS_SUCCESS);
+    a.q.data = e.host_q;
+    cuda_expect(ctx, "q.data is host memory in a CUDA descriptor", &a, NULL, 0, FK_STATUS_BAD_PARAM_DEVICE_MISMATCH);
+    a = cuda_base(&e, FK_DTYPE_F16);
+    a.cache_seqlens = fk_tensor_make(e.host_cs, FK_DTYPE_INT32, cpu_dev, 1, (int64_t[]){2});
+    cuda_expect(ctx, "cache_seqlens on the CPU, context on CUDA", &a, NULL, 0, FK_STATUS_BAD_PARAM_DEVICE_MISMATCH);
+    a = cuda_base(&e, FK_DTYPE_F16);
+    a.block_table = fk_tensor_make(e.host_cs, FK_DTYPE_INT32, cpu_dev, 2, (int64_t[]){2, 1});
+    cuda_expect(ctx, "block_table on the CPU, context on CUDA", &a, NULL, 0, FK_STATUS_BAD_PARAM_DEVICE_MISMATCH);
+    a = cuda_base(&e, FK_DTYPE_F64);
+    cuda_expect(ctx, "f64", &a, NULL, 0, FK_STATUS_NOT_SUPPORTED_DTYPE);
+    // Split-KV: the size query gives the partials' bytes; one byte less is too small, NULL is a null pointer.
+    a            = cuda_base(&e, FK_DTYPE_F16);
+    a.num_splits = 2;
+    size_t    need = 0;
+    fk_status s    = fk_attn_kvcache_workspace_size(ctx, &a, &need);
+    const char *sig = "KVCACHE_BAD(backend=cuda,split workspace size query)";
+    if (fk_test_selected(sig, FK_DEVICE_CUDA))
+        fk_test_check(s == FK_STATUS_SUCCESS && need > 0 && need <= (1 << 20), sig, fk_last_error_message());
+    if (s == FK_STATUS_SUCCESS && need > 0 && need <= (1 << 20)) {
+        cuda_expect(ctx, "split workspace one byte short", &a, ws, need - 1, FK_STATUS_WORKSPACE_TOO_SMALL);
+        cuda_expect(ctx, "split workspace NULL", &a, NULL, need, FK_STATUS_BAD_PARAM_NULL_POINTER);
+        cuda_expect(ctx, "split workspace exact", &a, ws, need, FK_STATUS_SUCCESS);
+        cuda_expect(ctx, "split workspace at an odd address", &a, (char *)ws + 3, need, FK_STATUS_SUCCESS);
+    }
+    sig = "KVCACHE_BAD(backend=cuda,the device reports no error after the calls)";
+    if (fk_test_selected(sig, FK_DEVICE_CUDA)) fk_test_check(fk_test_dev_sync(), sig, "cudaDeviceSynchronize");
+    fk_test_dev_free(e.buf);
+    fk_test_dev_free(ws);
+}
+
+// cache_seqlens, cache_batch_idx and block_table stay on the device, so the host cannot check them. The header's
+// rule: a sequence whose values would address rows outside the cache has no keys (o = 0, lse = -inf, nothing
+// appended); a key in a block outside [0, num_blocks) is skipped (not read, not written). No out-of-bounds
+// access either way (compute-sanitizer memcheck runs this case too; a far index without the bound would fault,
+// and the sync would report it).
+static void run_cuda_bad_values(fk_context_t ctx) {
+    const char *sig = "KVCACHE_BAD(backend=cuda,bad cache_seqlens / cache_batch_idx / block ids: no out-of-bounds access)";
+    if (!fk_test_selected(sig, FK_DEVICE_CUDA)) return;
+    const fk_device dev = {FK_DEVICE_CUDA, 0};
+    enum { B = 4, SQ = 2, HQ = 4, HK = 2, D = 32, CAP = 100, E = 6, PAGE = 16, MAXB = 2, NBLK = 3 };
+    const int64_t nq = B * SQ * HQ * D, nc = E * CAP * HK * D, nn = B * 1 * HK * D, npc = NBLK * PAGE * HK * D;
+    float *hq = malloc(sizeof(float) * nq), *hc = malloc(sizeof(float) * nc), *hn = malloc(sizeof(float) * nn);
+    float *ho = malloc(sizeof(float) * nq), *hl = malloc(sizeof(float) * B * HQ * SQ), *hk = malloc(sizeof(float) * nc);
+    float *hv = malloc(sizeof(float) * nc);
+    fk_rng rng;
+    fk_rng_seed(&rng, 123);
+    fk_fill_normal(hq, FK_DTYPE_F32, nq, 1.0, &rng, NULL);
+    fk_fill_normal(hc, FK_DTYPE_F32, nc, 1.0, &rng, NULL);
+    fk_fill_normal(hn, FK_DTYPE_F32, nn, 1.0, &rng, NULL);
+    // Sequence 0 is valid; 1 leaves no room for the new row; 2 is negative; 3 has an entry past the cache.
+    const int32_t cs[B] = {5, CAP, -4, 7}, bidx[B] = {4, 1, 2, 1 << 30};
+    // Paged: the second block of each sequence is outside [0, NBLK), and both appends land in it.
+    const int32_t pcs[2] = {20, 20}, bt[2 * MAXB] = {0, 1 << 30, 2, -7};
+    void *dq = fk_test_dev_alloc(sizeof(float) * nq), *dout = fk_test_dev_alloc(sizeof(float) * nq);
+    void *dl = fk_test_dev_alloc(sizeof(float) * B * HQ * SQ), *dk = fk_test_dev_alloc(sizeof(float) * nc);
+    void *dv = fk_test_dev_alloc(sizeof(float) * nc), *dn = fk_test_dev_alloc(sizeof(float) * nn);
+    void *dcs = fk_test_dev_alloc(sizeof cs), *dbi = fk_test_dev_alloc(sizeof bidx), *dbt = fk_test_dev_alloc(sizeof bt);
+    void *ws = fk_test_dev_alloc(1 << 20);
+    char  detail[400] = "";
+    bool  ok = dq && dout && dl && dk && dv && dn && dcs && dbi && dbt && ws && fk_test_h2d(dq, hq, sizeof(float) * nq) &&
+              fk_test_h2d(dk, hc, sizeof(float) * nc) && fk_test_h2d(dv, hc, sizeof(float) * nc) &&
+              fk_test_h2d(dn, hn, sizeof(float) * nn) && fk_test_h2d(dcs, cs, sizeof cs) && fk_test_h2d(dbi, bidx, sizeof bidx);
+    for (int splits = 1; splits <= 3 && ok; splits += 2) {
+        fk_attn_kvcache_args a;
+        fk_attn_kvcache_args_init(&a);
+        a.q               = fk_tensor_make(dq, FK_DTYPE_F32, dev, 4, (int64_t[]){B, SQ, HQ, D});
+        a.o               = fk_tensor_make(dout, FK_DTYPE_F32, dev, 4, (int64_t[]){B, SQ, HQ, D});
+        a.lse             = fk_tensor_make(dl, FK_DTYPE_F32, dev, 3, (int64_t[]){B, HQ, SQ});
+        a.k_cache         = fk_tensor_make(dk, FK_DTYPE_F32, dev, 4, (int64_t[]){E, CAP, HK, D});
+        a.v_cache         = fk_tensor_make(dv, FK_DTYPE_F32, dev, 4, (int64_t[]){E, CAP, HK, D});
+        a.k               = fk_tensor_make(dn, FK_DTYPE_F32, dev, 4, (int64_t[]){B, 1, HK, D});
+        a.v               = fk_tensor_make(dn, FK_DTYPE_F32, dev, 4, (int64_t[]){B, 1, HK, D});
+        a.cache_seqlens   = fk_tensor_make(dcs, FK_DTYPE_INT32, dev, 1, (int64_t[]){B});
+        a.cache_batch_idx = fk_tensor_make(dbi, FK_DTYPE_INT32, dev, 1, (int64_t[]){B});
+        a.num_splits      = splits;
+        size_t need = 0;
+        ok = fk_test_h2d(dk, hc, sizeof(float) * nc) && fk_test_h2d(dv, hc, sizeof(float) * nc) &&
+             fk_attn_kvcache_workspace_size(ctx, &a, &need) == FK_STATUS_SUCCESS && need <= (1 << 20) &&
+             fk_attn_fwd_kvcache(ctx, &a, ws, need, NULL) == FK_STATUS_SUCCESS && fk_test_dev_sync() &&
+             fk_test_d2h(ho, dout, sizeof(float) * nq) && fk_test_d2h(hl, dl, sizeof(float) * B * HQ * SQ) &&
+             fk_test_d2h(hk, dk, sizeof(float) * nc) && fk_test_d2h(hv, dv, sizeof(float) * nc);
+        if (!ok) {
+            snprintf(detail, sizeof detail, "contiguous, %d split(s): the call or the device failed: %s", splits,
+                     fk_last_error_message());
+            break;
+        }
+        // Sequence 0: finite; 1..3: o = 0, lse = -inf. Caches: only sequence 0's row 5 of entry 4 changed.
+        for (int64_t b = 0; b < B && ok; b++)
+            for (int64_t x = 0; x < SQ * HQ * D && ok; x++) {
+                const float v = ho[b * SQ * HQ * D + x], l = hl[b * HQ * SQ + x / D % (HQ * SQ)];
+                ok = b == 0 ? isfinite(v) && isfinite(l) : v == 0.0f && l == -INFINITY;
+            }
+        for (int64_t x = 0; x < nc && ok; x++) {
+            const int64_t entry = x / (CAP * HK * D), row = x / (HK * D) % CAP;
+            const float   want  = entry == 4 && row == 5 ? hn[x % (HK * D)] : hc[x];
+            ok = hk[x] == want && hv[x] == want;
+        }
+        if (!ok) snprintf(detail, sizeof detail, "contiguous, %d split(s): outputs or caches differ from the rule", splits);
+    }
+    // Paged, with block ids outside [0, NBLK): the call succeeds, nothing is written to the caches (both appends
+    // land in bad blocks), every row sees keys of a good block, so o and lse are finite.
+    if (ok) {
+        fk_attn_kvcache_args a;
+        fk_attn_kvcache_args_init(&a);
+        a.q             = fk_tensor_make(dq, FK_DTYPE_F32, dev, 4, (int64_t[]){2, SQ, HQ, D});
+        a.o             = fk_tensor_make(dout, FK_DTYPE_F32, dev, 4, (int64_t[]){2, SQ, HQ, D});
+        a.lse           = fk_tensor_make(dl, FK_DTYPE_F32, dev, 3, (int64_t[]){2, HQ, SQ});
+        a.k_cache       = fk_tensor_make(dk, FK_DTYPE_F32, dev, 4, (int64_t[]){NBLK, PAGE, HK, D});
+        a.v_cache       = fk_tensor_make(dv, FK_DTYPE_F32, dev, 4, (int64_t[]){NBLK, PAGE, HK, D});
+        a.k             = fk_tensor_make(dn, FK_DTYPE_F32, dev, 4, (int64_t[]){2, 1, HK, D});
+        a.v             = fk_tensor_make(dn, FK_DTYPE_F32, dev, 4, (int64_t[]){2, 1, HK, D});
+        a.cache_seqlens = fk_tensor_make(dcs, FK_DTYPE_INT32, dev, 1, (int64_t[]){2});
+        a.block_table   = fk_tensor_make(dbt, FK_DTYPE_INT32, dev, 2, (int64_t[]){2, MAXB});
+        ok = fk_test_h2d(dcs, pcs, sizeof pcs) && fk_test_h2d(dbt, bt, sizeof bt) &&
+             fk_test_h2d(dk, hc, sizeof(float) * npc) && fk_test_h2d(dv, hc, sizeof(float) * npc) &&
+             fk_attn_fwd_kvcache(ctx, &a, NULL, 0, NULL) == FK_STATUS_SUCCESS && fk_test_dev_sync() &&
+             fk_test_d2h(ho, dout, sizeof(float) * 2 * SQ * HQ * D) && fk_test_d2h(hl, dl, sizeof(float) * 2 * HQ * SQ) &&
+             fk_test_d2h(hk, dk, sizeof(float) * npc) && fk_test_d2h(hv, dv, sizeof(float) * npc);
+        if (!ok) snprintf(detail, sizeof detail, "paged: the call or the device failed: %s", fk_last_error_message());
+        for (int64_t x = 0; x < 2 * SQ * HQ * D && ok; x++) ok = isfinite(ho[x]) && isfinite(hl[x / D % (2 * HQ * SQ)]);
+        for (int64_t x = 0; x < npc && ok; x++) ok = hk[x] == hc[x] && hv[x] == hc[x];
+        if (ok) snprintf(detail, sizeof detail, "the rule holds; the device reports no error");
+        else if (!detail[0]) snprintf(detail, sizeof detail, "paged: outputs or caches differ from the rule");
+    }
+    fk_test_check(ok, sig, detail);
+    void *all[] = {dq, dout, dl, dk, dv, dn, dcs, dbi, dbt, ws};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fk_test_dev_free(all[i]);
+    free(hq), free(hc), free(hn), free(ho), free(hl), free(hk), free(hv);
 }
 
 int main(int argc, char **argv) {
@@ -540,8 +750,11 @@ int main(int argc, char **argv) {
     const char *why = NULL;
     if (fk_test_have_cuda(&why)) {
         fk_context_t cuda = NULL;
-        if (fk_context_init((fk_device){FK_DEVICE_CUDA, 0}, NULL, &cuda) == FK_STATUS_SUCCESS) run_cuda(cuda);
-        else fk_test_skip("KVCACHE(backend=cuda)", fk_last_error_message());
+        if (fk_context_init((fk_device){FK_DEVICE_CUDA, 0}, NULL, &cuda) == FK_STATUS_SUCCESS) {
+            run_cuda_cases(cuda, cases, ncases, &seed);
+            run_cuda_negative(cuda);
+            run_cuda_bad_values(cuda);
+        } else fk_test_skip("KVCACHE(backend=cuda)", fk_last_error_message());
         fk_context_free(cuda);
     } else if (fk_test_selected("KVCACHE(backend=cuda)", FK_DEVICE_CUDA)) fk_test_skip("KVCACHE(backend=cuda)", why);
 

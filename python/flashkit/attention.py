@@ -6,8 +6,10 @@ Differences from flash_attn, all of them loud:
   - dropout_p > 0 raises NotImplementedError (flashkit has no dropout yet).
   - return_attn_probs=True returns (out, softmax_lse, None): the LSE, and None where flash_attn returns the
     dropout-encoded probabilities (which it only fills when dropout_p > 0).
-  - flash_attn_with_kvcache runs on the CPU (torch CPU tensors, NumPy arrays); on CUDA it raises
-    NotImplementedError with the library's message (no GPU decode kernel yet). cache_leftpad is not supported.
+  - flash_attn_with_kvcache runs on the CPU and on CUDA (the cache stays where it is and is written in place).
+    On CUDA, cache_seqlens / cache_batch_idx / block_table are not checked on the host (they stay on the GPU):
+    a value that would address rows outside the cache gives zeros for that sequence instead of an error (see
+    include/flashkit.h). cache_leftpad is not supported.
   - block_table in flash_attn_varlen_func raises NotImplementedError (paged KV: use flash_attn_with_kvcache).
 """
 from . import _arrays, _impl, _lib

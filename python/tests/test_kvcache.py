@@ -1,7 +1,9 @@
 """flash_attn_with_kvcache (decode with a KV cache) against a NumPy float64 reference: each sequence's keys are
 rebuilt densely from the cache and the new k, v (rotated first when rotary tables are given), then the plain
 attention reference runs on them. Checks out, softmax_lse, and that the cache was written in place at exactly
-the appended rows. CPU frameworks only (NumPy, torch); on CUDA the call raises NotImplementedError."""
+the appended rows. NumPy and torch on the CPU; torch on CUDA when a GPU is present (skipped otherwise), plus
+fp16/bf16 CUDA cases with the split-KV paths forced. Bad index values are only checked on the CPU (on CUDA
+they stay on the device: see include/flashkit.h)."""
 import numpy as np
 import pytest
 
@@ -12,6 +14,8 @@ from reference import attn_ref
 CPU_FWS = [pytest.param(Framework("numpy"), id="numpy"),
            pytest.param(Framework("torch"), id="torch",
                         marks=pytest.mark.skipif(torch is None, reason="torch not installed"))]
+FWS = CPU_FWS + [pytest.param(Framework("torch-cuda"), id="torch-cuda",
+                              marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU"))]
 F32 = 1e-5
 
 
@@ -107,7 +111,7 @@ def run(fw, c, **kw):
     return fw.np(out), fw.np(lse), fw.np(kc), fw.np(vc)
 
 
-@pytest.mark.parametrize("fw", CPU_FWS)
+@pytest.mark.parametrize("fw", FWS)
 @pytest.mark.parametrize("layout", ["contiguous", "batch_idx", "page16", "page256"])
 @pytest.mark.parametrize("Sq, Snew", [(1, 1), (1, 0), (4, 4), (3, 2)])
 @pytest.mark.parametrize("causal", [True, False])
@@ -122,7 +126,7 @@ def test_decode(fw, layout, Sq, Snew, causal):
     assert np.array_equal(kc, kc_r) and np.array_equal(vc, vc_r)  # in place, the appended rows only
 
 
-@pytest.mark.parametrize("fw", CPU_FWS)
+@pytest.mark.parametrize("fw", FWS)
 @pytest.mark.parametrize("interleaved", [True, False])
 @pytest.mark.parametrize("causal", [True, False])
 def test_rotary(fw, interleaved, causal):
@@ -143,7 +147,7 @@ def test_rotary(fw, interleaved, causal):
     assert np.allclose(kc, kc_r, rtol=1e-6, atol=1e-6) and np.array_equal(vc, vc_r)
 
 
-@pytest.mark.parametrize("fw", CPU_FWS)
+@pytest.mark.parametrize("fw", FWS)
 def test_int_cache_seqlens_and_defaults(fw):
     c = make(B=2, Sq=1, Snew=1, cap=50, seqlens=[17, 17], seed=4)
     kc, vc = fw.arr(c["kc"]), fw.arr(c["vc"])
@@ -158,7 +162,7 @@ def test_int_cache_seqlens_and_defaults(fw):
     assert rel_l2(fw.np(out2), reference(c2, False)[0]) < F32
 
 
-@pytest.mark.parametrize("fw", CPU_FWS)
+@pytest.mark.parametrize("fw", FWS)
 @pytest.mark.parametrize("feat", ["window", "softcap", "alibi", "alibi_batch", "mqa", "d128", "d40"])
 def test_options(fw, feat):
     Hk = 1 if feat == "mqa" else 2
@@ -197,8 +201,23 @@ def test_cache_leftpad_not_implemented():
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
-def test_cuda_not_implemented():
-    c = make(B=1, Snew=1, cap=8, seqlens=[4])
-    t = {n: torch.from_numpy(c[n]).cuda() for n in ("q", "kc", "vc", "k", "v")}
-    with pytest.raises(NotImplementedError, match="not implemented on CUDA"):
-        flashkit.flash_attn_with_kvcache(t["q"], t["kc"], t["vc"], t["k"], t["v"], cache_seqlens=4)
+@pytest.mark.parametrize("dtype, tol", [("float16", 2e-3), ("bfloat16", 1e-2)])
+@pytest.mark.parametrize("num_splits", [0, 1, 3])
+def test_cuda_low_precision(dtype, tol, num_splits):
+    """torch on CUDA, fp16/bf16: paged cache, GQA 4, two new tokens appended in place on the GPU; num_splits 1
+    (no combine) and 3 (partials merged by LSE) forced, 0 the backend's choice. The reference sees the rounded
+    inputs, so the error is the output's rounding (half an ulp of |o| < 2)."""
+    c = make(B=3, Sq=2, Snew=2, Hq=8, Hk=2, D=128, cap=512, page=16, seed=11)
+    td = getattr(torch, dtype)
+    t = {n: torch.from_numpy(c[n]).to("cuda", td) for n in ("q", "kc", "vc", "k", "v")}
+    for n in t:
+        c[n] = t[n].float().cpu().numpy()
+    cs, bt = torch.from_numpy(c["cs"]).cuda(), torch.from_numpy(c["bt"]).cuda()
+    out, lse = flashkit.flash_attn_with_kvcache(t["q"], t["kc"], t["vc"], t["k"], t["v"], cache_seqlens=cs,
+                                                block_table=bt, causal=True, num_splits=num_splits,
+                                                return_softmax_lse=True)
+    assert out.device.type == "cuda" and out.dtype == td and lse.device.type == "cuda"
+    o_r, l_r, kc_r, vc_r = reference(c, True)
+    assert np.abs(out.float().cpu().numpy() - o_r).max() < tol
+    assert rel_l2(lse.cpu().numpy(), l_r) < F32
+    assert np.array_equal(t["kc"].float().cpu().numpy(), kc_r) and np.array_equal(t["vc"].float().cpu().numpy(), vc_r)

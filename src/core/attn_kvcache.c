@@ -235,6 +235,7 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
     kv->bt_bs           = bt_bs;
     kv->page_size       = page;
     kv->capacity        = capacity;
+    kv->entries         = entries;
     kv->seqlen_new      = snew;
     kv->k_cache         = a->k_cache.data;
     kv->v_cache         = a->v_cache.data;
@@ -256,9 +257,13 @@ static fk_status select_kernel(const char *op, const struct fk_context *ctx, con
         *ws_bytes = fk_cpu_attn_kvcache_workspace(ctx, p);
         return FK_STATUS_SUCCESS;
     }
-    (void)p;
-    return fk_error(FK_STATUS_NOT_SUPPORTED_FEATURE,
-                    "%s: decode with a KV cache is not implemented on CUDA yet (the CPU backend has it)", op);
+#ifdef FK_WITH_CUDA
+    if (p->attn.dtype == FK_DTYPE_F64)
+        return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: f64 tensors are supported on the CPU backend only", op);
+    return fk_cuda_attn_kvcache_select(ctx, p, ws_bytes);
+#else
+    return fk_error(FK_STATUS_NOT_SUPPORTED_BACKEND, "%s: a CUDA context, but flashkit was built without CUDA", op);
+#endif
 }
 
 fk_status fk_attn_kvcache_workspace_size(fk_context_t ctx, const fk_attn_kvcache_args *args, size_t *bytes) {
@@ -275,11 +280,16 @@ fk_status fk_attn_fwd_kvcache(fk_context_t ctx, const fk_attn_kvcache_args *args
                               size_t workspace_bytes, void *stream) {
     fk_clear_error();
     const char *op = "attn_fwd_kvcache";
-    (void)stream;
     fk_attn_kv_problem p;
     FK_TRY(resolve(op, ctx, args, &p));
     size_t need = 0;
     FK_TRY(select_kernel(op, ctx, &p, &need));
     FK_TRY(fk_check_workspace(op, workspace, workspace_bytes, need, "fk_attn_kvcache_workspace_size"));
-    return fk_cpu_attn_fwd_kvcache(ctx, &p, workspace, workspace_bytes);
+    if (ctx->device.kind == FK_DEVICE_CPU) return fk_cpu_attn_fwd_kvcache(ctx, &p, workspace, workspace_bytes);
+#ifdef FK_WITH_CUDA
+    return fk_cuda_attn_fwd_kvcache(ctx, &p, workspace, workspace_bytes, stream);
+#else
+    (void)stream;
+    return fk_error(FK_STATUS_NOT_SUPPORTED_BACKEND, "%s: a CUDA context, but flashkit was built without CUDA", op);
+#endif
 }

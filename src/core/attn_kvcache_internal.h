@@ -25,6 +25,7 @@ typedef struct fk_attn_kv {
     int64_t        bt_bs;           // block_table row stride
     int64_t        page_size;       // rows per block; 0 when contiguous
     int64_t        capacity;        // rows a sequence can hold
+    int64_t        entries;         // k_cache.shape[0]: batch entries, or blocks when paged
     int64_t        seqlen_new;      // new rows per sequence (0 = none)
     void          *k_cache, *v_cache; // the same memory as attn.k / attn.v, writable
     const void    *k_new, *v_new;   // [batch, seqlen_new, nheads_kv, head_dim] or NULL
@@ -51,6 +52,15 @@ static inline int64_t fk_attn_kv_row(const fk_attn_kv *kv, int64_t b, int64_t j,
 size_t    fk_cpu_attn_kvcache_workspace(const struct fk_context *ctx, const fk_attn_kv_problem *p);
 fk_status fk_cpu_attn_fwd_kvcache(const struct fk_context *ctx, const fk_attn_kv_problem *p, void *ws,
                                   size_t ws_bytes);
+
+// --- CUDA backend (src/cuda/attn_kvcache.cu) -------------------------------------------------------------
+// The one selection function: "supported?" (status) and "how much workspace?" for exactly what the run launches.
+// It reads shapes only (never the device-resident cache_seqlens, block_table or cache_batch_idx).
+#ifdef FK_WITH_CUDA
+fk_status fk_cuda_attn_kvcache_select(const struct fk_context *ctx, const fk_attn_kv_problem *p, size_t *ws_bytes);
+fk_status fk_cuda_attn_fwd_kvcache(const struct fk_context *ctx, const fk_attn_kv_problem *p, void *ws,
+                                   size_t ws_bytes, void *stream);
+#endif
 
 #ifdef __cplusplus
 }
