@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_session.sh — a whole GPU session's checks and benchmarks in as few device calls as the budget allows, each
 # step under its own time limit (seconds in brackets are the defaults; override with <STEP>_LIMIT=...):
-#   build   configure + build build-gpu (bench/gpu_check.sh's build; skipped when the library is already built) [300]
+#   build   configure + build build-gpu (bench/gpu_check.sh's build; incremental when build-gpu is there)       [300]
+#   extra   the shell command in $EXTRA (a one-off check)                                                   [120]
 #   ctest   every ctest driver with its CUDA cases (test_attn fwd/bwd, ops, memory, kvcache, ...)            [240]
 #   san     compute-sanitizer memcheck + racecheck: test_attn -b cuda -p "$SAN_FILTER" and the ops drivers   [200]
 #   fwd     bench/bench_attn.py: forward vs PyTorch FA2 / cuDNN / naive, the BENCHMARKS.md grid              [240]
@@ -20,7 +21,8 @@ mkdir -p "$FINAL"
 export JOBS=${JOBS:-$(nproc)} ARCH=${ARCH:-90} PYTHONUNBUFFERED=1
 SAN_FILTER=${SAN_FILTER:-d=256}
 NCU_CASES=${NCU_CASES:-"bwd:128 fwd:256"}
-export L SAN_FILTER NCU_CASES
+EXTRA=${EXTRA:-true}
+export L SAN_FILTER NCU_CASES EXTRA
 declare -a summary
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader 2>&1 | tee "$L/gpu.txt"
@@ -34,9 +36,9 @@ run_step() { # name, default limit, function
   summary+=("$(printf '%-6s rc=%-3s %4d s%s' "$name" "$rc" $(( $(date +%s) - t )) "$([ $rc = 124 ] && echo ' (time limit)')")")
 }
 s_build() {
-  [ -f build-gpu/libflashkit.so ] && [ -x build-gpu/test_attn ] && { echo "build-gpu already built"; exit 0; }
   OUT=$L/build bash bench/gpu_check.sh --no-tests --no-dev --no-sanitize --no-bench
 }
+s_extra() { bash -c "$EXTRA"; }
 s_ctest() { cd build-gpu && ctest --output-on-failure -j3 2>&1 | tail -40; exit "${PIPESTATUS[0]}"; }
 s_san() {
   local rc=0 tool
@@ -68,8 +70,8 @@ for s in "$@"; do
   case $s in
     build) run_step build 300 s_build ;; ctest) run_step ctest 240 s_ctest ;; san) run_step san 200 s_san ;;
     fwd) run_step fwd 240 s_fwd ;; bwd) run_step bwd 200 s_bwd ;; ops) run_step ops 240 s_ops ;;
-    ncu) run_step ncu 200 s_ncu ;;
-    *) echo "unknown step $s (build ctest san fwd bwd ops ncu)"; exit 2 ;;
+    ncu) run_step ncu 200 s_ncu ;; extra) run_step extra 120 s_extra ;;
+    *) echo "unknown step $s (build extra ctest san fwd bwd ops ncu)"; exit 2 ;;
   esac
 done
 tar czf "$FINAL/session_logs.tgz" -C "$L" . 2>/dev/null
