@@ -13,10 +13,12 @@ who, what, D, S, causal = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.ar
 lib = sys.argv[6] if len(sys.argv) > 6 else "build-gpu/libflashkit.so"
 B, H = 16384 // S, 2048 // D
 q, k, v, do = (torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-with torch.no_grad():
+o = lse = None
+if what == "bwd":  # o and lse from torch's flash forward (its kernel is not the one profiled: see -k / -s)
+  with torch.no_grad():
     res = torch.ops.aten._scaled_dot_product_flash_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0, causal)
-o, lse = res[0].transpose(1, 2), res[1].contiguous()
+  o, lse = res[0].transpose(1, 2), res[1].contiguous()
 if who == "fa2":
     qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
