@@ -6,7 +6,7 @@
  *   cc -O2 -std=c11 -Isrc -Iinclude dev/cuda/ops_next_replay.c -o /tmp/ops_next_replay && /tmp/ops_next_replay
  * RMSNorm fwd/bwd rows kernels: every element of every row loaded/stored exactly once and never at a column
  * >= hidden (the partial last vector by its one owner thread), the staged weight read at the right column
- * (split layout), every row of the [grid, ld] dweight partials written with every column's rows in it (blocks
+ * (split layout), every row of the [grid x groups, ld] dweight partials written with every column's rows in it (blocks
  * without a row included), each group's barrier count equal across its warps. SwiGLU flat: every element once,
  * offsets < 2^32. RoPE per-token (1 head in flight, g capped so that a token has at most 256 threads): every
  * (token, head, feature) written once (pairs rotated, tail copied when out of place).
@@ -84,26 +84,23 @@ static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, 
         }
         for (int g = 0; g < groups; g++)
             for (int w = 1; w < W; w++) CHECK(bars[g * W + w] == bars[g * W], "group %d: warps reach its barrier unequally", g);
-        if (bwd) { // the block's partial: groups in order into ws, then part[e] for e < hidden
-            long *sum = calloc((size_t)nvec * N, sizeof(long));
-            int  *cnt = calloc((size_t)nvec * N, sizeof(int));
+        if (bwd) { // each group's partial row: part[(block * groups + g) * ld + j] for every j < hidden, once
+            int *cnt = calloc((size_t)groups * hidden, sizeof(int));
             for (int g = 0; g < groups; g++)
                 for (int gt = 0; gt < 32 * W; gt++)
                     for (int v = 0; v < VPL; v++) {
                         const int idx = gt + v * 32 * W;
                         if (idx >= nvec) continue;
-                        for (int k = 0; k < N; k++) {
-                            const int at = split_at(N, nvec, idx, k), j = idx * N + k;
-                            sum[at] = (g == 0 ? 0 : sum[at]) + (j < hidden ? acc[g * hidden + j] : 0);
-                            cnt[at]++;
+                        for (int k = 0; k < N && idx * N + k < hidden; k++) {
+                            const int j = idx * N + k;
+                            cnt[g * hidden + j]++;
+                            dwc[j] += acc[g * hidden + j];
                         }
                     }
-            for (int e = 0; e < hidden; e++) {
-                const int idx = e / N, at = split_at(N, nvec, idx, e - idx * N);
-                CHECK(cnt[at] == groups, "partial column %d added by %d of %d groups", e, cnt[at], groups);
-                dwc[e] += sum[at];
-            }
-            free(sum), free(cnt);
+            for (int g = 0; g < groups; g++)
+                for (int e = 0; e < hidden; e++)
+                    CHECK(cnt[g * hidden + e] == 1, "group %d's partial column %d written %d times", g, e, cnt[g * hidden + e]);
+            free(cnt);
         }
         free(acc), free(bars);
     }

@@ -10,9 +10,9 @@
  * and written once. The weight (offset added, fp32) is staged once per block in shared memory; the row's sum
  * (forward: sum of squares; backward: sum_j g_j h_j) is reduced with shuffles and, for W > 1, one named
  * barrier of the group: no block-wide barrier per row. The backward keeps the dweight partial of the thread's
- * columns in VPL x N fp32 registers across all of its group's rows; at the end the block adds its groups'
- * partials in group order in shared memory and writes one [hidden] fp32 row of the workspace ([G, ld], G =
- * the grid), and rms_dweight_reduce_kernel adds the G rows per column in a fixed order: dweight is
+ * columns in VPL x N fp32 registers across all of its group's rows; at the end each group writes them as one
+ * [hidden] fp32 row of the workspace ([G, ld], G = grid x groups; no shared-memory reduction, so no thread waits
+ * for another), and rms_dweight_reduce_kernel adds the G rows per column in a fixed order: dweight is
  * bit-identical from run to run, and the inputs are never read a second time. Exact-fit rows (hidden =
  * VPL x 32 W x N) run an instance without tail code; a partial last vector is held apart by its one thread
  * (forward) or loaded element-wise (backward). Measured against the block-per-row kernels on an H200:
@@ -524,6 +524,7 @@ __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
 // in VPL x N fp32 registers across all of the group's rows.
 template <typename T, int N, int W, int VPL, bool EX>
 __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
+    static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
     extern __shared__ float4 rows_sm4[];
     const int hidden = (int)a.hidden, nvec = (int)a.nvec;
     float    *ws  = reinterpret_cast<float *>(rows_sm4);
@@ -594,29 +595,21 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
             }
         }
     }
-    // The block's partial: its groups' registers added in group order in shared memory (the weight is dead once
-    // every group has left its row loop), then one row of the workspace (also from a block without rows).
-    __syncthreads();
-    for (int g = 0; g < G.groups; g++) {
-        if (G.grp == g) {
+    // The group's partial: one [hidden] fp32 row of the workspace per (block, group), written straight from the
+    // registers (also by a group without rows: zeros), so no thread waits on another after its row loop.
+    float *part = a.partial + ((int64_t)blockIdx.x * G.groups + G.grp) * a.ld;
 #pragma unroll
-            for (int v = 0; v < VPL; v++) {
-                const int idx = G.gt + v * 32 * W;
-                if (idx < nvec) {
+    for (int v = 0; v < VPL; v++) {
+        const int idx = G.gt + v * 32 * W, j = idx * N;
+        if (idx < nvec) {
+            if (EX || j + N <= hidden) {
 #pragma unroll
-                    for (int k = 0; k < N; k++) {
-                        const int at = split_at<N>(nvec, idx, k);
-                        ws[at]       = (g == 0 ? 0.f : ws[at]) + dw[v][k];
-                    }
-                }
+                for (int k = 0; k < N; k += 4)
+                    *reinterpret_cast<float4 *>(part + j + k) = make_float4(dw[v][k], dw[v][k + 1], dw[v][k + 2], dw[v][k + 3]);
+            } else {
+                for (int k = 0; k < N && j + k < hidden; k++) part[j + k] = dw[v][k];
             }
         }
-        __syncthreads();
-    }
-    float *part = a.partial + (int64_t)blockIdx.x * a.ld;
-    for (int e = threadIdx.x; e < hidden; e += blockDim.x) {
-        const int idx = e / N;
-        part[e]       = ws[split_at<N>(nvec, idx, e - idx * N)];
     }
 }
 
@@ -631,7 +624,8 @@ struct Plan {
     int     vpt;     // vectors per thread kept in registers; 0 = loop kernel
     int     threads; // block size
     int64_t nvec;    // vectors per row
-    int64_t grid;    // blocks (backward: G, the partial dweight rows)
+    int64_t grid;    // blocks
+    int64_t prows;   // backward: G, the partial dweight rows (one per block, or per group of the row kernels)
     int64_t ld;      // workspace row stride (floats)
     size_t  ws;      // workspace bytes (backward)
     size_t  smem;    // dynamic shared memory (row groups: the staged weight; backward block per row: + dweight)
@@ -786,7 +780,8 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
     const int64_t groups = pl->w > 0 ? pl->threads / (32 * pl->w) : 1;
     const int64_t full = (int64_t)ctx->sm_count * per_sm, need = ceil_div(rows, groups);
     pl->grid           = need < full ? need : full;
-    if (bwd) pl->ws = (size_t)pl->grid * (size_t)pl->ld * sizeof(float) + kWsAlign;
+    pl->prows          = pl->grid * groups;
+    if (bwd) pl->ws = (size_t)pl->prows * (size_t)pl->ld * sizeof(float) + kWsAlign;
     return FK_STATUS_SUCCESS;
 }
 
@@ -853,7 +848,7 @@ extern "C" fk_status fk_cuda_rmsnorm_bwd(const struct fk_context *ctx, const fk_
     cudaStream_t st = (cudaStream_t)stream;
     FK_TRY(launch_result(op, pl.w ? "rms_bwd_rows_kernel" : "rms_bwd_kernel", launch(pick_kernel(p->dtype, pl, true), pl, a, st)));
     const dim3 rgrid((unsigned)ceil_div(p->hidden, 32)), rblock(32, kRedRows);
-    rms_dweight_reduce_kernel<<<rgrid, rblock, 0, st>>>(a.partial, pl.grid, pl.ld, p->hidden, p->dweight,
+    rms_dweight_reduce_kernel<<<rgrid, rblock, 0, st>>>(a.partial, pl.prows, pl.ld, p->hidden, p->dweight,
                                                         p->dweight_dtype);
     return launch_result(op, "rms_dweight_reduce_kernel", cudaGetLastError());
 }
