@@ -230,6 +230,19 @@ __device__ __forceinline__ void bwd_load_tile(uint16_t *s, const uint16_t *g, in
     }
 }
 
+// BM rows of the LSE (natural log) and D workspace rows, global -> shared, committed with the step's Q/dO tiles
+// (4-byte cp.async, so the first BM threads do not wait on L2 at every step). Rows >= rows_valid are padding,
+// LSE = +inf (P = 0) and D = 0, written with plain stores: nothing is in flight for them.
+template <int BM, int NT>
+__device__ __forceinline__ void bwd_load_rows(float *sl, float *sd, const float *gl, const float *gd, int rows_valid) {
+    for (int r = threadIdx.x; r < BM; r += NT) {
+        const bool ok = r < rows_valid;
+        cp_async_4_if(sl + r, ok ? gl + r : gl, ok);
+        cp_async_4_if(sd + r, ok ? gd + r : gd, ok);
+        if (!ok) sl[r] = INFINITY, sd[r] = 0.f;
+    }
+}
+
 template <int D, int BM, int BN, int NW> struct BwdShape {
     static constexpr int NT = NW * 32, KPW = BN / NW, MT = KPW / 16, LD = D + 8, LDS = BM + 8;
     static constexpr int WM = (BM / 16 < NW) ? BM / 16 : NW, WN = NW / WM; // dQ warp grid
@@ -276,11 +289,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
         const uint16_t *gdO = (const uint16_t *)p.do_ + b * p.do_bs + (int64_t)(s.q0 + m0) * p.do_rs + h * p.do_hs;
         bwd_load_tile<BM, D, NT>(sQ + buf * BM * LD, gQ, p.q_rs, rows, p.head_dim, vec);
         bwd_load_tile<BM, D, NT>(sdO + buf * BM * LD, gdO, p.do_rs, rows, p.head_dim, vec);
-        for (int r = threadIdx.x; r < BM; r += NT) {
-            const int64_t ti = (int64_t)h * p.total_q + tokq + m0 + r;
-            sL[buf * BM + r] = r < rows ? p.lsef[ti] * FK_BWD_LOG2E : INFINITY;
-            sD[buf * BM + r] = r < rows ? p.dsum[ti] : 0.f;
-        }
+        const int64_t t0 = (int64_t)h * p.total_q + tokq + m0;
+        bwd_load_rows<BM, NT>(sL + buf * BM, sD + buf * BM, p.lsef + t0, p.dsum + t0, rows);
     };
     if (total > 0) load_step(0, 0);
     cp_async_commit();
@@ -376,11 +386,12 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
             for (int i = 0; i < NS; ++i) {
                 const float2 lv = *reinterpret_cast<const float2 *>(l2 + 8 * i + 2 * t);
                 const float2 dv2 = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
+                const float  l2x = lv.x * FK_BWD_LOG2E, l2y = lv.y * FK_BWD_LOG2E; // sL: natural log
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
-                        const float pr = fast_exp2(fmaf(st[mt][i][e], p.scale_log2, -((e & 1) ? lv.y : lv.x)));
+                        const float pr = fast_exp2(fmaf(st[mt][i][e], p.scale_log2, -((e & 1) ? l2y : l2x)));
                         st[mt][i][e]   = pr;
                         dp[mt][i][e]   = pr * (dp[mt][i][e] - ((e & 1) ? dv2.y : dv2.x));
                     }
@@ -415,7 +426,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
                                 s2 = x * p.scale_log2;
                             }
                             s2 -= slope2 * fabsf((float)(dist0 + col));
-                            const float pr = (col < ilo || col >= ihi) ? 0.f : fast_exp2(s2 - (e ? lv.y : lv.x));
+                            const float lse = e ? lv.y : lv.x; // natural log: exp2(s2 - lse log2e)
+                            const float pr  = (col < ilo || col >= ihi) ? 0.f : fast_exp2(fmaf(-lse, FK_BWD_LOG2E, s2));
                             st[mt][i][2 * hh + e] = pr;
                             dp[mt][i][2 * hh + e] = pr * (dp[mt][i][2 * hh + e] - (e ? dv2.y : dv2.x)) * fac;
                         }
