@@ -4,12 +4,14 @@
  * rope_tok_kernel in rope.cu; review of 2026-11-30, no GPU needed), and of the production selection
  * (src/core/ops_select.h: every width the RMSNorm rules give a shape replays clean).
  *   cc -O2 -std=c11 -Isrc -Iinclude dev/cuda/ops_next_replay.c -o /tmp/ops_next_replay && /tmp/ops_next_replay
- * RMSNorm fwd/bwd rows kernels: every element of every row loaded/stored exactly once and never at a column
- * >= hidden (the partial last vector by its one owner thread), the staged weight read at the right column
- * (split layout), every row of the [grid x groups, ld] dweight partials written with every column's rows in it (blocks
- * without a row included), each group's barrier count equal across its warps. SwiGLU flat: every element once,
- * offsets < 2^32. RoPE per-token (1 head in flight, g capped so that a token has at most 256 threads): every
- * (token, head, feature) written once (pairs rotated, tail copied when out of place).
+ * RMSNorm fwd/bwd rows kernels, in both row orders (software pipeline: the next row's loads before this row's
+ * reduction; plain): every row loaded only when < rows and processed with its own packs, every element of every
+ * row loaded exactly once and handled exactly once and never at a column >= hidden (the partial last vector by
+ * its one owner thread), the staged weight read at the right column (split layout), every row of the
+ * [grid x groups, ld] dweight partials written with every column's rows in it (blocks without a row included),
+ * each group's barrier count equal across its warps. SwiGLU flat: every element once, offsets < 2^32. RoPE
+ * per-token (1 head in flight, g capped so that a token has at most 256 threads): every (token, head, feature)
+ * written once (pairs rotated, tail copied when out of place).
  */
 #include "core/ops_select.h"
 
@@ -38,7 +40,22 @@ static int rows_plan(int N, int W, int VPL, int bwd, int threads, int hidden) {
     return fk_rms_rows_valid(s, nvec, ex, bwd) ? ex : -1;
 }
 
-static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, long rows, int grid) {
+// The thread's loads of row r (x and residual; backward h, dy and dresidual_out: the same columns): whole vectors,
+// and (forward, !ex) the partial last vector by its owner.
+static void rms_load(int *loaded, int N, int W, int VPL, int bwd, int ex, int hidden, long rows, int t, long r) {
+    CHECK(r >= 0 && r < rows, "load of row %ld of %ld", r, rows);
+    if (r < 0 || r >= rows) return;
+    const int gt = t % (32 * W), nfull = ex ? VPL * 32 * W : hidden / N, tailn = ex ? 0 : hidden - nfull * N;
+    for (int v = 0; v < VPL; v++) {
+        const int idx = gt + v * 32 * W, j0 = idx * N;
+        const int n   = !bwd ? ((ex || idx < nfull) ? N : 0) : ex ? N : (hidden - j0 < N ? hidden - j0 : N);
+        for (int k = 0; k < n && j0 + k < hidden; k++) loaded[r * hidden + j0 + k]++;
+    }
+    if (!bwd && !ex && tailn > 0 && gt == nfull % (32 * W))
+        for (int k = 0; k < tailn; k++) loaded[r * hidden + nfull * N + k]++;
+}
+
+static void rms_replay_order(int N, int W, int VPL, int bwd, int threads, int hidden, long rows, int grid, int pf) {
     const int ex = rows_plan(N, W, VPL, bwd, threads, hidden);
     if (ex < 0) return;
     const int nvec = (hidden + N - 1) / N, groups = threads / (32 * W);
@@ -48,7 +65,7 @@ static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, 
         CHECK(at >= 0 && at < nvec * N, "weight slot out of range");
         ws[at] = e < hidden ? e + 1 : -1;
     }
-    int  *seen = calloc((size_t)rows * hidden, sizeof(int));
+    int  *seen = calloc((size_t)rows * hidden, sizeof(int)), *loaded = calloc((size_t)rows * hidden, sizeof(int));
     long *dwc  = calloc((size_t)hidden, sizeof(long));
     for (int b = 0; b < grid; b++) {
         long *acc  = calloc((size_t)groups * hidden, sizeof(long)); // rows each group's registers hold per column
@@ -57,7 +74,16 @@ static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, 
             const int gt = t % (32 * W), grp = t / (32 * W);
             const int nfull = ex ? VPL * 32 * W : hidden / N, tailn = ex ? 0 : hidden - nfull * N;
             const int own_tail = !ex && tailn > 0 && gt == nfull % (32 * W);
-            for (long r = (long)b * groups + grp; r < rows; r += (long)grid * groups) {
+            // The row loop as the kernels run it: with pf, the prologue loads the first row and each iteration
+            // loads row r + step before its reduction (the barrier); `cur` is the row the current packs hold.
+            const long step = (long)grid * groups;
+            long       r = (long)b * groups + grp, cur = -1;
+            if (pf && r < rows) cur = r, rms_load(loaded, N, W, VPL, bwd, ex, hidden, rows, t, r);
+            for (; r < rows; r += step) {
+                if (!pf) cur = r, rms_load(loaded, N, W, VPL, bwd, ex, hidden, rows, t, r);
+                CHECK(cur == r, "pf%d: row %ld processed with the packs of row %ld", pf, r, cur);
+                long nxt = -1;
+                if (pf && r + step < rows) nxt = r + step, rms_load(loaded, N, W, VPL, bwd, ex, hidden, rows, t, nxt);
                 if ((t & 31) == 0 && W > 1) bars[t / 32]++;
                 for (int v = 0; v < VPL; v++) {
                     const int idx = gt + v * 32 * W, j0 = idx * N;
@@ -80,6 +106,7 @@ static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, 
                         seen[r * hidden + j]++;
                         CHECK(ws[split_at(N, nvec, nfull, k)] == j + 1, "tail weight slot");
                     }
+                if (pf) cur = nxt;
             }
         }
         for (int g = 0; g < groups; g++)
@@ -105,11 +132,21 @@ static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, 
         free(acc), free(bars);
     }
     for (long i = 0; i < rows * hidden; i++)
+        CHECK(loaded[i] == 1, "N%d W%d V%d bwd%d pf%d threads %d hidden %d: element %ld loaded %d times", N, W, VPL, bwd,
+              pf, threads, hidden, i, loaded[i]);
+    for (long i = 0; i < rows * hidden; i++)
         CHECK(seen[i] == 1, "N%d W%d V%d bwd%d threads %d hidden %d: element %ld handled %d times", N, W, VPL, bwd,
               threads, hidden, i, seen[i]);
     if (bwd)
         for (int e = 0; e < hidden; e++) CHECK(dwc[e] == rows, "dweight column %d holds %ld of %ld rows", e, dwc[e], rows);
-    free(ws), free(seen), free(dwc);
+    free(ws), free(seen), free(loaded), free(dwc);
+}
+
+// Both row orders: pf, the software pipeline (rows_prefetch in rmsnorm.cu, on for all but one instance), and
+// the plain loop that the instance without it runs.
+static void rms_replay(int N, int W, int VPL, int bwd, int threads, int hidden, long rows, int grid) {
+    rms_replay_order(N, W, VPL, bwd, threads, hidden, rows, grid, 1);
+    rms_replay_order(N, W, VPL, bwd, threads, hidden, rows, grid, 0);
 }
 
 // --- SwiGLU flat -----------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@
 #include "../core/ops_select.h"
 #include "ops_common.cuh"
 
+#include <type_traits>
+
 using namespace fk_ops;
 
 namespace {
@@ -463,13 +465,39 @@ __device__ __forceinline__ void load_group_row(const T *p, int gt, int nfull, bo
     if (own_tail) ht = load_pack_n<T, N>(p + nfull * N, tailn);
 }
 
+// One row's operands in registers (forward): x's whole vectors and partial last vector, and the residual's.
+template <typename T, int N, int VPL> struct FwdRegs {
+    Pack<T, N> h[VPL], ht, r[VPL], rt;
+};
+template <typename T, int N, int W, int VPL, bool EX>
+__device__ __forceinline__ void load_fwd_regs(const FwdRow<T> &row, int gt, int nfull, bool own_tail, int tailn,
+                                              FwdRegs<T, N, VPL> &g) {
+    load_group_row<T, N, W, VPL, EX>(row.x, gt, nfull, own_tail, tailn, g.h, g.ht);
+    if (row.res) load_group_row<T, N, W, VPL, EX>(row.res, gt, nfull, own_tail, tailn, g.r, g.rt);
+}
+
+// Software pipeline of the row kernels (PF): a group issues the loads of its next row (r + gridDim.x x groups)
+// before the reduction of row r, so they are in flight through the barrier and row r's stores instead of the
+// memory pipe idling at every row; the next row's packs cost 2 x VPL x 16 bytes of registers (forward: x and
+// residual; backward: h and dy, while dresidual_out is loaded a row later than without PF, see there). Rows
+// are distinct (an output may alias an input only exactly, src/core/ops_internal.h), so loading row r + step
+// before storing row r reads nothing that this or another group writes in the meantime. Not yet measured; it
+// costs occupancy where the plain loop was small (bf16 forward, exact rows: 40 -> 60 registers on sm_90, 3 -> 2
+// blocks of 512 threads per SM; the backward was at 1 block already). Off for the one instance that spills with
+// it (ptxas -v, 128-register cap): the bf16 forward with tail code at VPL 5 (sm_90: 24 bytes of spill stores,
+// 72 of loads; 110 registers without PF).
+template <typename T, int VPL, bool EX, bool BWD> constexpr bool rows_prefetch() {
+    return !(std::is_same<T, __nv_bfloat16>::value && !BWD && !EX && VPL >= 5);
+}
+
 // Forward. The row stays in registers as VPL packs (vectors gt, gt + 32W, ...): hidden <= VPL x 32 W x N.
 template <typename T, int N, int W, int VPL, bool EX>
 __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
     extern __shared__ float4 rows_sm4[];
-    const int hidden = (int)a.hidden, nvec = (int)a.nvec; // at most 1024 x 8 (fk_rms_rows_pick)
-    float    *ws  = reinterpret_cast<float *>(rows_sm4);
-    float    *red = ws + nvec * N;
+    constexpr bool PF     = rows_prefetch<T, VPL, EX, false>();
+    const int      hidden = (int)a.hidden, nvec = (int)a.nvec; // at most 1024 x 8 (fk_rms_rows_pick)
+    float         *ws  = reinterpret_cast<float *>(rows_sm4);
+    float         *red = ws + nvec * N;
     stage_weight<N>(a, nvec, ws);
     __syncthreads(); // the only block-wide barrier
     const Group<W> G;
@@ -477,26 +505,29 @@ __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
     // Whole vectors [0, nfull) sit in the VPL packs; a partial last vector (hidden % N elements, !EX only) is
     // held apart by the one thread it falls to, so the unrolled loops carry no element-wise code (with it,
     // VPL 8 spilled at 128 registers).
-    const int  nfull = EX ? VPL * 32 * W : hidden / N, tailn = EX ? 0 : hidden - nfull * N;
-    const bool own_tail = !EX && tailn > 0 && G.gt == nfull % (32 * W);
-    int        parity   = 0;
-    for (int64_t r = (int64_t)blockIdx.x * G.groups + G.grp; r < a.rows; r += (int64_t)gridDim.x * G.groups) {
+    const int     nfull = EX ? VPL * 32 * W : hidden / N, tailn = EX ? 0 : hidden - nfull * N;
+    const bool    own_tail = !EX && tailn > 0 && G.gt == nfull % (32 * W);
+    const int64_t step     = (int64_t)gridDim.x * G.groups;
+    int           parity   = 0;
+    int64_t       r        = (int64_t)blockIdx.x * G.groups + G.grp;
+    FwdRegs<T, N, VPL> cur;
+    if (PF && r < a.rows) load_fwd_regs<T, N, W, VPL, EX>(FwdRow<T>(a, r), G.gt, nfull, own_tail, tailn, cur);
+    for (; r < a.rows; r += step) {
         const FwdRow<T> row(a, r);
-        Pack<T, N>      h[VPL], ht;
-        load_group_row<T, N, W, VPL, EX>(row.x, G.gt, nfull, own_tail, tailn, h, ht);
+        if (!PF) load_fwd_regs<T, N, W, VPL, EX>(row, G.gt, nfull, own_tail, tailn, cur);
+        Pack<T, N>(&h)[VPL] = cur.h;
+        Pack<T, N> &ht      = cur.ht;
         if (row.res) {
-            Pack<T, N> rp[VPL], rt;
-            load_group_row<T, N, W, VPL, EX>(row.res, G.gt, nfull, own_tail, tailn, rp, rt);
 #pragma unroll
             for (int v = 0; v < VPL; v++) {
                 const int idx = G.gt + v * 32 * W;
                 if (EX || idx < nfull) {
-                    h[v] = add_round<T, N>(h[v], rp[v]);
+                    h[v] = add_round<T, N>(h[v], cur.r[v]);
                     store_pack<T, N>(row.rout + idx * N, h[v]);
                 }
             }
             if (own_tail) {
-                ht = add_round<T, N>(ht, rt);
+                ht = add_round<T, N>(ht, cur.rt);
                 store_pack_n<T, N>(row.rout + nfull * N, ht, tailn);
             }
         }
@@ -504,6 +535,9 @@ __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
 #pragma unroll
         for (int v = 0; v < VPL; v++)
             if (EX || G.gt + v * 32 * W < nfull) ss += sumsq<T, N>(h[v]);
+        FwdRegs<T, N, VPL> nxt;
+        if (PF && r + step < a.rows)
+            load_fwd_regs<T, N, W, VPL, EX>(FwdRow<T>(a, r + step), G.gt, nfull, own_tail, tailn, nxt);
         ss               = group_sum<W>(ss, gred, G.wig, G.lane, G.grp + 1, parity);
         parity          ^= 1;
         const float rstd = 1.0f / sqrtf(ss / (float)hidden + a.eps);
@@ -517,6 +551,33 @@ __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
             }
         }
         if (own_tail) store_pack_n<T, N>(row.y + nfull * N, scale_row<T, N>(ht, ws, nvec, nfull, rstd), tailn);
+        if (PF) cur = nxt;
+    }
+}
+
+// One row's operands in registers (backward): h, dy and the row's rstd; dresidual_out, needed only after the
+// reduction, apart (load_bwd_dres).
+template <typename T, int N, int VPL> struct BwdRegs {
+    Pack<T, N> h[VPL], d[VPL];
+    float      rstd;
+};
+template <typename T, int N, int W, int VPL, bool EX>
+__device__ __forceinline__ void load_bwd_regs(const RmsArgs &a, int64_t r, int gt, int hidden, BwdRegs<T, N, VPL> &g) {
+    const T *hrow  = static_cast<const T *>(a.x) + r * a.x_rs;
+    const T *dyrow = static_cast<const T *>(a.dy) + r * a.dy_rs;
+    g.rstd         = a.rstd[r];
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        const int j = (gt + v * 32 * W) * N, n = EX ? N : min(hidden - j, N);
+        if (EX || n > 0) g.h[v] = ld_row<T, N, EX>(hrow + j, n), g.d[v] = ld_row<T, N, EX>(dyrow + j, n);
+    }
+}
+template <typename T, int N, int W, int VPL, bool EX>
+__device__ __forceinline__ void load_bwd_dres(const T *drow, int gt, int hidden, Pack<T, N> (&rp)[VPL]) {
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        const int j = (gt + v * 32 * W) * N, n = EX ? N : min(hidden - j, N);
+        if (EX || n > 0) rp[v] = ld_row<T, N, EX>(drow + j, n);
     }
 }
 
@@ -526,9 +587,10 @@ template <typename T, int N, int W, int VPL, bool EX>
 __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
     extern __shared__ float4 rows_sm4[];
-    const int hidden = (int)a.hidden, nvec = (int)a.nvec;
-    float    *ws  = reinterpret_cast<float *>(rows_sm4);
-    float    *red = ws + nvec * N;
+    constexpr bool PF     = rows_prefetch<T, VPL, EX, true>();
+    const int      hidden = (int)a.hidden, nvec = (int)a.nvec;
+    float         *ws  = reinterpret_cast<float *>(rows_sm4);
+    float         *red = ws + nvec * N;
     stage_weight<N>(a, nvec, ws);
     __syncthreads();
     const Group<W> G;
@@ -539,31 +601,28 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
     for (int v = 0; v < VPL; v++)
 #pragma unroll
         for (int k = 0; k < N; k++) dw[v][k] = 0.f;
-    int parity = 0;
-    for (int64_t r = (int64_t)blockIdx.x * G.groups + G.grp; r < a.rows; r += (int64_t)gridDim.x * G.groups) {
-        const T    *hrow  = static_cast<const T *>(a.x) + r * a.x_rs;
-        const T    *dyrow = static_cast<const T *>(a.dy) + r * a.dy_rs;
+    const int64_t      step   = (int64_t)gridDim.x * G.groups;
+    int                parity = 0;
+    int64_t            r      = (int64_t)blockIdx.x * G.groups + G.grp;
+    BwdRegs<T, N, VPL> cur;
+    if (PF && r < a.rows) load_bwd_regs<T, N, W, VPL, EX>(a, r, G.gt, hidden, cur);
+    for (; r < a.rows; r += step) {
         const T    *drow  = a.dres ? static_cast<const T *>(a.dres) + r * a.dres_rs : nullptr;
-        T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
-        const float rstd  = a.rstd[r];
-        Pack<T, N>  hp[VPL], dp[VPL], rp[VPL];
-#pragma unroll
-        for (int v = 0; v < VPL; v++) { // dresidual_out loaded with h and dy, not after the reduction
-            const int j = (G.gt + v * 32 * W) * N, n = EX ? N : min(hidden - j, N);
-            if (EX || n > 0) {
-                hp[v] = ld_row<T, N, EX>(hrow + j, n);
-                dp[v] = ld_row<T, N, EX>(dyrow + j, n);
-                if (drow) rp[v] = ld_row<T, N, EX>(drow + j, n);
-            }
+        Pack<T, N>  rp[VPL];
+        if (!PF) { // dresidual_out loaded with h and dy, not after the reduction
+            load_bwd_regs<T, N, W, VPL, EX>(a, r, G.gt, hidden, cur);
+            if (drow) load_bwd_dres<T, N, W, VPL, EX>(drow, G.gt, hidden, rp);
         }
-        float dot = 0.f;
+        T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
+        const float rstd  = cur.rstd;
+        float       dot   = 0.f;
 #pragma unroll
         for (int v = 0; v < VPL; v++) {
             const int idx = G.gt + v * 32 * W;
             if (EX || hidden - idx * N > 0) {
                 float h[N], d[N], w[N];
-                unpack<T, N>(hp[v], h);
-                unpack<T, N>(dp[v], d);
+                unpack<T, N>(cur.h[v], h);
+                unpack<T, N>(cur.d[v], d);
                 lds_split<N>(ws, nvec, idx, w);
 #pragma unroll
                 for (int k = 0; k < N; k++) {
@@ -572,6 +631,12 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
                 }
             }
         }
+        BwdRegs<T, N, VPL> nxt;
+        if (PF && r + step < a.rows) load_bwd_regs<T, N, W, VPL, EX>(a, r + step, G.gt, hidden, nxt);
+        // With the next row in flight, this row's dresidual_out is loaded here: prefetched a row ahead, it
+        // would take VPL more packs through the reduction (tried: the bf16 tail instances spilled 32 to 46 bytes
+        // on sm_90, the others sat at 122-128 registers).
+        if (PF && drow) load_bwd_dres<T, N, W, VPL, EX>(drow, G.gt, hidden, rp);
         dot              = group_sum<W>(dot, gred, G.wig, G.lane, G.grp + 1, parity);
         parity          ^= 1;
         const float coef = rstd * rstd * dot * inv_h;
@@ -580,10 +645,10 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
             const int idx = G.gt + v * 32 * W, j = idx * N, n = EX ? N : min(hidden - j, N);
             if (EX || n > 0) {
                 float h[N], d[N], w[N], dr[N];
-                opaque(hp[v]);
-                opaque(dp[v]);
-                unpack<T, N>(hp[v], h);
-                unpack<T, N>(dp[v], d);
+                opaque(cur.h[v]);
+                opaque(cur.d[v]);
+                unpack<T, N>(cur.h[v], h);
+                unpack<T, N>(cur.d[v], d);
                 lds_split<N>(ws, nvec, idx, w);
                 if (drow) unpack<T, N>(rp[v], dr);
 #pragma unroll
@@ -594,6 +659,7 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
                 st_row<T, N, EX>(dxrow + j, pack<T, N>(d), n);
             }
         }
+        if (PF) cur = nxt;
     }
     // The group's partial: one [hidden] fp32 row of the workspace per (block, group), written straight from the
     // registers (also by a group without rows: zeros), so no thread waits on another after its row loop.
