@@ -3,6 +3,7 @@
 # step under its own time limit (seconds in brackets are the defaults; override with <STEP>_LIMIT=...):
 #   build   configure + build build-gpu (bench/gpu_check.sh's build; incremental when build-gpu is there)       [300]
 #   extra   the shell command in $EXTRA (a one-off check)                                                   [120]
+#   lineinfo the library built again with -lineinfo into build-li (for ncu's source-level stall view)       [200]
 #   ctest   every ctest driver with its CUDA cases (test_attn fwd/bwd, ops, memory, kvcache, ...)            [240]
 #   san     compute-sanitizer memcheck + racecheck: test_attn -b cuda -p "$SAN_FILTER" and the ops drivers   [200]
 #   fwd     bench/bench_attn.py: forward vs PyTorch FA2 / cuDNN / naive, the BENCHMARKS.md grid              [240]
@@ -21,8 +22,12 @@ mkdir -p "$FINAL"
 export JOBS=${JOBS:-$(nproc)} ARCH=${ARCH:-90} PYTHONUNBUFFERED=1
 SAN_FILTER=${SAN_FILTER:-d=256}
 NCU_CASES=${NCU_CASES:-"bwd:128 fwd:256"}
+# NCU_SECTIONS: the ncu sections (SourceCounters = the top stall locations, with source lines when the library
+# was built with -lineinfo: NCU_LIB=build-li/libflashkit.so after the 'lineinfo' step); NCU_WHO: fk and/or fa2
+NCU_SECTIONS=${NCU_SECTIONS:-"SpeedOfLight WarpStateStats Occupancy LaunchStats"} NCU_WHO=${NCU_WHO:-"fk fa2"}
+NCU_LIB=${NCU_LIB:-build-gpu/libflashkit.so}
 EXTRA=${EXTRA:-true}
-export L SAN_FILTER NCU_CASES EXTRA
+export L SAN_FILTER NCU_CASES EXTRA NCU_SECTIONS NCU_WHO NCU_LIB
 declare -a summary
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader 2>&1 | tee "$L/gpu.txt"
@@ -39,6 +44,10 @@ s_build() {
   OUT=$L/build bash bench/gpu_check.sh --no-tests --no-dev --no-sanitize --no-bench
 }
 s_extra() { bash -c "$EXTRA"; }
+s_lineinfo() { # the library again with -lineinfo (for ncu's source view), into build-li
+  cmake -S . -B build-li -DFK_CUDA=ON -DFK_BUILD_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_FLAGS=-lineinfo > /dev/null && cmake --build build-li -j"$JOBS" --target flashkit 2>&1 | tail -2
+}
 s_ctest() { cd build-gpu && ctest --output-on-failure -j3 2>&1 | tail -40; exit "${PIPESTATUS[0]}"; }
 s_san() {
   local rc=0 tool
@@ -56,16 +65,16 @@ s_ncu() {
   local c what d k who skip
   for c in $NCU_CASES; do
     what=${c%%:*} d=${c##*:}
-    for who in fk fa2; do
+    for who in $NCU_WHO; do
       # flashkit's bwd bench class runs one probe call first: skip that launch
       skip=0
       if [ $who = fk ]; then
         if [ $what = bwd ]; then k="regex:bwd_tc_kernel|bwd_split_tc_kernel"; skip=1; else k="regex:fwd_tc_kernel|fwd_d256_kernel"; fi
       else k=$([ $what = bwd ] && echo "regex:flash_bwd_dq_dk_dv" || echo "regex:flash_fwd_kernel"); fi
       echo "#### $who $what D=$d S=2048 causal=0 (kernel $k)"
-      ncu --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+      ncu $(printf -- '--section %s ' $NCU_SECTIONS) \
         --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum" \
-        -k "$k" -s $skip -c 1 python3 dev/cuda/prof_attn.py $who $what $d 2048 0 2>&1 | grep -vE "^==PROF==|^ *-+ *$" | cut -c1-150
+        -k "$k" -s $skip -c 1 python3 dev/cuda/prof_attn.py $who $what $d 2048 0 "$NCU_LIB" 2>&1 | grep -vE "^==PROF==|^ *-+ *$" | cut -c1-150
     done
   done > "$L/ncu.log"
   grep -E "^####|  [a-z_:]*kernel|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Compute \(SM\) Th|Memory Th|Block Size|Dynamic Shared|inst_executed|hmma|wavefronts" "$L/ncu.log" | cut -c1-150
@@ -76,8 +85,8 @@ for s in "$@"; do
   case $s in
     build) run_step build 300 s_build ;; ctest) run_step ctest 240 s_ctest ;; san) run_step san 200 s_san ;;
     fwd) run_step fwd 240 s_fwd ;; bwd) run_step bwd 200 s_bwd ;; ops) run_step ops 240 s_ops ;;
-    ncu) run_step ncu 200 s_ncu ;; extra) run_step extra 120 s_extra ;;
-    *) echo "unknown step $s (build extra ctest san fwd bwd ops ncu)"; exit 2 ;;
+    ncu) run_step ncu 200 s_ncu ;; extra) run_step extra 120 s_extra ;; lineinfo) run_step lineinfo 200 s_lineinfo ;;
+    *) echo "unknown step $s (build lineinfo extra ctest san fwd bwd ops ncu)"; exit 2 ;;
   esac
 done
 tar czf "$FINAL/session_logs.tgz" -C "$L" . 2>/dev/null
