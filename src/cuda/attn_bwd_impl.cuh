@@ -252,6 +252,95 @@ template <int D, int BM, int BN, int NW> struct BwdShape {
     static_assert(KPW % 16 == 0 && BM % 16 == 0 && D % 16 == 0 && NQ % 2 == 0 && BM % (16 * WM) == 0, "tile");
 };
 
+// P = exp2(s * log2e - lse * log2e) and dS = P (dP - D) [* (1 - tanh^2) under softcap], in place, for a warp's
+// S^T / dP^T accumulators: element (mt, i, e) is key n0 + wkey + 16 mt + g + 8 (e >> 1) and query column
+// q0 + 8 i + 2 t + (e & 1) (q0: the warp's first query row; m0: the block's, of BM rows; BN keys from n0).
+// l2 / dd: the LSE (natural log) and D of the warp's column 0 in shared memory. Masks: causal / window / key tail
+// (skipped for tiles inside every row's band), softcap, ALiBi. Shared by bwd_tc_kernel and bwd_split_tc_kernel.
+template <int BM, int BN, int MT, int NS>
+__device__ __forceinline__ void bwd_p_ds(const BwdParams &p, const BwdSeq &s, int b, int h, int m0, int q0, int n0,
+                                         int wkey, int off, int g, int t, const float *l2, const float *dd,
+                                         float (&st)[MT][NS][4], float (&dp)[MT][NS][4]) {
+    int lo_first, hi_first, lo_last, hi_last;
+    bwd_key_range(p, m0, s.sq, s.sk, lo_first, hi_first);
+    bwd_key_range(p, min(m0 + BM, s.sq) - 1, s.sq, s.sk, lo_last, hi_last);
+    const bool interior = n0 >= lo_last && n0 + BN <= hi_first;
+    if (!p.transform) {
+        if (!interior) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh) {
+                    // rows i that see this key: key - off - wr <= i <= key - off + wl, as tile columns
+                    const int key = n0 + wkey + mt * 16 + g + 8 * hh;
+                    int ilo = p.window_right >= 0 ? key - off - p.window_right : -(1 << 30);
+                    int ihi = p.window_left >= 0 ? key - off + p.window_left + 1 : (1 << 30);
+                    if (key >= s.sk) ilo = ihi;
+                    ilo -= q0 + 2 * t;
+                    ihi -= q0 + 2 * t;
+#pragma unroll
+                    for (int i = 0; i < NS; ++i)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int col = 8 * i + e;
+                            if (col < ilo || col >= ihi) st[mt][i][2 * hh + e] = -INFINITY;
+                        }
+                }
+        }
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+            const float2 lv = *reinterpret_cast<const float2 *>(l2 + 8 * i + 2 * t);
+            const float2 dv2 = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
+            const float  l2x = lv.x * FK_BWD_LOG2E, l2y = lv.y * FK_BWD_LOG2E; // sL: natural log
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float pr = fast_exp2(fmaf(st[mt][i][e], p.scale_log2, -((e & 1) ? l2y : l2x)));
+                    st[mt][i][e]   = pr;
+                    dp[mt][i][e]   = pr * (dp[mt][i][e] - ((e & 1) ? dv2.y : dv2.x));
+                }
+        }
+    } else {
+        const float slope2 = p.alibi ? p.alibi[b * p.alibi_bs + h] * FK_BWD_LOG2E : 0.f;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int key = n0 + wkey + mt * 16 + g + 8 * hh;
+                int ilo = p.window_right >= 0 ? key - off - p.window_right : -(1 << 30);
+                int ihi = p.window_left >= 0 ? key - off + p.window_left + 1 : (1 << 30);
+                if (key >= s.sk) ilo = ihi;
+                ilo -= q0 + 2 * t;
+                ihi -= q0 + 2 * t;
+                const int dist0 = q0 + 2 * t + off - key; // i + sk - sq - key at column 0
+#pragma unroll
+                for (int i = 0; i < NS; ++i) {
+                    const float2 lv  = *reinterpret_cast<const float2 *>(l2 + 8 * i + 2 * t);
+                    const float2 dv2 = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int col = 8 * i + e;
+                        const float x = st[mt][i][2 * hh + e];
+                        float s2, fac = 1.f;
+                        if (p.softcap > 0.f) {
+                            const float th = fast_tanh(x * p.softcap_inv);
+                            s2             = p.softcap_log2 * th;
+                            fac            = 1.f - th * th;
+                        } else {
+                            s2 = x * p.scale_log2;
+                        }
+                        s2 -= slope2 * fabsf((float)(dist0 + col));
+                        const float lse = e ? lv.y : lv.x; // natural log: exp2(s2 - lse log2e)
+                        const float pr  = (col < ilo || col >= ihi) ? 0.f : fast_exp2(fmaf(-lse, FK_BWD_LOG2E, s2));
+                        st[mt][i][2 * hh + e] = pr;
+                        dp[mt][i][2 * hh + e] = pr * (dp[mt][i][2 * hh + e] - (e ? dv2.y : dv2.x)) * fac;
+                    }
+                }
+            }
+    }
+}
+
 template <int D, int BM, int BN, int NW, int MINB, bool BF16>
 __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p) {
     using S          = BwdShape<D, BM, BN, NW>;
@@ -355,85 +444,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
         }
 
         // P = exp2(s * log2e - lse * log2e); dS = P (dP - D) [* (1 - tanh^2) under softcap]. In place.
-        const float *l2 = sL + buf * BM, *dd = sD + buf * BM;
-        int lo_first, hi_first, lo_last, hi_last;
-        bwd_key_range(p, m0, s.sq, s.sk, lo_first, hi_first);
-        bwd_key_range(p, min(m0 + BM, s.sq) - 1, s.sq, s.sk, lo_last, hi_last);
-        const bool interior = n0 >= lo_last && n0 + BN <= hi_first;
-        if (!p.transform) {
-            if (!interior) {
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int hh = 0; hh < 2; ++hh) {
-                        // rows i that see this key: key - off - wr <= i <= key - off + wl, as tile columns
-                        const int key = n0 + wkey + mt * 16 + g + 8 * hh;
-                        int ilo = p.window_right >= 0 ? key - off - p.window_right : -(1 << 30);
-                        int ihi = p.window_left >= 0 ? key - off + p.window_left + 1 : (1 << 30);
-                        if (key >= s.sk) ilo = ihi;
-                        ilo -= m0 + 2 * t;
-                        ihi -= m0 + 2 * t;
-#pragma unroll
-                        for (int i = 0; i < NS; ++i)
-#pragma unroll
-                            for (int e = 0; e < 2; ++e) {
-                                const int col = 8 * i + e;
-                                if (col < ilo || col >= ihi) st[mt][i][2 * hh + e] = -INFINITY;
-                            }
-                    }
-            }
-#pragma unroll
-            for (int i = 0; i < NS; ++i) {
-                const float2 lv = *reinterpret_cast<const float2 *>(l2 + 8 * i + 2 * t);
-                const float2 dv2 = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
-                const float  l2x = lv.x * FK_BWD_LOG2E, l2y = lv.y * FK_BWD_LOG2E; // sL: natural log
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const float pr = fast_exp2(fmaf(st[mt][i][e], p.scale_log2, -((e & 1) ? l2y : l2x)));
-                        st[mt][i][e]   = pr;
-                        dp[mt][i][e]   = pr * (dp[mt][i][e] - ((e & 1) ? dv2.y : dv2.x));
-                    }
-            }
-        } else {
-            const float slope2 = p.alibi ? p.alibi[b * p.alibi_bs + h] * FK_BWD_LOG2E : 0.f;
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const int key = n0 + wkey + mt * 16 + g + 8 * hh;
-                    int ilo = p.window_right >= 0 ? key - off - p.window_right : -(1 << 30);
-                    int ihi = p.window_left >= 0 ? key - off + p.window_left + 1 : (1 << 30);
-                    if (key >= s.sk) ilo = ihi;
-                    ilo -= m0 + 2 * t;
-                    ihi -= m0 + 2 * t;
-                    const int dist0 = m0 + 2 * t + off - key; // i + sk - sq - key at column 0
-#pragma unroll
-                    for (int i = 0; i < NS; ++i) {
-                        const float2 lv  = *reinterpret_cast<const float2 *>(l2 + 8 * i + 2 * t);
-                        const float2 dv2 = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
-#pragma unroll
-                        for (int e = 0; e < 2; ++e) {
-                            const int col = 8 * i + e;
-                            const float x = st[mt][i][2 * hh + e];
-                            float s2, fac = 1.f;
-                            if (p.softcap > 0.f) {
-                                const float th = fast_tanh(x * p.softcap_inv);
-                                s2             = p.softcap_log2 * th;
-                                fac            = 1.f - th * th;
-                            } else {
-                                s2 = x * p.scale_log2;
-                            }
-                            s2 -= slope2 * fabsf((float)(dist0 + col));
-                            const float lse = e ? lv.y : lv.x; // natural log: exp2(s2 - lse log2e)
-                            const float pr  = (col < ilo || col >= ihi) ? 0.f : fast_exp2(fmaf(-lse, FK_BWD_LOG2E, s2));
-                            st[mt][i][2 * hh + e] = pr;
-                            dp[mt][i][2 * hh + e] = pr * (dp[mt][i][2 * hh + e] - (e ? dv2.y : dv2.x)) * fac;
-                        }
-                    }
-                }
-        }
+        bwd_p_ds<BM, BN, MT, NS>(p, s, b, h, m0, m0, n0, wkey, off, g, t, sL + buf * BM, sD + buf * BM, st, dp);
 
         // dV += P^T dO ; dS^T -> shared ; dK += dS^T Q. A operands straight from the accumulators.
 #pragma unroll
