@@ -252,6 +252,16 @@ template <int D, int BM, int BN, int NW> struct BwdShape {
     static_assert(KPW % 16 == 0 && BM % 16 == 0 && D % 16 == 0 && NQ % 2 == 0 && BM % (16 * WM) == 0, "tile");
 };
 
+// The tile columns [ilo, ihi) of the queries that see key `key` (query i sees it when key - off - wr <= i <=
+// key - off + wl; off = sk - sq; none past the key tail), relative to query c0 (column 0 of the thread).
+__device__ __forceinline__ void bwd_key_band(const BwdParams &p, int key, int off, int sk, int c0, int &ilo, int &ihi) {
+    ilo = p.window_right >= 0 ? key - off - p.window_right : -(1 << 30);
+    ihi = p.window_left >= 0 ? key - off + p.window_left + 1 : (1 << 30);
+    if (key >= sk) ilo = ihi;
+    ilo -= c0;
+    ihi -= c0;
+}
+
 // P = exp2(s * log2e - lse * log2e) and dS = P (dP - D) [* (1 - tanh^2) under softcap], in place, for a warp's
 // S^T / dP^T accumulators: element (mt, i, e) is key n0 + wkey + 16 mt + g + 8 (e >> 1) and query column
 // q0 + 8 i + 2 t + (e & 1) (q0: the warp's first query row; m0: the block's, of BM rows; BN keys from n0).
@@ -271,13 +281,8 @@ __device__ __forceinline__ void bwd_p_ds(const BwdParams &p, const BwdSeq &s, in
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                 for (int hh = 0; hh < 2; ++hh) {
-                    // rows i that see this key: key - off - wr <= i <= key - off + wl, as tile columns
-                    const int key = n0 + wkey + mt * 16 + g + 8 * hh;
-                    int ilo = p.window_right >= 0 ? key - off - p.window_right : -(1 << 30);
-                    int ihi = p.window_left >= 0 ? key - off + p.window_left + 1 : (1 << 30);
-                    if (key >= s.sk) ilo = ihi;
-                    ilo -= q0 + 2 * t;
-                    ihi -= q0 + 2 * t;
+                    int ilo, ihi;
+                    bwd_key_band(p, n0 + wkey + mt * 16 + g + 8 * hh, off, s.sk, q0 + 2 * t, ilo, ihi);
 #pragma unroll
                     for (int i = 0; i < NS; ++i)
 #pragma unroll
@@ -308,11 +313,8 @@ __device__ __forceinline__ void bwd_p_ds(const BwdParams &p, const BwdSeq &s, in
 #pragma unroll
             for (int hh = 0; hh < 2; ++hh) {
                 const int key = n0 + wkey + mt * 16 + g + 8 * hh;
-                int ilo = p.window_right >= 0 ? key - off - p.window_right : -(1 << 30);
-                int ihi = p.window_left >= 0 ? key - off + p.window_left + 1 : (1 << 30);
-                if (key >= s.sk) ilo = ihi;
-                ilo -= q0 + 2 * t;
-                ihi -= q0 + 2 * t;
+                int       ilo, ihi;
+                bwd_key_band(p, key, off, s.sk, q0 + 2 * t, ilo, ihi);
                 const int dist0 = q0 + 2 * t + off - key; // i + sk - sq - key at column 0
 #pragma unroll
                 for (int i = 0; i < NS; ++i) {
