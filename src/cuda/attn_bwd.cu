@@ -71,15 +71,16 @@ int block_m(const Choice &c) {
     return 1;
 }
 
-size_t smem_bytes(const fk_attn_problem *p, const Choice &c) {
+size_t smem_bytes(const struct fk_context *ctx, const fk_attn_problem *p, const Choice &c) {
     if (p->dtype == FK_DTYPE_F32) return bf32_smem_bytes((int)p->head_dim);
     if (c.split) {
         using T = BwdSplitTile<256>;
         return (size_t)BwdSplitShape<256, T::BM, T::BN, T::NW, T::SPLIT>::SMEM;
     }
+    const bool sm90 = ctx->cc_major >= 9; // bwd_tc_kernel's stage count (BwdShape::stages), as launch_bwd_tc
     switch (c.bucket) {
 #define FK_BWD_SMEM(d) \
-    case d: return (size_t)BwdShape<d, BwdTile<d>::BM, BwdTile<d>::BN, BwdTile<d>::NW>::SMEM;
+    case d: return (size_t)BwdShape<d, BwdTile<d>::BM, BwdTile<d>::BN, BwdTile<d>::NW>::smem(sm90, BwdTile<d>::MINB);
         FK_BWD_SMEM(64)
         FK_BWD_SMEM(128)
         FK_BWD_SMEM(256)
@@ -265,7 +266,7 @@ extern "C" fk_status fk_cuda_attn_bwd_select(const struct fk_context *ctx, const
     if (p->lse == NULL)
         return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "attn_bwd: lse is required by the backward");
     const Choice c    = choose(ctx, p);
-    const size_t smem = smem_bytes(p, c);
+    const size_t smem = smem_bytes(ctx, p, c); // the size launch_bwd_tc asks for on this device
     if (smem > (size_t)ctx->max_smem_optin)
         return fk_error(FK_STATUS_NOT_SUPPORTED_HEAD_DIM,
                         "attn_bwd: head_dim %lld needs %zu bytes of shared memory per block; cuda:%d allows %d",

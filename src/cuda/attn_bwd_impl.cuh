@@ -247,8 +247,23 @@ template <int D, int BM, int BN, int NW> struct BwdShape {
     static constexpr int NT = NW * 32, KPW = BN / NW, MT = KPW / 16, LD = D + 8, LDS = BM + 8;
     static constexpr int WM = (BM / 16 < NW) ? BM / 16 : NW, WN = NW / WM; // dQ warp grid
     static constexpr int MQ = BM / WM / 16, NQ = D / WN / 8;                // dQ tiles per warp
-    // K, V; Q, dO double-buffered; dS^T; LSE and D double-buffered
-    static constexpr int SMEM = (2 * BN * LD + 4 * BM * LD + BN * LDS) * 2 + 4 * BM * 4;
+    // K, V; Q, dO in nst buffers; dS^T; LSE and D in nst buffers
+    static constexpr int smem_bytes(int nst) {
+        return (2 * BN * LD + 2 * nst * BM * LD + BN * LDS) * 2 + 2 * nst * BM * 4;
+    }
+    static constexpr int SMEM2 = smem_bytes(2), SMEM3 = smem_bytes(3);
+    // Q/dO/LSE/D buffers (pipeline stages). ncu (H200, D = 128) put 10.75% of the stall samples on the wait for a
+    // step issued only one step earlier; a third buffer issues it two steps earlier. 3 on sm_90 and newer for
+    // D = 64 (32x128, 2 blocks of 74 KB per SM: occupancy unchanged; ptxas spills 28/20 B instead of 24/12), if minb
+    // blocks of SMEM3 fit in the SM's 228 KB (1 KB reserved per block); 2 elsewhere. D = 128 stays at 2: with 3
+    // (190 KB, fits) ptxas sm_90 spilled 24/48 B instead of 4/4 (at 255 registers, the rotating buffer index is one
+    // register too many). D = 256 stays at 2: BwdTile<256> runs where the split kernel does not fit, not on sm_90
+    // in practice. Compile-time per architecture: the kernel takes it from __CUDA_ARCH__, the launch from the
+    // device's compute capability (every build that runs on cc >= 9 carries sm_90+ code: "80;90" by default).
+    static constexpr int stages(bool sm90, int minb) {
+        return sm90 && D == 64 && minb * (SMEM3 + 1024) <= 228 * 1024 ? 3 : 2;
+    }
+    static constexpr int smem(bool sm90, int minb) { return stages(sm90, minb) == 3 ? SMEM3 : SMEM2; }
     static_assert(KPW % 16 == 0 && BM % 16 == 0 && D % 16 == 0 && NQ % 2 == 0 && BM % (16 * WM) == 0, "tile");
 };
 
@@ -347,11 +362,16 @@ template <int D, int BM, int BN, int NW, int MINB, bool BF16>
 __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p) {
     using S          = BwdShape<D, BM, BN, NW>;
     constexpr int NT = S::NT, MT = S::MT, LD = S::LD, LDS = S::LDS;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int NST = S::stages(true, MINB); // Q/dO/LSE/D buffers; launch_bwd_tc sizes shared memory the same way
+#else
+    constexpr int NST = S::stages(false, MINB);
+#endif
     constexpr int NS = BM / 8; // S^T n-tiles (queries)
     constexpr int ND = D / 8;  // dK/dV n-tiles
     extern __shared__ __align__(16) uint16_t smem[];
-    uint16_t *sK = smem, *sV = sK + BN * LD, *sQ = sV + BN * LD, *sdO = sQ + 2 * BM * LD, *sDS = sdO + 2 * BM * LD;
-    float    *sL = reinterpret_cast<float *>(sDS + BN * LDS), *sD = sL + 2 * BM;
+    uint16_t *sK = smem, *sV = sK + BN * LD, *sQ = sV + BN * LD, *sdO = sQ + NST * BM * LD, *sDS = sdO + NST * BM * LD;
+    float    *sL = reinterpret_cast<float *>(sDS + BN * LDS), *sD = sL + NST * BM;
 
     const int    j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
     const BwdSeq s = bwd_seq(p, b);
@@ -383,8 +403,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
         const int64_t t0 = (int64_t)h * p.total_q + tokq + m0;
         bwd_load_rows<BM, NT>(sL + buf * BM, sD + buf * BM, p.lsef + t0, p.dsum + t0, rows);
     };
-    if (total > 0) load_step(0, 0);
-    cp_async_commit();
+    // Steps 0..NST-2 in flight before the walk, one commit group each (K, V ride with step 0's); a step that does
+    // not exist commits an empty group, so that "the group of step it" is always the it-th.
+#pragma unroll
+    for (int pre = 0; pre < NST - 1; ++pre) {
+        if (pre < total) load_step(pre, pre);
+        cp_async_commit();
+    }
 
     float dv[MT][ND][4], dk[MT][ND][4];
 #pragma unroll
@@ -405,12 +430,16 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
     const int      wm = warp % S::WM, wn = warp / S::WM;
     const int      off = s.sk - s.sq;
 
-    for (int it = 0; it < total; ++it) {
-        const int buf = it & 1;
+    // Step it reads buffer it % NST (buf) and issues step it + NST - 1 into buffer (it - 1) % NST, the one step it-1
+    // read. it % NST is kept as a rotating small int (rot) rather than a modulo; with 2 stages it is it & 1, as
+    // before (ptxas sm_90 spilled 44 B at D = 128 with the rotating int there, instead of 4).
+    int rot = 0;
+    for (int it = 0; it < total; ++it, rot = rot + 1 == NST ? 0 : rot + 1) {
+        const int buf = NST == 2 ? it & 1 : rot;
         const int h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
-        cp_async_wait_all();
-        __syncthreads(); // step `it` landed (and K, V); every warp is done with step it-1 (buffer buf^1, dS^T)
-        if (it + 1 < total) load_step(it + 1, buf ^ 1);
+        cp_async_wait_group<NST - 2>(); // step it's group landed; the NST-2 newer ones may stay in flight
+        __syncthreads(); // ... for every thread (and K, V); every warp is done with step it-1 (its buffer, dS^T)
+        if (it + NST - 1 < total) load_step(it + NST - 1, buf == 0 ? NST - 1 : buf - 1);
         cp_async_commit();
 
         // S^T = K Q^T and dP^T = V dO^T: [16 MT keys x BM queries] per warp, fp32.
@@ -604,12 +633,16 @@ template <> struct BwdTile<256> { static constexpr int BM = 16, BN = 128, NW = 8
 
 template <int D, int BM, int BN, int NW, int MINB, bool BF16>
 cudaError_t launch_bwd_tc(const BwdParams &p, int nheads_kv, cudaStream_t stream) {
-    using S       = BwdShape<D, BM, BN, NW>;
-    auto kernel   = bwd_tc_kernel<D, BM, BN, NW, MINB, BF16>;
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
+    using S     = BwdShape<D, BM, BN, NW>;
+    auto kernel = bwd_tc_kernel<D, BM, BN, NW, MINB, BF16>;
+    int  dev = 0, cc = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev);
     if (e != cudaSuccess) return e;
+    const int smem = S::smem(cc >= 9, MINB); // the kernel's stage count on this device (BwdShape::stages)
+    if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) != cudaSuccess) return e;
     dim3 grid((p.seqlen_k + BN - 1) / BN, nheads_kv, p.batch);
-    kernel<<<grid, S::NT, S::SMEM, stream>>>(p);
+    kernel<<<grid, S::NT, smem, stream>>>(p);
     return cudaGetLastError();
 }
 

@@ -39,6 +39,10 @@ __device__ __forceinline__ void cp_async_4_if(void *dst, const void *src, bool p
 __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Wait until at most N of this thread's committed groups are still in flight (N: an immediate).
+template <int N> __device__ __forceinline__ void cp_async_wait_group() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 // Four 8x8 b16 matrices; lane l gives the row address of matrix l / 8. Register i holds matrix i.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void *p) {
