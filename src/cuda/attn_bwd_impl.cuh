@@ -244,7 +244,7 @@ __device__ __forceinline__ void bwd_load_rows(float *sl, float *sd, const float 
 }
 
 #ifndef FK_BWD_STAGE3_MAX_D
-#define FK_BWD_STAGE3_MAX_D 128
+#define FK_BWD_STAGE3_MAX_D 64
 #endif
 template <int D, int BM, int BN, int NW> struct BwdShape {
     static constexpr int NT = NW * 32, KPW = BN / NW, MT = KPW / 16, LD = D + 8, LDS = BM + 8;
@@ -263,7 +263,7 @@ template <int D, int BM, int BN, int NW> struct BwdShape {
     // register too many). D = 256 stays at 2: BwdTile<256> runs where the split kernel does not fit, not on sm_90
     // in practice. Compile-time per architecture: the kernel takes it from __CUDA_ARCH__, the launch from the
     // device's compute capability (every build that runs on cc >= 9 carries sm_90+ code: "80;90" by default).
-    // FK_BWD_STAGE3_MAX_D (dev knob, default 128 while being measured): the largest head-dim bucket with 3 stages.
+    // FK_BWD_STAGE3_MAX_D (dev knob; 64: measured in run 10, D = 128 was as fast with 2 stages and spills less): the largest head-dim bucket with 3 stages.
     static constexpr int stages(bool sm90, int minb) {
         return sm90 && D <= FK_BWD_STAGE3_MAX_D && minb * (SMEM3 + 1024) <= 228 * 1024 ? 3 : 2;
     }
