@@ -45,15 +45,13 @@ void fk_attn_args_init(fk_attn_args *args) {
 
 // --- checks ----------------------------------------------------------------------------------------------
 
-// A [(batch,) seq, heads, dim] operand with the given extents (batch omitted for varlen).
-static fk_status check_bshd(const char *op, const char *name, const fk_tensor *t, const struct fk_context *ctx,
-                            int varlen, int64_t b, int64_t s, int64_t h, int64_t d) {
+fk_status fk_attn_check_bshd(const char *op, const char *name, const fk_tensor *t, const struct fk_context *ctx,
+                             int varlen, int64_t b, int64_t s, int64_t h, int64_t d) {
     FK_TRY(fk_check_tensor(op, name, t, ctx, varlen ? 3 : 4));
-    int o = 0;
-    if (!varlen) FK_TRY(fk_check_extent(op, name, t, o++, b));
-    FK_TRY(fk_check_extent(op, name, t, o++, s));
-    FK_TRY(fk_check_extent(op, name, t, o++, h));
-    return fk_check_extent(op, name, t, o, d);
+    const int64_t want[4] = {b, s, h, d};
+    for (int i = varlen ? 1 : 0, dim = 0; i < 4; i++, dim++)
+        if (want[i] >= 0) FK_TRY(fk_check_extent(op, name, t, dim, want[i]));
+    return FK_STATUS_SUCCESS;
 }
 
 // Strides [batch, row, head] of a checked operand (varlen: batch stride 0).
@@ -151,9 +149,9 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
     const int64_t batch_fixed = varlen ? 1 : a->q.shape[0];
     const int64_t tq = a->q.shape[nd - 3], hq = a->q.shape[nd - 2], d = a->q.shape[nd - 1];
     const int64_t tk = a->k.shape[nd - 3], hkv = a->k.shape[nd - 2];
-    FK_TRY(check_bshd(op, "k", &a->k, ctx, varlen, batch_fixed, tk, hkv, d));
-    FK_TRY(check_bshd(op, "v", &a->v, ctx, varlen, batch_fixed, tk, hkv, d));
-    FK_TRY(check_bshd(op, "o", &a->o, ctx, varlen, batch_fixed, tq, hq, d));
+    FK_TRY(fk_attn_check_bshd(op, "k", &a->k, ctx, varlen, batch_fixed, tk, hkv, d));
+    FK_TRY(fk_attn_check_bshd(op, "v", &a->v, ctx, varlen, batch_fixed, tk, hkv, d));
+    FK_TRY(fk_attn_check_bshd(op, "o", &a->o, ctx, varlen, batch_fixed, tq, hq, d));
     FK_TRY(fk_check_same_dtype(op, "q", &a->q, "k", &a->k));
     FK_TRY(fk_check_same_dtype(op, "q", &a->q, "v", &a->v));
     FK_TRY(fk_check_same_dtype(op, "q", &a->q, "o", &a->o));
@@ -161,10 +159,10 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
         if (!a->lse.data)
             return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "%s: lse.data is NULL (backward needs forward's lse)",
                             op);
-        FK_TRY(check_bshd(op, "do_", &a->do_, ctx, varlen, batch_fixed, tq, hq, d));
-        FK_TRY(check_bshd(op, "dq", &a->dq, ctx, varlen, batch_fixed, tq, hq, d));
-        FK_TRY(check_bshd(op, "dk", &a->dk, ctx, varlen, batch_fixed, tk, hkv, d));
-        FK_TRY(check_bshd(op, "dv", &a->dv, ctx, varlen, batch_fixed, tk, hkv, d));
+        FK_TRY(fk_attn_check_bshd(op, "do_", &a->do_, ctx, varlen, batch_fixed, tq, hq, d));
+        FK_TRY(fk_attn_check_bshd(op, "dq", &a->dq, ctx, varlen, batch_fixed, tq, hq, d));
+        FK_TRY(fk_attn_check_bshd(op, "dk", &a->dk, ctx, varlen, batch_fixed, tk, hkv, d));
+        FK_TRY(fk_attn_check_bshd(op, "dv", &a->dv, ctx, varlen, batch_fixed, tk, hkv, d));
         FK_TRY(fk_check_same_dtype(op, "q", &a->q, "do_", &a->do_));
         FK_TRY(fk_check_same_dtype(op, "q", &a->q, "dq", &a->dq));
         FK_TRY(fk_check_same_dtype(op, "q", &a->q, "dk", &a->dk));

@@ -67,6 +67,10 @@ fk_status fk_attn_select(const struct fk_context *ctx, const fk_attn_problem *p,
 // The scalar rules every attention entry point shares (scale, softcap, causal, windows), one status each.
 fk_status fk_attn_check_scalars(const char *op, float softmax_scale, float softcap, int causal, int64_t window_left,
                                 int64_t window_right);
+// A [(batch,) seq, heads, dim] operand: a tensor on ctx's device with those extents (batch omitted when varlen;
+// an extent < 0 is not checked).
+fk_status fk_attn_check_bshd(const char *op, const char *name, const fk_tensor *t, const struct fk_context *ctx,
+                             int varlen, int64_t b, int64_t s, int64_t h, int64_t d);
 
 // --- CPU backend (src/cpu/attn.c) ------------------------------------------------------------------------
 size_t    fk_cpu_attn_fwd_workspace(const struct fk_context *ctx, const fk_attn_problem *p);

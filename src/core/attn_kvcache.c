@@ -24,16 +24,6 @@ void fk_attn_kvcache_args_init(fk_attn_kvcache_args *args) {
 
 // --- checks ----------------------------------------------------------------------------------------------
 
-// A [b, s, h, d] operand; a negative extent is not checked (taken from the tensor).
-static fk_status check_bshd(const char *op, const char *name, const fk_tensor *t, const struct fk_context *ctx,
-                            int64_t b, int64_t s, int64_t h, int64_t d) {
-    FK_TRY(fk_check_tensor(op, name, t, ctx, 4));
-    const int64_t want[4] = {b, s, h, d};
-    for (int i = 0; i < 4; i++)
-        if (want[i] >= 0) FK_TRY(fk_check_extent(op, name, t, i, want[i]));
-    return FK_STATUS_SUCCESS;
-}
-
 static fk_status check_index(const char *op, const char *name, const fk_tensor *t, const struct fk_context *ctx,
                              int ndim, int64_t batch) {
     FK_TRY(fk_check_tensor(op, name, t, ctx, ndim));
@@ -105,10 +95,10 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
     FK_TRY(fk_check_tensor(op, "q", &a->q, ctx, 4));
     FK_TRY(fk_check_float_dtype(op, "q", &a->q));
     const int64_t B = a->q.shape[0], sq = a->q.shape[1], hq = a->q.shape[2], d = a->q.shape[3];
-    FK_TRY(check_bshd(op, "k_cache", &a->k_cache, ctx, -1, -1, -1, d));
+    FK_TRY(fk_attn_check_bshd(op, "k_cache", &a->k_cache, ctx, 0, -1, -1, -1, d));
     const int64_t entries = a->k_cache.shape[0], rows = a->k_cache.shape[1], hkv = a->k_cache.shape[2];
-    FK_TRY(check_bshd(op, "v_cache", &a->v_cache, ctx, entries, rows, hkv, d));
-    FK_TRY(check_bshd(op, "o", &a->o, ctx, B, sq, hq, d));
+    FK_TRY(fk_attn_check_bshd(op, "v_cache", &a->v_cache, ctx, 0, entries, rows, hkv, d));
+    FK_TRY(fk_attn_check_bshd(op, "o", &a->o, ctx, 0, B, sq, hq, d));
     FK_TRY(fk_check_same_dtype(op, "q", &a->q, "k_cache", &a->k_cache));
     FK_TRY(fk_check_same_dtype(op, "q", &a->q, "v_cache", &a->v_cache));
     FK_TRY(fk_check_same_dtype(op, "q", &a->q, "o", &a->o));
@@ -120,9 +110,9 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
     if (a->v.data && !a->k.data)
         return fk_error(FK_STATUS_BAD_PARAM_NULL_POINTER, "%s: v (new values) is given but k.data is NULL", op);
     if (a->k.data) {
-        FK_TRY(check_bshd(op, "k", &a->k, ctx, B, -1, hkv, d));
+        FK_TRY(fk_attn_check_bshd(op, "k", &a->k, ctx, 0, B, -1, hkv, d));
         snew = a->k.shape[1];
-        FK_TRY(check_bshd(op, "v", &a->v, ctx, B, snew, hkv, d));
+        FK_TRY(fk_attn_check_bshd(op, "v", &a->v, ctx, 0, B, snew, hkv, d));
         FK_TRY(fk_check_same_dtype(op, "q", &a->q, "k", &a->k));
         FK_TRY(fk_check_same_dtype(op, "q", &a->q, "v", &a->v));
     }
