@@ -54,6 +54,22 @@ fk_status fk_attn_check_bshd(const char *op, const char *name, const fk_tensor *
     return FK_STATUS_SUCCESS;
 }
 
+fk_status fk_attn_check_alibi(const char *op, const fk_tensor *t, const struct fk_context *ctx, int64_t batch,
+                              int64_t hq, int64_t *batch_stride) {
+    *batch_stride = 0;
+    if (!t->data) return FK_STATUS_SUCCESS;
+    const int an = t->ndim == 2 ? 2 : 1;
+    FK_TRY(fk_check_tensor(op, "alibi_slopes", t, ctx, an));
+    if (t->dtype != FK_DTYPE_F32)
+        return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: alibi_slopes.dtype must be f32, got %s", op,
+                        fk_dtype_name(t->dtype));
+    if (an == 2) {
+        FK_TRY(fk_check_extent(op, "alibi_slopes", t, 0, batch));
+        *batch_stride = t->stride[0];
+    }
+    return fk_check_extent(op, "alibi_slopes", t, an - 1, hq);
+}
+
 // Strides [batch, row, head] of a checked operand (varlen: batch stride 0).
 static void strides_of(const fk_tensor *t, int varlen, int64_t *bs, int64_t *rs, int64_t *hs) {
     if (varlen) {
@@ -201,19 +217,8 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
     }
 
     // ALiBi slopes: fp32 [Hq] or [B, Hq].
-    int64_t alibi_bs = 0;
-    if (a->alibi_slopes.data) {
-        int an = a->alibi_slopes.ndim == 2 ? 2 : 1;
-        FK_TRY(fk_check_tensor(op, "alibi_slopes", &a->alibi_slopes, ctx, an));
-        if (a->alibi_slopes.dtype != FK_DTYPE_F32)
-            return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: alibi_slopes.dtype must be f32, got %s", op,
-                            fk_dtype_name(a->alibi_slopes.dtype));
-        if (an == 2) {
-            FK_TRY(fk_check_extent(op, "alibi_slopes", &a->alibi_slopes, 0, batch));
-            alibi_bs = a->alibi_slopes.stride[0];
-        }
-        FK_TRY(fk_check_extent(op, "alibi_slopes", &a->alibi_slopes, an - 1, hq));
-    }
+    int64_t alibi_bs;
+    FK_TRY(fk_attn_check_alibi(op, &a->alibi_slopes, ctx, batch, hq, &alibi_bs));
 
     // Size products the kernels form (element counts and the backward's per-row workspace in fp64).
     FK_TRY(checked_product(op, "q (batch x seqlen_q x nheads_q x head_dim)", batch, sq, hq, d, NULL));

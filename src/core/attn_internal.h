@@ -71,6 +71,9 @@ fk_status fk_attn_check_scalars(const char *op, float softmax_scale, float softc
 // an extent < 0 is not checked).
 fk_status fk_attn_check_bshd(const char *op, const char *name, const fk_tensor *t, const struct fk_context *ctx,
                              int varlen, int64_t b, int64_t s, int64_t h, int64_t d);
+// Optional ALiBi slopes: none, or fp32 [hq] or [batch, hq] on ctx's device; *batch_stride: 0 or the [batch] stride.
+fk_status fk_attn_check_alibi(const char *op, const fk_tensor *t, const struct fk_context *ctx, int64_t batch,
+                              int64_t hq, int64_t *batch_stride);
 
 // --- CPU backend (src/cpu/attn.c) ------------------------------------------------------------------------
 size_t    fk_cpu_attn_fwd_workspace(const struct fk_context *ctx, const fk_attn_problem *p);

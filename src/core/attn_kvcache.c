@@ -168,19 +168,8 @@ static fk_status resolve(const char *op, const struct fk_context *ctx, const fk_
     }
 
     // ALiBi slopes: fp32 [Hq] or [B, Hq].
-    int64_t alibi_bs = 0;
-    if (a->alibi_slopes.data) {
-        int an = a->alibi_slopes.ndim == 2 ? 2 : 1;
-        FK_TRY(fk_check_tensor(op, "alibi_slopes", &a->alibi_slopes, ctx, an));
-        if (a->alibi_slopes.dtype != FK_DTYPE_F32)
-            return fk_error(FK_STATUS_NOT_SUPPORTED_DTYPE, "%s: alibi_slopes.dtype must be f32, got %s", op,
-                            fk_dtype_name(a->alibi_slopes.dtype));
-        if (an == 2) {
-            FK_TRY(fk_check_extent(op, "alibi_slopes", &a->alibi_slopes, 0, B));
-            alibi_bs = a->alibi_slopes.stride[0];
-        }
-        FK_TRY(fk_check_extent(op, "alibi_slopes", &a->alibi_slopes, an - 1, hq));
-    }
+    int64_t alibi_bs;
+    FK_TRY(fk_attn_check_alibi(op, &a->alibi_slopes, ctx, B, hq, &alibi_bs));
 
     // Size products the kernel forms.
     FK_TRY(checked_product(op, "q (batch x seqlen_q x nheads_q x head_dim)", B, sq, hq, d));
