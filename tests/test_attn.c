@@ -572,10 +572,7 @@ static void expect(fk_context_t ctx, const char *rule, const fk_attn_args *a, fk
         bool      m1    = fk_last_error_message()[0] != 0;
         fk_status s2    = pass ? fk_attn_bwd(ctx, a, e->ws, sizeof e->ws, NULL) : fk_attn_fwd(ctx, a, e->ws, sizeof e->ws, NULL);
         bool      m2    = fk_last_error_message()[0] != 0;
-        char      detail[700];
-        snprintf(detail, sizeof detail, "want %s; size query %s, call %s: %s", fk_status_string(want),
-                 fk_status_string(s1), fk_status_string(s2), fk_last_error_message());
-        fk_test_check(s1 == want && s2 == want && m1 && m2, sig, detail);
+        fk_test_expect_status(sig, want, s1, m1, s2, m2);
     }
 }
 

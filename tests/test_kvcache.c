@@ -348,10 +348,7 @@ static void expect(fk_context_t ctx, const char *rule, const fk_attn_kvcache_arg
     bool      m1    = fk_last_error_message()[0] != 0;
     fk_status s2    = fk_attn_fwd_kvcache(ctx, a, e->ws, sizeof e->ws, NULL);
     bool      m2    = fk_last_error_message()[0] != 0;
-    char      detail[700];
-    snprintf(detail, sizeof detail, "want %s; size query %s, call %s: %s", fk_status_string(want),
-             fk_status_string(s1), fk_status_string(s2), fk_last_error_message());
-    fk_test_check(s1 == want && s2 == want && m1 && m2, sig, detail);
+    fk_test_expect_status(sig, want, s1, m1, s2, m2);
 }
 
 static void run_negative(fk_context_t ctx) {

@@ -208,6 +208,14 @@ bool fk_test_check(bool cond, const char *sig, const char *detail) {
     return cond;
 }
 
+bool fk_test_expect_status(const char *sig, fk_status want, fk_status query, bool query_msg, fk_status call,
+                           bool call_msg) {
+    char detail[800];
+    snprintf(detail, sizeof detail, "want %s; size query %s, call %s: %s", fk_status_string(want),
+             fk_status_string(query), fk_status_string(call), fk_last_error_message());
+    return fk_test_check(query == want && call == want && query_msg && call_msg, sig, detail);
+}
+
 int fk_test_finish(void) {
     printf("%s: %d passed, %d failed, %d skipped\n", T.name, T.passed, T.failed, T.skipped);
     if (T.failed) return 1;

@@ -55,6 +55,10 @@ void fk_test_fail(const char *signature, const char *detail);
 void fk_test_skip(const char *signature, const char *reason);
 // Assert helper for plain checks: records a pass or a fail; returns cond.
 bool fk_test_check(bool cond, const char *signature, const char *detail);
+// A bad-input rule: the size query returned `query`, the call `call`; both must be `want`, each with a non-empty
+// message (query_msg / call_msg: fk_last_error_message() was set right after each). The detail names all three.
+bool fk_test_expect_status(const char *signature, fk_status want, fk_status query, bool query_msg, fk_status call,
+                           bool call_msg);
 // Prints the summary and returns the process exit code (non-zero on any failure or when nothing ran).
 int fk_test_finish(void);
 
