@@ -158,6 +158,37 @@ __device__ __forceinline__ void store_any_dtype(void *base, fk_dtype dt, int64_t
     else static_cast<__half *>(base)[j] = __float2half_rn(x);
 }
 
+// --- asynchronous copies (cp.async, sm_80+) ----------------------------------------------------------------
+// A thread copies global memory into its own shared-memory slots and later reads only those slots, so the
+// group wait below is all the ordering it needs (no barrier). Ring buffers of the row kernels use them to keep
+// several rows in flight without holding them in registers.
+
+// 16 bytes from a 16-byte aligned global address; the first `bytes` (1..16) are read, the rest zero-filled.
+__device__ __forceinline__ void cp16(void *smem, const void *g, int bytes) {
+    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(g), "r"(bytes) : "memory");
+}
+// 4 bytes (one float).
+__device__ __forceinline__ void cp4(void *smem, const void *g) {
+    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(g) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Wait until at most `pending` of this thread's groups are in flight; `pending` at run time (0..7), a uniform
+// branch to the immediate the instruction needs.
+__device__ __forceinline__ void cp_wait(int pending) {
+    switch (pending) {
+    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
+    case 6: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 7;" ::: "memory"); break;
+    }
+}
+
 // --- reductions ------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ float warp_sum(float x) {

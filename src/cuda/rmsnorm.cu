@@ -44,6 +44,7 @@ struct RmsArgs {
     fk_dtype    wdt, dwdt;
     float       eps, off;
     bool        wvec; // weight 16-byte aligned
+    int         stages; // ring kernels: rows in the shared-memory ring (2..8)
 };
 
 // Valid elements of vector idx (N elements each) of a row of `hidden`: N, fewer for the tail, <= 0 past it.
@@ -407,7 +408,7 @@ template <int N> __device__ __forceinline__ void lds_split(const float *s, int n
 }
 
 // Shared memory of both row kernels: the staged weight (nvec x N fp32) and 2 x W floats per group.
-inline size_t rows_smem(int64_t nvec, int n, int threads) {
+__host__ __device__ inline size_t rows_smem(int64_t nvec, int n, int threads) {
     return (size_t)nvec * n * sizeof(float) + (size_t)(threads / 32) * 2 * sizeof(float) + 16;
 }
 
@@ -679,6 +680,211 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
     }
 }
 
+// --- row groups with a shared-memory ring (cp.async) -------------------------------------------------------
+// The same row groups, but each thread copies its vectors of the next `stages - 1` rows of its group into its
+// own slots of a shared-memory ring with cp.async while it works on the current row: stages - 1 rows of loads
+// in flight a group, held in shared memory instead of registers (the register prefetch above holds one). Slot
+// (stage, operand, vector) of thread t: uint4 index ((stage x nops + operand) x VPL + vector) x threads + t,
+// so a warp's 16-byte accesses are 512 consecutive bytes. A thread reads only its own slots: cp_wait orders
+// them, no barrier. A partial last vector is copied with its valid bytes and zero-filled. The ring follows
+// the staged weight and the group sums: ring_offset() below.
+__host__ __device__ inline size_t ring_offset(int64_t nvec, int n, int threads) {
+    return (rows_smem(nvec, n, threads) + 15) / 16 * 16;
+}
+inline size_t ring_bytes(int stages, int nops, int vpl, int threads, bool bwd) {
+    return (size_t)stages * nops * vpl * threads * 16 + (bwd ? (size_t)stages * threads * sizeof(float) : 0);
+}
+
+template <typename T, int N, int VPL>
+__device__ __forceinline__ uint4 *ring_slot(uint4 *ring, int nops, int stage, int op, int v) {
+    return ring + ((stage * nops + op) * VPL + v) * (int)blockDim.x + (int)threadIdx.x;
+}
+
+// Issues the thread's vectors of row r of `nops` operands (bases p[op] + r * rs[op]) into ring stage `stage`.
+template <typename T, int N, int W, int VPL, bool EX>
+__device__ __forceinline__ void ring_issue(uint4 *ring, int nops, int stage, const void *const (&p)[3],
+                                           const int64_t (&rs)[3], int64_t r, int gt, int nvec, int hidden) {
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        const int idx = gt + v * 32 * W;
+        if (EX || idx < nvec) {
+            const int bytes = EX ? 16 : min(16, (hidden - idx * N) * (int)sizeof(T));
+#pragma unroll
+            for (int op = 0; op < 3; op++)
+                if (op < nops)
+                    cp16(ring_slot<T, N, VPL>(ring, nops, stage, op, v), static_cast<const T *>(p[op]) + r * rs[op] + idx * N,
+                         bytes);
+        }
+    }
+}
+template <typename T, int N> __device__ __forceinline__ Pack<T, N> lds_pack(const uint4 *slot) {
+    union {
+        uint4      u;
+        Pack<T, N> p;
+    } x;
+    x.u = *slot;
+    return x.p;
+}
+
+// Forward through the ring: x (and the residual) of a row from the ring, the rest as rms_fwd_rows_kernel.
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_fwd_ring_kernel(const RmsArgs a) {
+    static_assert(N * sizeof(T) == 16, "ring: 16-byte vectors");
+    extern __shared__ float4 rows_sm4[];
+    const int hidden = (int)a.hidden, nvec = (int)a.nvec, S = a.stages;
+    float    *ws  = reinterpret_cast<float *>(rows_sm4);
+    float    *red = ws + nvec * N;
+    uint4    *ring = reinterpret_cast<uint4 *>(reinterpret_cast<char *>(rows_sm4) + ring_offset(nvec, N, blockDim.x));
+    stage_weight<N>(a, nvec, ws);
+    __syncthreads(); // the only block-wide barrier
+    const Group<W> G;
+    float         *gred = red + G.grp * 2 * W;
+    const bool     res  = a.residual != nullptr;
+    const int      nops = res ? 2 : 1;
+    const void *const p[3]  = {a.x, a.residual, nullptr};
+    const int64_t     rs[3] = {a.x_rs, a.residual_rs, 0};
+    const int64_t     step  = (int64_t)gridDim.x * G.groups;
+    int64_t           r     = (int64_t)blockIdx.x * G.groups + G.grp;
+    for (int st = 0; st < S - 1; st++) { // one commit group a stage, empty past the last row
+        if (r + st * step < a.rows) ring_issue<T, N, W, VPL, EX>(ring, nops, st, p, rs, r + st * step, G.gt, nvec, hidden);
+        cp_commit();
+    }
+    int parity = 0, stage = 0;
+    for (; r < a.rows; r += step) {
+        const int64_t rn = r + (S - 1) * step; // into the stage the previous row used
+        if (rn < a.rows) ring_issue<T, N, W, VPL, EX>(ring, nops, stage == 0 ? S - 1 : stage - 1, p, rs, rn, G.gt, nvec, hidden);
+        cp_commit();
+        cp_wait(S - 1); // this row's group has landed
+        const FwdRow<T> row(a, r);
+        Pack<T, N>      h[VPL];
+        float           ss = 0.f;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            const int idx = G.gt + v * 32 * W, n = EX ? N : min(hidden - idx * N, N);
+            if (EX || idx < nvec) {
+                h[v] = lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 0, v));
+                if (res) {
+                    h[v] = add_round<T, N>(h[v], lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 1, v)));
+                    st_row<T, N, EX>(row.rout + idx * N, h[v], n);
+                }
+                ss += sumsq<T, N>(h[v]); // zero-filled past the row's end
+            }
+        }
+        ss               = group_sum<W>(ss, gred, G.wig, G.lane, G.grp + 1, parity);
+        parity          ^= 1;
+        const float rstd = 1.0f / sqrtf(ss / (float)hidden + a.eps);
+        if (a.rstd && G.gt == 0) a.rstd[r] = rstd;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            const int idx = G.gt + v * 32 * W, n = EX ? N : min(hidden - idx * N, N);
+            if (EX || idx < nvec) {
+                opaque(h[v]);
+                st_row<T, N, EX>(row.y + idx * N, scale_row<T, N>(h[v], ws, nvec, idx, rstd), n);
+            }
+        }
+        stage = stage + 1 == S ? 0 : stage + 1;
+    }
+    cp_wait(0);
+}
+
+// Backward through the ring: h, dy (and dresidual_out) and the row's rstd from the ring; h and dy are read from
+// it twice (before and after the reduction) instead of being held in registers across it.
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_bwd_ring_kernel(const RmsArgs a) {
+    static_assert(N * sizeof(T) == 16 && N % 4 == 0, "ring: 16-byte vectors");
+    extern __shared__ float4 rows_sm4[];
+    const int hidden = (int)a.hidden, nvec = (int)a.nvec, S = a.stages;
+    float    *ws   = reinterpret_cast<float *>(rows_sm4);
+    float    *red  = ws + nvec * N;
+    const bool dres = a.dres != nullptr;
+    const int  nops = dres ? 3 : 2;
+    uint4     *ring = reinterpret_cast<uint4 *>(reinterpret_cast<char *>(rows_sm4) + ring_offset(nvec, N, blockDim.x));
+    float     *rring = reinterpret_cast<float *>(ring + S * nops * VPL * (int)blockDim.x); // [S][threads] rstd
+    stage_weight<N>(a, nvec, ws);
+    __syncthreads();
+    const Group<W> G;
+    float         *gred  = red + G.grp * 2 * W;
+    const float    inv_h = 1.0f / (float)hidden;
+    float          dw[VPL][N];
+#pragma unroll
+    for (int v = 0; v < VPL; v++)
+#pragma unroll
+        for (int k = 0; k < N; k++) dw[v][k] = 0.f;
+    const void *const p[3]  = {a.x, a.dy, a.dres};
+    const int64_t     rs[3] = {a.x_rs, a.dy_rs, a.dres_rs};
+    const int64_t     step  = (int64_t)gridDim.x * G.groups;
+    int64_t           r     = (int64_t)blockIdx.x * G.groups + G.grp;
+    auto issue = [&](int64_t row, int st) {
+        ring_issue<T, N, W, VPL, EX>(ring, nops, st, p, rs, row, G.gt, nvec, hidden);
+        cp4(rring + st * (int)blockDim.x + threadIdx.x, a.rstd + row);
+    };
+    for (int st = 0; st < S - 1; st++) {
+        if (r + st * step < a.rows) issue(r + st * step, st);
+        cp_commit();
+    }
+    int parity = 0, stage = 0;
+    for (; r < a.rows; r += step) {
+        const int64_t rn = r + (S - 1) * step;
+        if (rn < a.rows) issue(rn, stage == 0 ? S - 1 : stage - 1);
+        cp_commit();
+        cp_wait(S - 1);
+        const float rstd = rring[stage * (int)blockDim.x + threadIdx.x];
+        float       dot  = 0.f;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            const int idx = G.gt + v * 32 * W;
+            if (EX || idx < nvec) {
+                float h[N], d[N], w[N];
+                unpack<T, N>(lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 0, v)), h);
+                unpack<T, N>(lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 1, v)), d);
+                lds_split<N>(ws, nvec, idx, w);
+#pragma unroll
+                for (int k = 0; k < N; k++) {
+                    dw[v][k] += d[k] * h[k] * rstd;
+                    dot += d[k] * w[k] * h[k];
+                }
+            }
+        }
+        dot              = group_sum<W>(dot, gred, G.wig, G.lane, G.grp + 1, parity);
+        parity          ^= 1;
+        const float coef = rstd * rstd * dot * inv_h;
+        T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            const int idx = G.gt + v * 32 * W, j = idx * N, n = EX ? N : min(hidden - j, N);
+            if (EX || idx < nvec) {
+                float h[N], d[N], w[N], dr[N];
+                unpack<T, N>(lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 0, v)), h);
+                unpack<T, N>(lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 1, v)), d);
+                if (dres) unpack<T, N>(lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 2, v)), dr);
+                lds_split<N>(ws, nvec, idx, w);
+#pragma unroll
+                for (int k = 0; k < N; k++) {
+                    d[k] = rstd * (d[k] * w[k] - h[k] * coef);
+                    if (dres) d[k] += dr[k];
+                }
+                st_row<T, N, EX>(dxrow + j, pack<T, N>(d), n);
+            }
+        }
+        stage = stage + 1 == S ? 0 : stage + 1;
+    }
+    cp_wait(0);
+    float *part = a.partial + ((int64_t)blockIdx.x * G.groups + G.grp) * a.ld;
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        const int idx = G.gt + v * 32 * W, j = idx * N;
+        if (idx < nvec) {
+            if (EX || j + N <= hidden) {
+#pragma unroll
+                for (int k = 0; k < N; k += 4)
+                    *reinterpret_cast<float4 *>(part + j + k) = make_float4(dw[v][k], dw[v][k + 1], dw[v][k + 2], dw[v][k + 3]);
+            } else {
+                for (int k = 0; k < N && j + k < hidden; k++) part[j + k] = dw[v][k];
+            }
+        }
+    }
+}
+
 // --- selection -------------------------------------------------------------------------------------------
 
 // The one plan both the workspace query and the launch use.
@@ -695,6 +901,7 @@ struct Plan {
     int64_t ld;      // workspace row stride (floats)
     size_t  ws;      // workspace bytes (backward)
     size_t  smem;    // dynamic shared memory (row groups: the staged weight; backward block per row: + dweight)
+    int     stages;  // row groups: 0 = rows kernels (register prefetch), >= 2 = ring kernels with that many rows
 };
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
@@ -729,8 +936,13 @@ void choose_shape(int64_t nvec, bool bwd, Plan *pl) {
 
 // The row-group instances: the shapes of fk_rms_rows_fwd / _fwd_res / _bwd (src/core/ops_select.h), each with
 // and without tail code. A shape not listed here answers nullptr (make_plan then reports it).
-template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex) {
+template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool ring) {
     constexpr int N = kVec<T>;
+    if (ring) {
+        if constexpr (BWD)
+            return ex ? (const void *)rms_bwd_ring_kernel<T, N, W, V, true> : (const void *)rms_bwd_ring_kernel<T, N, W, V, false>;
+        else return ex ? (const void *)rms_fwd_ring_kernel<T, N, W, V, true> : (const void *)rms_fwd_ring_kernel<T, N, W, V, false>;
+    }
     if constexpr (BWD)
         return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false>;
     else return ex ? (const void *)rms_fwd_rows_kernel<T, N, W, V, true> : (const void *)rms_fwd_rows_kernel<T, N, W, V, false>;
@@ -738,12 +950,12 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex) {
 template <typename T, bool BWD> const void *rows_kernel_for(const Plan &pl) {
     const int key = pl.w * 100 + pl.vpt;
     switch (key) {
-    case 402: return rows_k<T, BWD, 4, 2>(pl.ex);
-    case 802: return rows_k<T, BWD, 8, 2>(pl.ex);
-    case 1002: return rows_k<T, BWD, 10, 2>(pl.ex);
-    case 1602: return rows_k<T, BWD, 16, 2>(pl.ex);
-    case 405: return BWD ? nullptr : rows_k<T, false, 4, 5>(pl.ex);
-    case 504: return BWD ? nullptr : rows_k<T, false, 5, 4>(pl.ex);
+    case 402: return rows_k<T, BWD, 4, 2>(pl.ex, pl.stages > 0);
+    case 802: return rows_k<T, BWD, 8, 2>(pl.ex, pl.stages > 0);
+    case 1002: return rows_k<T, BWD, 10, 2>(pl.ex, pl.stages > 0);
+    case 1602: return rows_k<T, BWD, 16, 2>(pl.ex, pl.stages > 0);
+    case 405: return BWD ? nullptr : rows_k<T, false, 4, 5>(pl.ex, pl.stages > 0);
+    case 504: return BWD ? nullptr : rows_k<T, false, 5, 4>(pl.ex, pl.stages > 0);
     default: return nullptr;
     }
 }
@@ -806,7 +1018,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->nvec = ceil_div(p->hidden, pl->n);
     pl->ld   = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
-    pl->w = 0, pl->ex = false;
+    pl->w = 0, pl->ex = false, pl->stages = 0;
     fk_rms_rows_shape rs;
     if (allow_rows && vec && fk_rms_rows_pick(pl->nvec, bwd, p->residual != nullptr, &rs)) {
         pl->w = rs.w, pl->vpt = rs.vpl, pl->threads = rs.threads;
@@ -819,6 +1031,13 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->smem = bwd && pl->vpt > 0 ? 2 * (size_t)pl->n * (size_t)pl->nvec * sizeof(float) : 0;
     if (pl->smem + kStaticSmem > (size_t)ctx->max_smem_optin) pl->vpt = 0, pl->threads = kMaxThreads, pl->smem = 0;
     return FK_STATUS_SUCCESS;
+}
+
+// Turns a row-group plan into its ring form with `stages` rows (the ring kernels); nops: operands a row
+// (forward: x, + residual; backward: h, dy, + dresidual_out).
+[[maybe_unused]] void set_ring(Plan *pl, int stages, int nops, bool bwd) {
+    pl->stages = stages;
+    pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, nops, pl->vpt, pl->threads, bwd);
 }
 
 // Needs the context's device selected (the occupancy query is per device). Persistent grid (row groups, and
@@ -867,7 +1086,8 @@ RmsArgs make_args(const fk_rmsnorm_problem *p, const Plan &pl) {
     a.rows = p->rows, a.hidden = p->hidden, a.nvec = pl.nvec, a.ld = pl.ld;
     a.wdt = p->weight_dtype, a.dwdt = p->dweight_dtype;
     a.eps = p->eps, a.off = p->weight_offset;
-    a.wvec = ((uintptr_t)p->weight % 16) == 0;
+    a.wvec   = ((uintptr_t)p->weight % 16) == 0;
+    a.stages = pl.stages;
     return a;
 }
 
