@@ -8,6 +8,7 @@
 # Everything here was UNTESTED ON HARDWARE when written (compiled with nvcc 13.0 on a machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+export PATH=$PATH:/usr/local/cuda/bin
 B=build-wgmma
 LOG=${OUT:-$B/logs}
 J=${J:-$(nproc)}
