@@ -35,21 +35,14 @@ struct SwigluArgs {
 // which at U = 2 vectors per thread cost registers (occupancy) and issue slots. fp32 results stay within a few
 // ulp of the CPU's g / (1 + expf(-g)) (test tolerance 1e-5 relative); g < -87 gives e^-g = inf and sig = 0.
 __device__ __forceinline__ float sigmoid(float g) { return __frcp_rn(1.0f + __expf(-g)); }
-// The same with the approximate reciprocal (rcp.approx.ftz: max 1 ulp, one MUFU op instead of the rounded
-// reciprocal's Newton steps and slow-path branch). 1 + e^-g >= 1, so no denormal reaches it.
-__device__ __forceinline__ float sigmoid_fast(float g) {
-    float r;
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + __expf(-g)));
-    return r;
-}
 
 // out (forward), or dgate and dup (backward), of N elements, in fp32.
-template <bool BWD, int N, bool FAST = false>
+template <bool BWD, int N>
 __device__ __forceinline__ void swiglu_math(const float (&g)[N], const float (&u)[N], const float (&d)[N], float (&o1)[N],
                                             float (&o2)[N]) {
 #pragma unroll
     for (int e = 0; e < N; e++) {
-        const float sg = FAST ? sigmoid_fast(g[e]) : sigmoid(g[e]);
+        const float sg = sigmoid(g[e]);
         if (!BWD) o1[e] = g[e] * sg * u[e];
         else {
             o1[e] = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
@@ -164,87 +157,76 @@ struct FlatArgs {
     uint32_t    n;    // elements (< 2^32 - 16: fk_swiglu_flat_covers)
 };
 
-// Thread t of block b: vectors (b x U + k) x blockDim + t, k < U, of every operand, whole, no branch, all
-// loaded before any is used (U x 2 or 3 x 16 bytes in flight a thread); the thread whose vector is nvec does the
-// n % N elements of the tail. Grid: ceil((nvec + 1) / (blockDim x U)) blocks (< 2^31 since n < 2^32).
-// FAST: sigmoid_fast.
-template <typename T, bool BWD, int LD, int ST, int U = 1, bool FAST = false>
+// Thread i < nvec: vector i of every operand, whole, no branch; thread nvec: the n % N elements of the tail.
+// Grid: ceil((nvec + 1) / blockDim) blocks (< 2^31 since n < 2^32).
+template <typename T, bool BWD, int LD, int ST>
 __global__ void __launch_bounds__(256) swiglu_flat_kernel(const FlatArgs a) {
     constexpr int  N = kVec<T>;
     using P          = Pack<T, N>;
-    union V {
-        uint4 u;
-        P     p;
-    };
-    const uint32_t i0 = blockIdx.x * blockDim.x * U + threadIdx.x;
-    V              gv[U], uv[U], dv[U];
-#pragma unroll
-    for (int k = 0; k < U; k++) {
-        const uint32_t i = i0 + k * blockDim.x, o = i * N; // element offset: < 2^32
-        if (i < a.nvec) {
-            gv[k].u = ld16<LD>(static_cast<const T *>(a.gate) + o);
-            uv[k].u = ld16<LD>(static_cast<const T *>(a.up) + o);
-            if (BWD) dv[k].u = ld16<LD>(static_cast<const T *>(a.dout) + o);
+    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < a.nvec) {
+        const uint32_t o = i * N; // element offset: < 2^32
+        union {
+            uint4 u;
+            P     p;
+        } gv, uv, dv, r1, r2;
+        gv.u = ld16<LD>(static_cast<const T *>(a.gate) + o);
+        uv.u = ld16<LD>(static_cast<const T *>(a.up) + o);
+        if (BWD) dv.u = ld16<LD>(static_cast<const T *>(a.dout) + o);
+        float g[N], u[N], d[N] = {}, o1[N], o2[N];
+        unpack<T, N>(gv.p, g);
+        unpack<T, N>(uv.p, u);
+        if (BWD) unpack<T, N>(dv.p, d);
+        swiglu_math<BWD, N>(g, u, d, o1, o2);
+        r1.p = pack<T, N>(o1);
+        if (!BWD) st16<ST>(static_cast<T *>(a.out) + o, r1.u);
+        else {
+            r2.p = pack<T, N>(o2);
+            st16<ST>(static_cast<T *>(a.dgate) + o, r1.u);
+            st16<ST>(static_cast<T *>(a.dup) + o, r2.u);
         }
-    }
-#pragma unroll
-    for (int k = 0; k < U; k++) {
-        const uint32_t i = i0 + k * blockDim.x, o = i * N;
-        if (i < a.nvec) {
-            V     r1, r2;
-            float g[N], u[N], d[N] = {}, o1[N], o2[N];
-            unpack<T, N>(gv[k].p, g);
-            unpack<T, N>(uv[k].p, u);
-            if (BWD) unpack<T, N>(dv[k].p, d);
-            swiglu_math<BWD, N, FAST>(g, u, d, o1, o2);
-            r1.p = pack<T, N>(o1);
-            if (!BWD) st16<ST>(static_cast<T *>(a.out) + o, r1.u);
+    } else if (i == a.nvec) {
+        for (uint32_t e = a.nvec * N; e < a.n; e++) {
+            float g[1] = {Dt<T>::to_f(static_cast<const T *>(a.gate)[e])};
+            float u[1] = {Dt<T>::to_f(static_cast<const T *>(a.up)[e])};
+            float d[1] = {BWD ? Dt<T>::to_f(static_cast<const T *>(a.dout)[e]) : 0.f};
+            float o1[1], o2[1];
+            swiglu_math<BWD, 1>(g, u, d, o1, o2);
+            if (!BWD) static_cast<T *>(a.out)[e] = Dt<T>::from_f(o1[0]);
             else {
-                r2.p = pack<T, N>(o2);
-                st16<ST>(static_cast<T *>(a.dgate) + o, r1.u);
-                st16<ST>(static_cast<T *>(a.dup) + o, r2.u);
-            }
-        } else if (i == a.nvec) {
-            for (uint32_t e = a.nvec * N; e < a.n; e++) {
-                float g[1] = {Dt<T>::to_f(static_cast<const T *>(a.gate)[e])};
-                float u[1] = {Dt<T>::to_f(static_cast<const T *>(a.up)[e])};
-                float d[1] = {BWD ? Dt<T>::to_f(static_cast<const T *>(a.dout)[e]) : 0.f};
-                float o1[1], o2[1];
-                swiglu_math<BWD, 1, FAST>(g, u, d, o1, o2);
-                if (!BWD) static_cast<T *>(a.out)[e] = Dt<T>::from_f(o1[0]);
-                else {
-                    static_cast<T *>(a.dgate)[e] = Dt<T>::from_f(o1[0]);
-                    static_cast<T *>(a.dup)[e]   = Dt<T>::from_f(o2[0]);
-                }
+                static_cast<T *>(a.dgate)[e] = Dt<T>::from_f(o1[0]);
+                static_cast<T *>(a.dup)[e]   = Dt<T>::from_f(o2[0]);
             }
         }
     }
 }
 
-// Block size and hints per pass: H200, run of 2026-11-30, bench/next_ops.sh, commit d3c1cfc (bf16 16384 x
-// 11008, GB/s, copy 4214). Forward: plain 256 threads 4264 (128: 4260; ld.cs + st.cs 4057-4071). Backward:
-// ld.cs + st.cs 128 threads 4261 (plain 4243 / 4237 at 128 / 256). Differences under 0.5% are noise-level:
-// the flat body, not the hints, is what gained the 17-31%.
+// Block size and hints per pass. Forward: H200, 2026-11-30 (bench/next_ops.sh, commit d3c1cfc; bf16 16384 x
+// 11008, GB/s, copy 4214): plain 256 threads 4264 (128: 4260; ld.cs + st.cs 4057-4071). Backward: plain, 128
+// threads. The first tuning (back-to-back launches) had ld.cs + st.cs at 4261 against plain's 4243; timed as
+// bench/bench_ops.py times (the L2 flushed before each run, H200, 2026-11-30 third session, commit 5962e69),
+// .cs costs 5-6%: plain 128 threads 4288 / 4014 / 4182 GB/s against .cs's 4050 / 3779 / 3914 at widths 11008 /
+// 2048 / 4096 (plain 256 threads within 0.1%; 2 or 4 vectors a thread, or the approximate reciprocal, within
+// -1..+0.1%).
 template <bool BWD> struct FlatShape;
 template <> struct FlatShape<false> {
     static constexpr int LD = 0, ST = 0, threads = 256;
 };
 template <> struct FlatShape<true> {
-    static constexpr int LD = 3, ST = 1, threads = 128;
+    static constexpr int LD = 0, ST = 0, threads = 128;
 };
 
-// Any flat configuration (dev/cuda/ops_tune.cu times several); flat_launch runs FlatShape's.
-template <typename T, bool BWD, int LD, int ST, int U, bool FAST>
-void flat_launch_cfg(const SwigluArgs &s, int64_t n, int threads, cudaStream_t st) {
+// Any hints and block size (dev/cuda/ops_tune.cu times several); flat_launch runs FlatShape's.
+template <typename T, bool BWD, int LD, int ST> void flat_launch_cfg(const SwigluArgs &s, int64_t n, int threads, cudaStream_t st) {
     FlatArgs a;
     a.gate = s.gate, a.up = s.up, a.dout = s.dout, a.out = s.out, a.dgate = s.dgate, a.dup = s.dup;
     a.n = (uint32_t)n, a.nvec = (uint32_t)(n / kVec<T>);
-    const int64_t blocks = ceil_div((int64_t)a.nvec + 1, (int64_t)threads * U);
-    swiglu_flat_kernel<T, BWD, LD, ST, U, FAST><<<(unsigned)blocks, threads, 0, st>>>(a);
+    const int64_t blocks = ceil_div((int64_t)a.nvec + 1, threads);
+    swiglu_flat_kernel<T, BWD, LD, ST><<<(unsigned)blocks, threads, 0, st>>>(a);
 }
 template <typename T, bool BWD> void flat_launch(const SwigluArgs &s, int64_t n, cudaStream_t st) {
     using S = FlatShape<BWD>;
-    flat_launch_cfg<T, BWD, S::LD, S::ST, 1, false>(s, n, S::threads, st);
+    flat_launch_cfg<T, BWD, S::LD, S::ST>(s, n, S::threads, st);
 }
 
 // allow_flat = false forces swiglu_kernel (dev/cuda/ops_tune.cu times the two).
