@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 JOBS=${JOBS:-16}
 do_build=1 do_tests=1 do_dev=1 do_san=1 do_bench=1 quick=0 do_time=0 filter="" do_py=0 do_ring=0
 while [ $# -gt 0 ]; do

@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_ops_out}
 mkdir -p "$OUT"
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 JOBS=${JOBS:-16}
 do_build=1 do_tests=1 do_san=1 do_bench=1 quick="" dtype=bf16
 while [ $# -gt 0 ]; do

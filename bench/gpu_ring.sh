@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-$PWD/gpu_ring_out}
 mkdir -p "$OUT"
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 JOBS=${JOBS:-16}
 BUILD=build-gpu quick=0 do_san=1 do_bench=1
 while [ $# -gt 0 ]; do

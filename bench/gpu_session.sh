@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 FINAL=${OUT:-$PWD/gpu_session_out}
 L=$(mktemp -d)
 mkdir -p "$FINAL"
-export JOBS=${JOBS:-$(nproc)} ARCH=${ARCH:-90} PYTHONUNBUFFERED=1
+export JOBS=${JOBS:-$(nproc)} ARCH=${ARCH:-90a} PYTHONUNBUFFERED=1
 SAN_FILTER=${SAN_FILTER:-d=256}
 NCU_CASES=${NCU_CASES:-"bwd:128 fwd:256"}
 # NCU_SECTIONS: the ncu sections (SourceCounters = the top stall locations, with source lines when the library

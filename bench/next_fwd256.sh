@@ -18,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/next_fwd256_out}
 mkdir -p "$OUT"
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 SEQ=${SEQ:-512,1024,2048,4096,8192,16384}
 B=build-cuda/dev/attn_fwd_check
 rc=0

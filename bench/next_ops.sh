@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/next_ops_out}
 mkdir -p "$OUT"
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 JOBS=${JOBS:-16}
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1 | tee "$OUT/next_gpu.txt"
 git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$OUT/next_gpu.txt"

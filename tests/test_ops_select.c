@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static int same(fk_rms_rows_shape a, fk_rms_rows_shape b) { return a.w == b.w && a.vpl == b.vpl && a.threads == b.threads; }
+static int same(fk_rms_rows_shape a, fk_rms_rows_shape b) {
+    return a.w == b.w && a.vpl == b.vpl && a.threads == b.threads && a.stages == b.stages;
+}
 
 // The (W, VPL) instances rmsnorm.cu compiles (rows_kernel_for).
 static int compiled(fk_rms_rows_shape s, int bwd) {
@@ -58,10 +60,15 @@ static void rms_rules(void) {
     check(fk_rms_rows_pick(700, 1, 0, &s) && s.w == 16 && s.vpl == 2, "rms_rows_pick 700 -> w16v2", "");
     check(fk_rms_rows_pick(13, 0, 0, &s) && s.w == 4 && s.vpl == 2, "rms_rows_pick 13 -> w4v2", "");
     // Preconditions: 16 groups of W > 1 exceed the 15 named barriers; VPL 8 forward tails spill.
-    const fk_rms_rows_shape b16 = {2, 1, 1024}, v8 = {1, 8, 64};
+    const fk_rms_rows_shape b16 = {2, 1, 1024, 0}, v8 = {1, 8, 64, 0};
     check(!fk_rms_rows_valid(b16, 64, 1, 0) && !fk_rms_rows_valid(v8, 255, 0, 0) && fk_rms_rows_valid(v8, 256, 1, 0) &&
               fk_rms_rows_valid(v8, 255, 0, 1),
           "rms_rows_valid preconditions", "");
+    // The ring (stages): backward only, 2..8 rows.
+    const fk_rms_rows_shape r2 = {10, 2, 320, 2}, r1 = {10, 2, 320, 1}, r9 = {10, 2, 320, 9};
+    check(fk_rms_rows_valid(r2, 640, 1, 1) && !fk_rms_rows_valid(r2, 640, 1, 0) && !fk_rms_rows_valid(r1, 640, 1, 1) &&
+              !fk_rms_rows_valid(r9, 640, 1, 1),
+          "rms_rows_valid ring stages", "");
 }
 
 static void rope_rules(void) {

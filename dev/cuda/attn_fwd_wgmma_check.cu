@@ -16,7 +16,7 @@
  * rounded to the dtype) + 1e-4; LSE |err| <= 1e-4, -inf exactly where a row sees no key. Outputs are poisoned
  * with NaN first; NaN/Inf fails.
  */
-#include "attn_fwd_wgmma.cuh"
+#include "../../src/cuda/attn_fwd_wgmma.cuh"
 
 #ifdef FK_WGMMA_PROD
 #include "../../src/core/attn_internal.h"

@@ -3,7 +3,7 @@
 # Usage: dev/cuda/build.sh [-j N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 J=${J:-2}
 OUT=build-cuda/dev
 mkdir -p $OUT/obj

@@ -5,7 +5,7 @@
 # Usage: dev/cuda/build_bwd.sh        (J=jobs, ARCH=90, BUILD_DIR=build-bwd/dev)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 J=${J:-2}
 OUT=${BUILD_DIR:-build-bwd/dev}
 mkdir -p $OUT/obj

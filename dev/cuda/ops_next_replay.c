@@ -34,7 +34,7 @@ static int split_at(int N, int nvec, int idx, int k) { return N % 4 == 0 ? ((k >
 
 // The kernels' shape rules (occupancy aside): -1 refused, else 1 when the exact-fit instance runs.
 static int rows_plan(int N, int W, int VPL, int bwd, int threads, int hidden) {
-    const fk_rms_rows_shape s = {W, VPL, threads};
+    const fk_rms_rows_shape s = {W, VPL, threads, 0};
     const int64_t nvec = (hidden + N - 1) / N;
     const int ex = hidden == fk_rms_rows_cap(s) * N;
     return fk_rms_rows_valid(s, nvec, ex, bwd) ? ex : -1;

@@ -22,7 +22,7 @@
  *         same way on the host) times V.
  * Error bound per element: 1e-4 * sum_k |a b| + 1e-6 (fp32 accumulation; a layout error is O(sum |a b|)).
  */
-#include "wgmma_common.cuh"
+#include "../../src/cuda/wgmma_common.cuh"
 
 #include <cuda_runtime.h>
 #include <math.h>

@@ -21,7 +21,7 @@ note() { SUMMARY+=("$1"); echo "== $1"; }
 t0=$(date +%s)
 
 # ---- build ------------------------------------------------------------------------------------------------
-python3 dev/cuda/gen_wgmma_ops.py || note "gen_wgmma_ops.py failed (using the checked-in wgmma_ops.cuh)"
+python3 src/cuda/gen/generate_wgmma_ops.py || note "generate_wgmma_ops.py failed (using the checked-in wgmma_ops.cuh)"
 build_ok=1
 nvcc $FLAGS $ARCH_A -Xptxas -v dev/cuda/wgmma_check.cu -o $B/wgmma_check 2> $LOG/build_wgmma_check.log &
 p1=$!

@@ -24,6 +24,8 @@ typedef struct fk_rms_rows_shape {
     int w;       // warps a row
     int vpl;     // vectors a thread
     int threads; // block size, a multiple of 32 w
+    int stages;  // backward only: 0 = rms_bwd_rows_kernel (the next row prefetched in registers), >= 2 =
+                 // rms_bwd_ring_kernel (that many rows a group in a cp.async ring in shared memory)
 } fk_rms_rows_shape;
 
 // Vectors a row of the shape holds.
@@ -37,6 +39,7 @@ static inline int fk_rms_rows_valid(fk_rms_rows_shape s, int64_t nvec, int exact
     if (s.w > 1 && s.threads / (32 * s.w) > 15) return 0;
     if (nvec < 1 || nvec > fk_rms_rows_cap(s)) return 0;
     if (!bwd && s.vpl >= 8 && !exact) return 0;
+    if (s.stages != 0 && (!bwd || s.stages < 2 || s.stages > 8)) return 0; // the ring: backward, 2..8 rows
     return 1;
 }
 
@@ -49,22 +52,27 @@ typedef struct fk_rms_rows_rule {
     fk_rms_rows_shape s;
 } fk_rms_rows_rule;
 static const fk_rms_rows_rule fk_rms_rows_fwd[] = {
-    {256, {4, 2, 512}},   // 3226 GB/s (production block-per-row 2692)
-    {512, {8, 2, 512}},   // 3262 (2878)
-    {640, {4, 5, 512}},   // 3473 (2808)
-    {1024, {16, 2, 512}}, // 3603 (2898)
+    {256, {4, 2, 512, 0}},   // 3226 GB/s (production block-per-row 2692)
+    {512, {8, 2, 512, 0}},   // 3262 (2878)
+    {640, {4, 5, 512, 0}},   // 3473 (2808)
+    {1024, {16, 2, 512, 0}}, // 3603 (2898)
 };
 static const fk_rms_rows_rule fk_rms_rows_fwd_res[] = {
-    {256, {4, 2, 256}},   // 3492 (3238)
-    {512, {5, 4, 480}},   // 3683 (3348); a tail instance (its rows hold 640 vectors)
-    {640, {10, 2, 320}},  // 3736 (3296)
-    {1024, {16, 2, 512}}, // 3739 (3413)
+    {256, {4, 2, 256, 0}},   // 3492 (3238)
+    {512, {5, 4, 480, 0}},   // 3683 (3348); a tail instance (its rows hold 640 vectors)
+    {640, {10, 2, 320, 0}},  // 3736 (3296)
+    {1024, {16, 2, 512, 0}}, // 3739 (3413)
 };
+// The backward at 640 vectors (5120) runs the ring kernel with 2 rows: H200, 2026-11-30 third session,
+// bench/next_ops.sh, commit c214844, timed as bench_ops.py times (L2 flushed), with the dweight reduction:
+// 3543 / with dresidual_out 3641 GB/s against the register kernel's 3120 / 2887 (its lower register count
+// fits 2 blocks of 320 threads an SM instead of 1; 3 and 4 rows: 3422 / 3745 and 3385 / 3703). At 256, 512
+// and 1024 vectors the ring lost by 4-20% (2870 vs 3098, 3293 vs 3534, 3587 vs 3743 without dresidual_out).
 static const fk_rms_rows_rule fk_rms_rows_bwd[] = {
-    {256, {4, 2, 512}},   // 2907 / with dresidual_out 3523 (2101 / 2385)
-    {512, {8, 2, 512}},   // 3112 / 3723 (2205 / 2465)
-    {640, {10, 2, 320}},  // 2378 / 2973 (1896 / 2103)
-    {1024, {16, 2, 512}}, // 2910 / 3593 (1670 / 1819)
+    {256, {4, 2, 512, 0}},  // 2907 / with dresidual_out 3523 (2101 / 2385)
+    {512, {8, 2, 512, 0}},  // 3112 / 3723 (2205 / 2465)
+    {640, {10, 2, 320, 2}}, // (above)
+    {1024, {16, 2, 512, 0}}, // 2910 / 3593 (1670 / 1819)
 };
 
 // The rule for a row of nvec vectors: of the rules valid for it, the one measured nearest to nvec (the smaller

@@ -7,6 +7,7 @@
 #include "../core/attn_internal.h"
 #include "attn_fwd_d256.cuh"
 #include "attn_fwd_impl.cuh"
+#include "attn_fwd_wgmma.cuh"
 #include "gen/attn_fwd_list.h"
 
 #include <cuda_runtime.h>
@@ -18,8 +19,11 @@ namespace fk_cuda {
     cudaError_t attn_fwd_##kind##_d##d##_##name(const FwdParams &p, int batch, int nheads, cudaStream_t stream);
 #define FK_DECLARE_TC(d, name, is_bf16) FK_DECLARE(tc, d, name)
 #define FK_DECLARE_WIDE(d, name, is_bf16) FK_DECLARE(wide, d, name)
+#define FK_DECLARE_WGMMA(d, name, is_bf16) FK_DECLARE(wgmma, d, name)
 FK_ATTN_FWD_TC_VARIANTS(FK_DECLARE_TC)
 FK_ATTN_FWD_WIDE_VARIANTS(FK_DECLARE_WIDE)
+FK_ATTN_FWD_WGMMA_VARIANTS(FK_DECLARE_WGMMA)
+#undef FK_DECLARE_WGMMA
 #undef FK_DECLARE_WIDE
 #undef FK_DECLARE_TC
 #undef FK_DECLARE
@@ -124,7 +128,30 @@ bool use_d256_wide(const struct fk_context *ctx, const fk_attn_problem *p, const
     return p->window_left < 0 && p->seqlen_k >= kD256WideBandMinSeqlenK;
 }
 
-cudaError_t launch(const fk_attn_problem *p, const FwdParams &f, bool wide, cudaStream_t st) {
+// The Hopper kernel (attn_fwd_wgmma.cuh: wgmma, 2 warpgroups x 64 query rows, K/V double-buffered through 128-B
+// swizzled shared memory) runs every PLAIN fp16/bf16 problem of head dim 64, 128 or 256 (exactly: PLAIN means
+// head_dim == bucket) on a 9.0 device, when the library carries an sm_90a image (FK_HAVE_SM90A: CMake defines it
+// when CMAKE_CUDA_ARCHITECTURES names 90a, the default). Measured on the H200, 2026-11-30 (third session,
+// dev/cuda/wgmma_run.sh, commit c57271d; bf16, H 16, B x S = 32768, CUDA events), over the kernels it replaces:
+// D = 64 1.01-1.09x, D = 128 1.09-1.24x, D = 256 1.58-1.65x, causal and not, S = 2048..8192.
+bool use_wgmma(const struct fk_context *ctx, const fk_attn_problem *p, const FwdParams &f) {
+#ifdef FK_HAVE_SM90A
+    if (p->dtype == FK_DTYPE_F32 || !f.plain || ctx->cc_major != 9 || ctx->cc_minor != 0) return false;
+    const int d = (int)p->head_dim;
+    if (d != 64 && d != 128 && d != 256) return false;
+    const int smem = d == 64 ? fk_wg::WgShape<64, fk_wg::WgTile<64>::BN, fk_wg::WgTile<64>::NWG>::SMEM
+                     : d == 128 ? fk_wg::WgShape<128, fk_wg::WgTile<128>::BN, fk_wg::WgTile<128>::NWG>::SMEM
+                                : fk_wg::WgShape<256, fk_wg::WgTile<256>::BN, fk_wg::WgTile<256>::NWG>::SMEM;
+    return smem <= ctx->max_smem_optin;
+#else
+    (void)ctx, (void)p, (void)f;
+    return false;
+#endif
+}
+
+enum Kernel { K_TC, K_WIDE, K_WGMMA };
+
+cudaError_t launch(const fk_attn_problem *p, const FwdParams &f, Kernel kind, cudaStream_t st) {
     const int batch = (int)p->batch, nh = (int)p->nheads_q;
     if (p->dtype == FK_DTYPE_F32) return launch_fwd_f32(f, batch, nh, st);
     const bool bf16   = p->dtype == FK_DTYPE_BF16;
@@ -133,10 +160,15 @@ cudaError_t launch(const fk_attn_problem *p, const FwdParams &f, bool wide, cuda
     if (bucket == d && bf16 == (is_bf16 != 0)) return attn_fwd_##kind##_d##d##_##name(f, batch, nh, st);
 #define FK_DISPATCH_TC(d, name, is_bf16) FK_DISPATCH(tc, d, name, is_bf16)
 #define FK_DISPATCH_WIDE(d, name, is_bf16) FK_DISPATCH(wide, d, name, is_bf16)
-    if (wide) {
+#define FK_DISPATCH_WGMMA(d, name, is_bf16) FK_DISPATCH(wgmma, d, name, is_bf16)
+    if (kind == K_WGMMA) {
+        FK_ATTN_FWD_WGMMA_VARIANTS(FK_DISPATCH_WGMMA)
+    }
+    if (kind == K_WIDE) {
         FK_ATTN_FWD_WIDE_VARIANTS(FK_DISPATCH_WIDE)
     }
     FK_ATTN_FWD_TC_VARIANTS(FK_DISPATCH_TC)
+#undef FK_DISPATCH_WGMMA
 #undef FK_DISPATCH_WIDE
 #undef FK_DISPATCH_TC
 #undef FK_DISPATCH
@@ -190,7 +222,8 @@ extern "C" fk_status fk_cuda_attn_fwd(const struct fk_context *ctx, const fk_att
         return fk_error(FK_STATUS_CUDA_ERROR, "attn_fwd: cudaSetDevice(%d): %s", ctx->device.index,
                         cudaGetErrorString(e));
     const FwdParams f = make_params(p);
-    e                 = launch(p, f, use_d256_wide(ctx, p, f), (cudaStream_t)stream);
+    const Kernel kind = use_wgmma(ctx, p, f) ? K_WGMMA : use_d256_wide(ctx, p, f) ? K_WIDE : K_TC;
+    e                 = launch(p, f, kind, (cudaStream_t)stream);
     if (prev != ctx->device.index) cudaSetDevice(prev);
     if (e == cudaErrorNotSupported)
         return fk_error(FK_STATUS_NOT_SUPPORTED_HEAD_DIM, "attn_fwd: no kernel built for head_dim %lld",

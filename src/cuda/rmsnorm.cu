@@ -335,25 +335,27 @@ template <typename T, int N> __global__ void __launch_bounds__(512) rms_bwd_loop
     }
 }
 
-// dweight[j] = sum over the G partial rows, in a fixed order: thread (tx, ty) of a 32 x 8 block adds rows
-// ty, ty + 8, ... of column blockIdx.x * 32 + tx in order (4 independent chains, combined in order), then
-// thread ty = 0 adds the 8 sums in order. Independent of timing, so bit-identical from run to run.
-constexpr int kRedRows = 8;
+// dweight[j] = sum over the G partial rows, in a fixed order: thread (tx, ty) of a 32 x 32 block adds rows
+// ty, ty + 32, ... of column blockIdx.x * 32 + tx in order (8 independent chains, combined in order), then
+// thread ty = 0 adds the 32 sums in order. Independent of timing, so bit-identical from run to run. 32 row
+// slices and 8 chains (was 8 and 4): the G rows are few (grid x groups), so the time is latency, not bytes; on
+// the H200 this pass cost 10% of the backward at hidden 2048 (3098 GB/s with it, 3430 without; docs/PERF.md).
+constexpr int kRedRows = 32;
 __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
                                                                             int64_t ld, int64_t hidden,
                                                                             void *dweight, fk_dtype dwdt) {
     __shared__ float s[kRedRows][33];
     const int64_t    j = (int64_t)blockIdx.x * 32 + threadIdx.x;
-    float            acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float            acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     if (j < hidden) {
         int64_t b = threadIdx.y;
-        for (; b + 3 * kRedRows < G; b += 4 * kRedRows) {
+        for (; b + 7 * kRedRows < G; b += 8 * kRedRows) {
 #pragma unroll
-            for (int u = 0; u < 4; u++) acc[u] += partial[(b + u * kRedRows) * ld + j];
+            for (int u = 0; u < 8; u++) acc[u] += partial[(b + u * kRedRows) * ld + j];
         }
         for (; b < G; b += kRedRows) acc[0] += partial[b * ld + j];
     }
-    s[threadIdx.y][threadIdx.x] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    s[threadIdx.y][threadIdx.x] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     __syncthreads();
     if (threadIdx.y == 0 && j < hidden) {
         float t = s[0][threadIdx.x];
@@ -728,67 +730,6 @@ template <typename T, int N> __device__ __forceinline__ Pack<T, N> lds_pack(cons
     return x.p;
 }
 
-// Forward through the ring: x (and the residual) of a row from the ring, the rest as rms_fwd_rows_kernel.
-template <typename T, int N, int W, int VPL, bool EX>
-__global__ void __launch_bounds__(512) rms_fwd_ring_kernel(const RmsArgs a) {
-    static_assert(N * sizeof(T) == 16, "ring: 16-byte vectors");
-    extern __shared__ float4 rows_sm4[];
-    const int hidden = (int)a.hidden, nvec = (int)a.nvec, S = a.stages;
-    float    *ws  = reinterpret_cast<float *>(rows_sm4);
-    float    *red = ws + nvec * N;
-    uint4    *ring = reinterpret_cast<uint4 *>(reinterpret_cast<char *>(rows_sm4) + ring_offset(nvec, N, blockDim.x));
-    const Group<W> G;
-    float         *gred = red + G.grp * 2 * W;
-    const bool     res  = a.residual != nullptr;
-    const int      nops = res ? 2 : 1;
-    const void *const p[3]  = {a.x, a.residual, nullptr};
-    const int64_t     rs[3] = {a.x_rs, a.residual_rs, 0};
-    const int64_t     step  = (int64_t)gridDim.x * G.groups;
-    int64_t           r     = (int64_t)blockIdx.x * G.groups + G.grp;
-    for (int st = 0; st < S - 1; st++) { // one commit group a stage, empty past the last row
-        if (r + st * step < a.rows) ring_issue<T, N, W, VPL, EX>(ring, nops, st, p, rs, r + st * step, G.gt, nvec, hidden);
-        cp_commit();
-    }
-    stage_weight<N>(a, nvec, ws); // with the first rows in flight
-    __syncthreads();               // the only block-wide barrier
-    int parity = 0, stage = 0;
-    for (; r < a.rows; r += step) {
-        const int64_t rn = r + (S - 1) * step; // into the stage the previous row used
-        if (rn < a.rows) ring_issue<T, N, W, VPL, EX>(ring, nops, stage == 0 ? S - 1 : stage - 1, p, rs, rn, G.gt, nvec, hidden);
-        cp_commit();
-        cp_wait(S - 1); // this row's group has landed
-        const FwdRow<T> row(a, r);
-        Pack<T, N>      h[VPL];
-        float           ss = 0.f;
-#pragma unroll
-        for (int v = 0; v < VPL; v++) {
-            const int idx = G.gt + v * 32 * W, n = EX ? N : min(hidden - idx * N, N);
-            if (EX || idx < nvec) {
-                h[v] = lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 0, v));
-                if (res) {
-                    h[v] = add_round<T, N>(h[v], lds_pack<T, N>(ring_slot<T, N, VPL>(ring, nops, stage, 1, v)));
-                    st_row<T, N, EX>(row.rout + idx * N, h[v], n);
-                }
-                ss += sumsq<T, N>(h[v]); // zero-filled past the row's end
-            }
-        }
-        ss               = group_sum<W>(ss, gred, G.wig, G.lane, G.grp + 1, parity);
-        parity          ^= 1;
-        const float rstd = 1.0f / sqrtf(ss / (float)hidden + a.eps);
-        if (a.rstd && G.gt == 0) a.rstd[r] = rstd;
-#pragma unroll
-        for (int v = 0; v < VPL; v++) {
-            const int idx = G.gt + v * 32 * W, n = EX ? N : min(hidden - idx * N, N);
-            if (EX || idx < nvec) {
-                opaque(h[v]);
-                st_row<T, N, EX>(row.y + idx * N, scale_row<T, N>(h[v], ws, nvec, idx, rstd), n);
-            }
-        }
-        stage = stage + 1 == S ? 0 : stage + 1;
-    }
-    cp_wait(0);
-}
-
 // Backward through the ring: h, dy (and dresidual_out) and the row's rstd from the ring; h and dy are read from
 // it twice (before and after the reduction) instead of being held in registers across it.
 template <typename T, int N, int W, int VPL, bool EX>
@@ -940,10 +881,10 @@ void choose_shape(int64_t nvec, bool bwd, Plan *pl) {
 // and without tail code. A shape not listed here answers nullptr (make_plan then reports it).
 template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool ring) {
     constexpr int N = kVec<T>;
-    if (ring) {
+    if (ring) { // backward only (fk_rms_rows_valid)
         if constexpr (BWD)
             return ex ? (const void *)rms_bwd_ring_kernel<T, N, W, V, true> : (const void *)rms_bwd_ring_kernel<T, N, W, V, false>;
-        else return ex ? (const void *)rms_fwd_ring_kernel<T, N, W, V, true> : (const void *)rms_fwd_ring_kernel<T, N, W, V, false>;
+        else return nullptr;
     }
     if constexpr (BWD)
         return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false>;
@@ -991,6 +932,13 @@ const void *pick_kernel(fk_dtype dt, const Plan &pl, bool bwd) {
     }
 }
 
+// Turns a row-group plan into its ring form with `stages` rows (the ring kernels); nops: operands a row
+// (forward: x, + residual; backward: h, dy, + dresidual_out).
+void set_ring(Plan *pl, int stages, int nops, bool bwd) {
+    pl->stages = stages;
+    pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, nops, pl->vpt, pl->threads, bwd);
+}
+
 // A row stride that matters only when there is more than one row.
 inline int64_t rs_eff(const fk_rmsnorm_problem *p, int64_t rs) { return p->rows > 1 ? rs : 0; }
 
@@ -1026,6 +974,10 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
         pl->w = rs.w, pl->vpt = rs.vpl, pl->threads = rs.threads;
         pl->ex   = p->hidden == fk_rms_rows_cap(rs) * pl->n;
         pl->smem = rows_smem(pl->nvec, pl->n, pl->threads);
+        if (rs.stages > 0) {
+            set_ring(pl, rs.stages, p->dresidual_out ? 3 : 2, bwd);
+            if (pl->smem > (size_t)ctx->max_smem_optin) pl->stages = 0, pl->smem = rows_smem(pl->nvec, pl->n, pl->threads);
+        }
         if (pl->smem <= (size_t)ctx->max_smem_optin) return FK_STATUS_SUCCESS;
         pl->w = 0; // (cannot happen at 1024 x 16 bytes: 16 KB) the block-per-row kernels
     }
@@ -1033,13 +985,6 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->smem = bwd && pl->vpt > 0 ? 2 * (size_t)pl->n * (size_t)pl->nvec * sizeof(float) : 0;
     if (pl->smem + kStaticSmem > (size_t)ctx->max_smem_optin) pl->vpt = 0, pl->threads = kMaxThreads, pl->smem = 0;
     return FK_STATUS_SUCCESS;
-}
-
-// Turns a row-group plan into its ring form with `stages` rows (the ring kernels); nops: operands a row
-// (forward: x, + residual; backward: h, dy, + dresidual_out).
-[[maybe_unused]] void set_ring(Plan *pl, int stages, int nops, bool bwd) {
-    pl->stages = stages;
-    pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, nops, pl->vpt, pl->threads, bwd);
 }
 
 // Needs the context's device selected (the occupancy query is per device). Persistent grid (row groups, and

@@ -25,6 +25,16 @@
     X(256, bf16, 1) \
 
 
+// X(head_dim_bucket, dtype_name, is_bf16): attn_fwd_wgmma_d<bucket>_<dtype> (Hopper wgmma PLAIN kernel)
+#define FK_ATTN_FWD_WGMMA_VARIANTS(X) \
+    X(64, f16, 0) \
+    X(64, bf16, 1) \
+    X(128, f16, 0) \
+    X(128, bf16, 1) \
+    X(256, f16, 0) \
+    X(256, bf16, 1) \
+
+
 #ifdef FK_ATTN_FWD_ONLY_D
 #define FK_ATTN_FWD_BUILT(d) ((d) == FK_ATTN_FWD_ONLY_D)
 #else

@@ -32,7 +32,7 @@
 #ifndef FK_DEV_ATTN_FWD_WGMMA_CUH
 #define FK_DEV_ATTN_FWD_WGMMA_CUH
 
-#include "../../src/cuda/attn_fwd_impl.cuh" // FwdParams, seq_info, key_range, tile_range, quad_max, fast_exp2
+#include "attn_fwd_impl.cuh" // FwdParams, seq_info, key_range, tile_range, quad_max, fast_exp2
 #include "wgmma_common.cuh"
 
 #include <cuda_runtime.h>
@@ -76,6 +76,9 @@ __device__ __forceinline__ void load_tile_sw(uint32_t s, const uint16_t *g, int6
 
 template <int D, int BN, int NWG, bool BF16>
 __global__ void __launch_bounds__(NWG * 128, 1) fwd_wgmma_kernel(const FwdParams p) {
+    // wgmma exists only in the sm_90a image; the other images of a multi-architecture build get an empty body,
+    // and the host side launches this kernel only on a 9.0 device of a build that has sm_90a (FK_HAVE_SM90A).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using S           = WgShape<D, BN, NWG>;
     constexpr int BM  = S::BM, NT = S::NT;
     constexpr int KVB = S::KV_BYTES;
@@ -244,6 +247,7 @@ __global__ void __launch_bounds__(NWG * 128, 1) fwd_wgmma_kernel(const FwdParams
             *reinterpret_cast<uint4 *>(gO + r * p.o_rs + c * 8) =
                 *reinterpret_cast<const uint4 *>(smem + tile_off<128>(r, c * 8, BM));
     }
+#endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
 // Launch for a PLAIN problem (see the header); anything else answers cudaErrorNotSupported.
