@@ -74,8 +74,8 @@ __device__ __forceinline__ void load_tile_sw(uint32_t s, const uint16_t *g, int6
     }
 }
 
-template <int D, int BN, int NWG, bool BF16>
-__global__ void __launch_bounds__(NWG * 128, 1) fwd_wgmma_kernel(const FwdParams p) {
+template <int D, int BN, int NWG, bool BF16, int MINB = 1>
+__global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdParams p) {
     // wgmma exists only in the sm_90a image; the other images of a multi-architecture build get an empty body,
     // and the host side launches this kernel only on a 9.0 device of a build that has sm_90a (FK_HAVE_SM90A).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -250,17 +250,23 @@ __global__ void __launch_bounds__(NWG * 128, 1) fwd_wgmma_kernel(const FwdParams
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-// Launch for a PLAIN problem (see the header); anything else answers cudaErrorNotSupported.
-template <int D, bool BF16> cudaError_t launch_fwd_wgmma(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
+// Launch of one tile (BN keys a step, NWG warpgroups, MINB blocks an SM asked of the register allocator) for a
+// PLAIN problem (see the header); anything else answers cudaErrorNotSupported.
+template <int D, int BN, int NWG, int MINB, bool BF16>
+cudaError_t launch_fwd_wgmma_tile(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
     if (!p.plain || p.head_dim != D) return cudaErrorNotSupported;
-    using T     = WgTile<D>;
-    using S     = WgShape<D, T::BN, T::NWG>;
-    auto kernel = fwd_wgmma_kernel<D, T::BN, T::NWG, BF16>;
+    using S     = WgShape<D, BN, NWG>;
+    auto kernel = fwd_wgmma_kernel<D, BN, NWG, BF16, MINB>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_q + S::BM - 1) / S::BM, nheads, batch);
     kernel<<<grid, S::NT, S::SMEM, st>>>(p);
     return cudaGetLastError();
+}
+
+// The bucket's tile (WgTile).
+template <int D, bool BF16> cudaError_t launch_fwd_wgmma(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
+    return launch_fwd_wgmma_tile<D, WgTile<D>::BN, WgTile<D>::NWG, 1, BF16>(p, batch, nheads, st);
 }
 
 } // namespace fk_wg
