@@ -19,8 +19,8 @@
  *   -inf for a row that sees no key).
  *   Shared memory: Q (BM x D) + 2 x (K + V) (BN x D each), all in the 128-B swizzled layout of wgmma_common.cuh.
  *
- * Tile choices (smem budget 227 KB; registers 255 / thread at 256 threads and one block per SM):
- *   D = 64:  BM 128 (2 warpgroups), BN 128:  80 KB; S 64 + O 32 accumulator floats per thread
+ * Tile choices (smem budget 227 KB; registers 255 / thread at 256 threads and one block per SM, except D = 64: two):
+ *   D = 64:  BM 128 (2 warpgroups), BN 128:  80 KB; S 64 + O 32 accumulator floats per thread (2 blocks an SM)
  *   D = 128: BM 128, BN 128: 160 KB; S 64 + O 64 floats
  *   D = 256: BM 128, BN 64:  192 KB; S 32 + O 128 floats
  * Not measured yet: they are starting points sized by the budget above, to be timed on the H200.
@@ -42,10 +42,14 @@ namespace fk_wg {
 using fk_cuda::FwdParams;
 
 // Tile per head dim (see the header comment for the budget).
+// MINB: blocks an SM asked of the register allocator. D = 64 at 2 (128 registers, ptxas spills 88 bytes): on the
+// H200 (2026-11-30 third session, dev/cuda/wgmma_run.sh `time`, commit 6cb117c; bf16, H 16, B x S = 32768) it ran
+// 1.30-1.34x the 1-block tile (171 registers) at S = 2048..8192, causal and not (e.g. 416 vs 311 TF/s at 2048,
+// 443 vs 339 at 8192), with bit-identical outputs; BN 64 (119-121 registers, 2 blocks either way) 1.22-1.27x.
 template <int D> struct WgTile;
-template <> struct WgTile<64> { static constexpr int BN = 128, NWG = 2; };
-template <> struct WgTile<128> { static constexpr int BN = 128, NWG = 2; };
-template <> struct WgTile<256> { static constexpr int BN = 64, NWG = 2; };
+template <> struct WgTile<64> { static constexpr int BN = 128, NWG = 2, MINB = 2; };
+template <> struct WgTile<128> { static constexpr int BN = 128, NWG = 2, MINB = 1; };
+template <> struct WgTile<256> { static constexpr int BN = 64, NWG = 2, MINB = 1; };
 
 template <int D, int BN, int NWG> struct WgShape {
     static constexpr int NT = 128 * NWG, BM = 64 * NWG;
@@ -266,7 +270,7 @@ cudaError_t launch_fwd_wgmma_tile(const FwdParams &p, int batch, int nheads, cud
 
 // The bucket's tile (WgTile).
 template <int D, bool BF16> cudaError_t launch_fwd_wgmma(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
-    return launch_fwd_wgmma_tile<D, WgTile<D>::BN, WgTile<D>::NWG, 1, BF16>(p, batch, nheads, st);
+    return launch_fwd_wgmma_tile<D, WgTile<D>::BN, WgTile<D>::NWG, WgTile<D>::MINB, BF16>(p, batch, nheads, st);
 }
 
 } // namespace fk_wg

@@ -909,7 +909,7 @@ template <typename T, bool BWD> const void *kernel_for(const Plan &pl) {
 #define FK_RMS_PICK(NN)                                                                                        \
     switch (pl.vpt) {                                                                                          \
     case 1: return FK_RMS_K(NN, 1);                                                                            \
-    case 2: return BWD ? (const void *)rms_bwd_kernel<T, NN, 2> : (const void *)rms_fwd_kernel<T, NN, 2>;       \
+    case 2: return BWD ? (const void *)rms_bwd_kernel<T, NN, 2> : nullptr;                                     \
     case 3: return BWD ? (const void *)rms_bwd_kernel<T, NN, 3> : nullptr;                                     \
     case 4: return FK_RMS_K(NN, 4);                                                                            \
     case 8: return BWD ? nullptr : (const void *)rms_fwd_kernel<T, NN, 8>;                                     \
