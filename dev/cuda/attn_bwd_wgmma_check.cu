@@ -13,8 +13,12 @@
  *   attn_bwd_wgmma_check small           one small case per kernel instance (for compute-sanitizer)
  *   attn_bwd_wgmma_check time            bf16, D 64/128, S 2048/4096/8192, H 16, B*S = 32768, causal and not:
  *                                        TFLOP/s (2.5 x 4 B H S^2 D, halved when causal; median of 20, CUDA
- *                                        events around prep + main + convert) of this kernel and of production's
- *                                        bwd_tc_kernel (launch_bwd_tc with BwdTile<D>) on the same inputs, ratio
+ *                                        events around prep + main + convert) of both schedule variants of this
+ *                                        kernel (V = 0 / 1, see attn_bwd_wgmma.cuh) and of production's
+ *                                        bwd_tc_kernel (launch_bwd_tc with BwdTile<D>) on the same inputs; speedups
+ *                                        (production ms / variant ms) and each variant's largest difference from
+ *                                        production (a sanity check at sizes `check` does not reach)
+ * Every check / small case runs both variants (one PASS/FAIL line each, "v0" / "v1").
  *
  * The float64 reference (ref_fwd / ref_dq / ref_dkdv, compare) is dev/cuda/attn_bwd_check.cu's, copied; o and
  * lse come from the reference forward. Tolerance (docs/HELPERS_COMMON.md): max_abs <= 2 * max_abs of the naive
@@ -384,8 +388,13 @@ template <int D, bool BF16> static cudaError_t launch_prod(const BwdParams &f, i
     return fk_cuda::launch_bwd_tc<D, T::BM, T::BN, T::NW, T::MINB, BF16>(f, hkv, st);
 }
 
-// prep -> main (wgmma: this kernel; else production's bwd_tc_kernel, bf16 only) -> convert; attn_bwd.cu's launch().
-static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const Ws &l, bool wgmma, cudaStream_t st) {
+template <int D, bool BF16> static cudaError_t launch_wg(int variant, const BwdParams &f, int hkv, cudaStream_t st) {
+    return variant == 0 ? fk_wg::launch_bwd_wgmma<D, BF16, 0>(f, hkv, st) : fk_wg::launch_bwd_wgmma<D, BF16, 1>(f, hkv, st);
+}
+
+// prep -> main (variant 0 / 1: this kernel's schedule variants; -1: production's bwd_tc_kernel, bf16 only)
+// -> convert; attn_bwd.cu's launch().
+static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const Ws &l, int variant, cudaStream_t st) {
     const bool bf16 = p.dtype == FK_DTYPE_BF16;
     cudaError_t e;
     if (p.total_q > 0) {
@@ -396,9 +405,9 @@ static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const W
     }
     if (f.sem && (e = cudaMemsetAsync(f.sem, 0, l.total - l.sem, st)) != cudaSuccess) return e;
     const int hkv = (int)p.nheads_kv;
-    if (wgmma) {
-        if (p.head_dim == 64) e = bf16 ? fk_wg::launch_bwd_wgmma<64, true>(f, hkv, st) : fk_wg::launch_bwd_wgmma<64, false>(f, hkv, st);
-        else if (p.head_dim == 128) e = bf16 ? fk_wg::launch_bwd_wgmma<128, true>(f, hkv, st) : fk_wg::launch_bwd_wgmma<128, false>(f, hkv, st);
+    if (variant >= 0) {
+        if (p.head_dim == 64) e = bf16 ? launch_wg<64, true>(variant, f, hkv, st) : launch_wg<64, false>(variant, f, hkv, st);
+        else if (p.head_dim == 128) e = bf16 ? launch_wg<128, true>(variant, f, hkv, st) : launch_wg<128, false>(variant, f, hkv, st);
         else e = cudaErrorNotSupported;
     } else {
         e = !bf16 ? cudaErrorNotSupported
@@ -489,30 +498,34 @@ static int run_case(const Case &c, uint64_t seed, bool verbose) {
     const BwdParams f = make_params(&p, l, w);
     void *outs[3] = {dq, dk, dv};
     const int64_t counts[3] = {nq, nk, nk};
-    std::vector<uint8_t> got[3];
-    int bad = 0, runs = c.det ? 2 : 1, differ = 0;
-    cudaError_t e = cudaSuccess;
-    for (int run = 0; run < runs && e == cudaSuccess; ++run) {
-        for (int t = 0; t < 3; ++t) fill_bytes<<<256, 256>>>((uint8_t *)outs[t], counts[t] * es, 0xff);
-        fill_bytes<<<256, 256>>>((uint8_t *)w, (int64_t)l.total, 0xff); // the kernels must not trust the workspace
-        e = run_bwd(p, f, l, true, 0);
-        if (e == cudaSuccess) e = cudaDeviceSynchronize();
-        if (e != cudaSuccess) break;
-        for (int t = 0; t < 3; ++t) {
-            std::vector<uint8_t> cur(counts[t] * es);
-            CK(cudaMemcpy(cur.data(), outs[t], cur.size(), cudaMemcpyDeviceToHost));
-            if (run == 0) got[t].swap(cur);
-            else differ += memcmp(cur.data(), got[t].data(), cur.size()) != 0;
+    int bad = 0;
+    for (int variant = 0; variant < 2; ++variant) { // both schedule variants against the same reference
+        std::vector<uint8_t> got[3];
+        int         runs = c.det ? 2 : 1, differ = 0;
+        cudaError_t e = cudaSuccess;
+        for (int run = 0; run < runs && e == cudaSuccess; ++run) {
+            for (int t = 0; t < 3; ++t) fill_bytes<<<256, 256>>>((uint8_t *)outs[t], counts[t] * es, 0xff);
+            fill_bytes<<<256, 256>>>((uint8_t *)w, (int64_t)l.total, 0xff); // the kernels must not trust the workspace
+            e = run_bwd(p, f, l, variant, 0);
+            if (e == cudaSuccess) e = cudaDeviceSynchronize();
+            if (e != cudaSuccess) break;
+            for (int t = 0; t < 3; ++t) {
+                std::vector<uint8_t> cur(counts[t] * es);
+                CK(cudaMemcpy(cur.data(), outs[t], cur.size(), cudaMemcpyDeviceToHost));
+                if (run == 0) got[t].swap(cur);
+                else differ += memcmp(cur.data(), got[t].data(), cur.size()) != 0;
+            }
         }
-    }
-    if (e == cudaErrorNotSupported) {
-        printf("SKIP %s: not supported by the wgmma kernel\n", s);
-        cudaGetLastError();
-    } else if (e != cudaSuccess) {
-        printf("FAIL %s: CUDA error %s\n", s, cudaGetErrorString(e));
-        fflush(stdout);
-        exit(3); // a sticky error (illegal address, ...): nothing after it can be trusted
-    } else {
+        if (e == cudaErrorNotSupported) {
+            printf("SKIP %s v%d: not supported by the wgmma kernel\n", s, variant);
+            cudaGetLastError();
+            continue;
+        }
+        if (e != cudaSuccess) {
+            printf("FAIL %s v%d: CUDA error %s\n", s, variant, cudaGetErrorString(e));
+            fflush(stdout);
+            exit(3); // a sticky error (illegal address, ...): nothing after it can be trusted
+        }
         std::vector<double> h(std::max(nrq, nrk)), hl(std::max(nrq, nrk));
         const char *names[3] = {"dq", "dk", "dv"};
         double     *refs[3] = {r.dq, r.dk, r.dv}, *lps[3] = {r.dq_lp, r.dk_lp, r.dv_lp};
@@ -535,9 +548,9 @@ static int run_case(const Case &c, uint64_t seed, bool verbose) {
             line += buf;
         }
         if (c.det) line += differ ? " !second run differs bitwise" : " second run bit-identical";
-        if (!ok_all || verbose) printf("%s %s:%s\n", ok_all ? "PASS" : "FAIL", s, line.c_str());
-        else printf("PASS %s\n", s);
-        bad = !ok_all;
+        if (!ok_all || verbose) printf("%s %s v%d:%s\n", ok_all ? "PASS" : "FAIL", s, variant, line.c_str());
+        else printf("PASS %s v%d\n", s, variant);
+        bad += !ok_all;
     }
     for (double *x : {r.o, r.lse, r.dsum, r.dsum_lp, r.dq, r.dq_lp, r.dk, r.dk_lp, r.dv, r.dv_lp}) cudaFree(x);
     for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
@@ -631,8 +644,8 @@ static float bf2f(uint16_t x) {
 // then the largest |wgmma - production| of each gradient relative to production's largest |value| (a sanity
 // check at sizes that `check` does not reach; the two differ by rounding only).
 static int cmd_time() {
-    printf("%-4s %-5s %-5s %-2s %10s %9s %10s %9s %7s  %s\n", "D", "S", "BxH", "c", "wgmma ms", "TFLOP/s", "prod ms",
-           "TFLOP/s", "ratio", "max|diff|/max|prod| dq dk dv");
+    printf("%-4s %-5s %-5s %-2s | %8s %7s | %8s %7s | %8s %7s | %6s %6s | %s\n", "D", "S", "BxH", "c", "v0 ms", "TFLOP/s",
+           "v1 ms", "TFLOP/s", "prod ms", "TFLOP/s", "v0/FA", "v1/FA", "max|v - prod|/max|prod| dq dk dv (v0; v1)");
     int bad = 0;
     for (int D : {64, 128})
         for (int S : {2048, 4096, 8192})
@@ -664,15 +677,15 @@ static int cmd_time() {
                 CK(cudaMalloc(&w, l.total));
                 const BwdParams f = make_params(&p, l, w);
                 const double flops = 2.5 * 4.0 * B * H * (double)S * S * D / (causal ? 2 : 1);
-                std::vector<uint16_t> res[2][3];
-                float ms[2];
-                for (int path = 0; path < 2; ++path) { // 0: wgmma, 1: production
+                std::vector<uint16_t> res[3][3];
+                float ms[3];
+                for (int path = 0; path < 3; ++path) { // 0, 1: wgmma variants, 2: production
                     cudaError_t e = cudaSuccess;
                     ms[path] = time_ms([&] {
-                        if (e == cudaSuccess) e = run_bwd(p, f, l, path == 0, 0);
+                        if (e == cudaSuccess) e = run_bwd(p, f, l, path == 2 ? -1 : path, 0);
                     });
                     if (e != cudaSuccess) {
-                        printf("time: %s backward failed: %s\n", path ? "production" : "wgmma", cudaGetErrorString(e));
+                        printf("time: %s backward failed: %s\n", path == 2 ? "production" : path ? "v1" : "v0", cudaGetErrorString(e));
                         return 1;
                     }
                     CK(cudaDeviceSynchronize());
@@ -682,22 +695,24 @@ static int cmd_time() {
                         CK(cudaMemcpy(res[path][t].data(), outs[t], n * 2, cudaMemcpyDeviceToHost));
                     }
                 }
-                double rel[3];
+                double rel[2][3];
                 bool   ok = true;
-                for (int t = 0; t < 3; ++t) {
-                    double md = 0, mp = 0;
-                    for (int64_t i = 0; i < n; ++i) {
-                        const double a = bf2f(res[0][t][i]), b = bf2f(res[1][t][i]);
-                        md = std::isfinite(a) ? std::max(md, fabs(a - b)) : INFINITY;
-                        mp = std::max(mp, fabs(b));
+                for (int v = 0; v < 2; ++v)
+                    for (int tt = 0; tt < 3; ++tt) {
+                        double md = 0, mp = 0;
+                        for (int64_t i = 0; i < n; ++i) {
+                            const double a = bf2f(res[v][tt][i]), b = bf2f(res[2][tt][i]);
+                            md = std::isfinite(a) ? std::max(md, fabs(a - b)) : INFINITY;
+                            mp = std::max(mp, fabs(b));
+                        }
+                        rel[v][tt] = mp > 0 ? md / mp : md;
+                        ok &= rel[v][tt] < 2e-2; // bf16 rounding of P / dS and the outputs: ~1e-2 at most
                     }
-                    rel[t] = mp > 0 ? md / mp : md;
-                    ok &= rel[t] < 2e-2; // bf16 rounding of P / dS and the outputs: ~1e-2 at most
-                }
                 bad += !ok;
-                printf("%-4d %-5d %-5s %-2d %10.3f %9.1f %10.3f %9.1f %7.3f  %.2e %.2e %.2e%s\n", D, S,
-                       (std::to_string(B) + "x" + std::to_string(H)).c_str(), causal, ms[0], flops / ms[0] * 1e-9, ms[1],
-                       flops / ms[1] * 1e-9, ms[1] / ms[0], rel[0], rel[1], rel[2], ok ? "" : "  DIFFERS");
+                printf("%-4d %-5d %-5s %-2d | %8.3f %7.1f | %8.3f %7.1f | %8.3f %7.1f | %6.3f %6.3f | %.1e %.1e %.1e; %.1e %.1e %.1e%s\n",
+                       D, S, (std::to_string(B) + "x" + std::to_string(H)).c_str(), causal, ms[0], flops / ms[0] * 1e-9,
+                       ms[1], flops / ms[1] * 1e-9, ms[2], flops / ms[2] * 1e-9, ms[2] / ms[0], ms[2] / ms[1], rel[0][0],
+                       rel[0][1], rel[0][2], rel[1][0], rel[1][1], rel[1][2], ok ? "" : "  DIFFERS");
                 fflush(stdout);
                 for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
             }

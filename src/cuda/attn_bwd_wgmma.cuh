@@ -105,15 +105,15 @@ template <int N> __device__ __forceinline__ void fence_regs(uint32_t (&x)[N][4])
         for (int e = 0; e < 4; ++e) fence_operand(x[i][e]);
 }
 
-// P^T and dS^T in place, PLAIN problems (the launcher rejects p.transform): bwd_p_ds's first branch, element (i, e)
-// of a warp's accumulators = key n0 + wkey + g + 8 (e >> 1), query column m0 + 8 i + 2 t + (e & 1). Masks
-// (causal / window / key tail) only on tiles that cross some row's band edge. l2 / dd: the tile's LSE (natural
-// log) and D rows in shared memory. A copy rather than a call of bwd_p_ds: without its softcap / ALiBi branch,
-// ptxas keeps the D = 128 kernel within 255 registers (with it: 255 and 8 bytes of spills).
+// P^T in place, PLAIN problems (the launcher rejects p.transform): bwd_p_ds's first branch, element (i, e) of a
+// warp's accumulators = key n0 + wkey + g + 8 (e >> 1), query column m0 + 8 i + 2 t + (e & 1). Masks (causal /
+// window / key tail) only on tiles that cross some row's band edge. l2: the tile's LSE rows (natural log) in
+// shared memory. Copies rather than a call of bwd_p_ds: without its softcap / ALiBi branch ptxas keeps the
+// D = 128 kernel within 255 registers (with it: 255 and 8 bytes of spills); and split in two (P, then dS) so that
+// P can be computed while dP^T is still on the tensor cores (variant 1 below).
 template <int BM, int BN, int NS>
-__device__ __forceinline__ void bwd_wg_p_ds(const BwdParams &p, const fk_cuda::BwdSeq &s, int m0, int n0, int wkey,
-                                            int off, int g, int t, const float *l2, const float *dd,
-                                            float (&st)[1][NS][4], float (&dp)[1][NS][4]) {
+__device__ __forceinline__ void bwd_wg_p(const BwdParams &p, const fk_cuda::BwdSeq &s, int m0, int n0, int wkey,
+                                         int off, int g, int t, const float *l2, float (&st)[1][NS][4]) {
     int lo_first, hi_first, lo_last, hi_last;
     fk_cuda::bwd_key_range(p, m0, s.sq, s.sk, lo_first, hi_first);
     fk_cuda::bwd_key_range(p, min(m0 + BM, s.sq) - 1, s.sq, s.sk, lo_last, hi_last);
@@ -134,18 +134,26 @@ __device__ __forceinline__ void bwd_wg_p_ds(const BwdParams &p, const fk_cuda::B
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
         const float2 lv = *reinterpret_cast<const float2 *>(l2 + 8 * i + 2 * t);
-        const float2 dv = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
         const float  l2x = lv.x * FK_BWD_LOG2E, l2y = lv.y * FK_BWD_LOG2E;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float pr = fk_cuda::fast_exp2(fmaf(st[0][i][e], p.scale_log2, -((e & 1) ? l2y : l2x)));
-            st[0][i][e]    = pr;
-            dp[0][i][e]    = pr * (dp[0][i][e] - ((e & 1) ? dv.y : dv.x));
-        }
+        for (int e = 0; e < 4; ++e) st[0][i][e] = fk_cuda::fast_exp2(fmaf(st[0][i][e], p.scale_log2, -((e & 1) ? l2y : l2x)));
+    }
+}
+// dS^T = P^T (dP^T - D) in place of dP^T; dd: the tile's D rows in shared memory.
+template <int NS>
+__device__ __forceinline__ void bwd_wg_ds(int t, const float *dd, const float (&st)[1][NS][4], float (&dp)[1][NS][4]) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+        const float2 dv = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dp[0][i][e] = st[0][i][e] * (dp[0][i][e] - ((e & 1) ? dv.y : dv.x));
     }
 }
 
-template <int D, bool BF16> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
+// V (schedule variant, both checked and timed by attn_bwd_wgmma_check): 0 = S^T and dP^T waited together, then
+// P, dS, then dV and dK issued; 1 = P computed while dP^T runs and dV issued before dS is computed (the tensor
+// cores work through the softmax's ALU phase).
+template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
     // wgmma exists only in the sm_90a image (see attn_fwd_wgmma.cuh); other images get an empty body.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using S           = BwdWgShape<D>;
@@ -225,45 +233,68 @@ template <int D, bool BF16> __global__ void __launch_bounds__(256, 1) bwd_wgmma_
         for (int ks = 0; ks < D / 16; ++ks)
             wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
                                   bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+        wgmma_commit(); // group: S^T
 #pragma unroll
         for (int ks = 0; ks < D / 16; ++ks)
             wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
                                   bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]), fence_operand(dpf[i]);
-
-        // P^T = exp2(S^T scale log2e - LSE log2e), dS^T = P^T (dP^T - D), masks: production's code, in place.
-        bwd_wg_p_ds<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, sDd + buf * BM, st, dp);
+        wgmma_commit(); // group: dP^T
 
         // P^T, dS^T as A fragments (k-step ks = queries 16 ks ..); dS^T also to shared memory for dQ:
         // da[ks] = {(key g, queries 16 ks + 2t..), (key g + 8, same), (key g, 16 ks + 8 + 2t..), (key g + 8, ...)}.
         uint32_t pa[BM / 16][4], da[BM / 16][4];
+        if constexpr (V == 0) {
+            wgmma_wait<0>();
 #pragma unroll
-        for (int ks = 0; ks < BM / 16; ++ks) {
-            acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-            acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]), fence_operand(dpf[i]);
+            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+            bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) {
+                acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+                acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            }
+            // dV += P^T dO, dK += dS^T Q (A from registers, B MN-major).
+            fence_operands(dv);
+            fence_operands(dk);
+            wgmma_fence(); // pa, da written by ordinary instructions
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit();
+        } else {
+            wgmma_wait<1>(); // S^T landed; dP^T may still run
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
+            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+            fence_operands(dv);
+            wgmma_fence(); // pa written by ordinary instructions (dP^T's registers are not touched)
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit(); // group: dV
+            wgmma_wait<1>(); // dP^T landed; dV may still run
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
+            bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            fence_operands(dk);
+            wgmma_fence(); // da written by ordinary instructions
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit(); // group: dK
+        }
+        // dS^T -> shared memory for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled chunks).
+#pragma unroll
+        for (int ks = 0; ks < BM / 16; ++ks)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
                 *reinterpret_cast<uint32_t *>(pDS + tile_off<128>(key, q, BN)) = da[ks][e];
             }
-        }
-        // dV += P^T dO, dK += dS^T Q (A from registers, B MN-major).
-        fence_operands(dv);
-        fence_operands(dk);
-        wgmma_fence(); // pa, da written by ordinary instructions
-#pragma unroll
-        for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
-#pragma unroll
-        for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
-        wgmma_commit();
-#if FK_BWD_WG_EARLY_WAIT
-        wgmma_wait<0>(); // dV, dK complete: pa, da die here (fewer registers live through dQ)
-        fence_regs(pa);
-        fence_regs(da);
-#endif
 
         fence_proxy_async(); // this thread's dS^T stores -> visible to wgmma
         __syncthreads();     // both warpgroups' dS^T in shared memory
@@ -280,10 +311,8 @@ template <int D, bool BF16> __global__ void __launch_bounds__(256, 1) bwd_wgmma_
         fence_operands(dq);
         fence_operands(dv);
         fence_operands(dk);
-#if !FK_BWD_WG_EARLY_WAIT
         fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
         fence_regs(da);
-#endif
 
         // dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column wg D/2 + 8 jj + 2 t + (e & 1).
         const int     rows    = min(BM, s.sq - m0);
@@ -360,12 +389,13 @@ template <int D, bool BF16> __global__ void __launch_bounds__(256, 1) bwd_wgmma_
 
 // Launch the main kernel (prep and convert are production's, around it). cudaErrorNotSupported for what the
 // kernel does not cover (see the header), so that a caller can fall back to bwd_tc_kernel.
-template <int D, bool BF16> cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
+template <int D, bool BF16, int V = 1>
+cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
     using S = BwdWgShape<D>;
     if (p.head_dim != D || !p.vec_in || p.transform || p.acc_d < D || !p.dq_acc) return cudaErrorNotSupported;
     if (p.deterministic && (!p.sem || p.n_mblocks < (p.seqlen_q + S::BM - 1) / S::BM)) return cudaErrorNotSupported;
     if (p.seqlen_k <= 0) return cudaSuccess;
-    auto        kernel = bwd_wgmma_kernel<D, BF16>;
+    auto        kernel = bwd_wgmma_kernel<D, BF16, V>;
     cudaError_t e      = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_k + S::BN - 1) / S::BN, nheads_kv, p.batch);
