@@ -35,8 +35,13 @@
  *   column is not a whole swizzle row (64 elements at 128 B) is untested territory, while 32-column blocks of the
  *   64-B swizzle are ordinary (wgmma_check covers both K-major and MN-major 64-B swizzle, and col0 = 32 now).
  *
+ *   Two schedule variants (template V; attn_bwd_wgmma_check checks and times both; launch_bwd_wgmma defaults to 1):
+ *     V = 0: wait for S^T and dP^T together, then P, dS, then issue dV and dK;
+ *     V = 1: wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK.
+ *
  * Registers (255 per thread: 256 threads, one block per SM): dV + dK 2 x D / 2 floats (D = 128: 128), S^T + dP^T
- * 64, then P^T / dS^T packed (32) + the dQ part D / 4; ptxas -v is reported by wgmma_bwd_run.sh.
+ * 64, then P^T / dS^T packed (32) + the dQ part D / 4. ptxas (nvcc 13.0, sm_90a), no spills in any instance:
+ * D = 128: 255 (V 0) / 242 (V 1) registers; D = 64: 191 / 196 (wgmma_bwd_run.sh reports it on every build).
  * Shared memory: K, V (BN x D each) + 2 x (Q, dO) (BM x D) + dS^T (BN x BM) + 2 x LSE / D rows:
  *   D = 64: 81 KB, D = 128: 146 KB (one block per SM either way: the registers decide).
  *
