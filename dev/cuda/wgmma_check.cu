@@ -17,6 +17,8 @@
  *   ssT   the same with B MN-major (stored [K][N], N contiguous, like V), imm-trans-b = 1, LBO = MN-block stride.
  *   scale0  scale-d = 0 on the first k-step discards a non-zero old accumulator (what the forward relies on).
  *   wait1   two products in two commit groups; wait_group 1 then read the first, wait_group 0 then the second.
+ *   bwd   the backward's forms (attn_bwd_wgmma.cuh): m64n32; A MN-major (imm-trans-a = 1, the ss wrappers' TA);
+ *         B MN-major from a later column block (col0); K-major A from row 64 of a 128-row tile (64-B swizzle too).
  *   rs    S = Q K^T (ss, fp32) then O = P V with P = S packed to 16-bit pairs in registers as the A operand
  *         (wgmma with A from registers) and V MN-major: checks S, and O against P (the device's S rounded the
  *         same way on the host) times V.
@@ -181,6 +183,37 @@ __global__ void __launch_bounds__(128) rs_kernel(const uint16_t *Q, const uint16
     wgmma_wait<0>();
     fence_operands(oacc);
     store_acc<DV>(O, oacc);
+}
+
+// The backward's operand forms (attn_bwd_wgmma.cuh): C[64 x N] = A B with
+//   A K-major: a tile of AR rows x K ([AR][K]), rows arow0 .. arow0 + 63 used (S^T = K Q^T: a warpgroup's keys);
+//   A MN-major (TA = 1, imm-trans-a): stored [K][64], M contiguous (dQ = dS K with dS^T stored [keys][queries]);
+//   B K-major: stored [N][K]; B MN-major (TB = 1): stored [K][NT], columns col0 .. col0 + N - 1 used (dQ's K).
+template <int N, int K, bool BF16, int SWA, int TA, int AR, int SWB, int TB, int NT>
+__global__ void __launch_bounds__(128) ssx_kernel(const uint16_t *A, const uint16_t *B, float *C, int arow0, int col0) {
+    extern __shared__ uint8_t raw[];
+    uint8_t *sA = smem_1k(raw), *sB = sA + (TA ? 64 : AR) * K * 2;
+    if (TA) load_tile<SWA, true>(sA, A, K, 64, 64);
+    else load_tile<SWA, true>(sA, A, AR, K, K);
+    if (TB) load_tile<SWB, false>(sB, B, K, NT, NT);
+    else load_tile<SWB, false>(sB, B, N, K, K);
+    __syncthreads();
+    float acc[N / 2];
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) acc[i] = 1e4f; // discarded: scale-d = 0 on the first k-step
+    const uint32_t a0 = smem_u32(sA), b0 = smem_u32(sB);
+    fence_operands(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < K / 16; ++s) {
+        const uint64_t da = TA ? desc_mnmajor<SWA>(a0, s, K) : desc_kmajor<SWA>(a0, arow0, s, AR);
+        const uint64_t db = TB ? desc_mnmajor<SWB>(b0, s, K, col0) : desc_kmajor<SWB>(b0, 0, s, N);
+        wgmma_ss<N, BF16, TB, TA>(acc, da, db, s == 0 ? 0 : 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(acc);
+    store_acc<N>(C, acc);
 }
 
 // ---- host side -------------------------------------------------------------------------------------------
@@ -352,6 +385,34 @@ template <int N1, int DK, int DV, bool BF16> static void run_rs() {
     CK(cudaFree(dout));
 }
 
+template <int N, int K, bool BF16, int SWA, int TA, int AR, int SWB, int TB, int NT>
+static void run_ssx(int arow0, int col0) {
+    const int AN = (TA ? 64 : AR) * K, BN_ = TB ? K * NT : N * K;
+    auto ha = rand16(AN, BF16), hb = rand16(BN_, BF16);
+    uint16_t *da = dev16(ha), *db = dev16(hb);
+    float    *dc   = devf(64 * N);
+    const int smem = (AN + BN_) * 2 + 1024;
+    auto      kern = ssx_kernel<N, K, BF16, SWA, TA, AR, SWB, TB, NT>;
+    CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    kern<<<1, 128, smem>>>(da, db, dc, arow0, col0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    // The effective A [64][K] and B [K][N].
+    std::vector<float> fa = widen(ha, BF16), fb = widen(hb, BF16), ea(64 * K), eb((size_t)K * N);
+    for (int i = 0; i < 64; ++i)
+        for (int k = 0; k < K; ++k) ea[(size_t)i * K + k] = TA ? fa[(size_t)k * 64 + i] : fa[(size_t)(arow0 + i) * K + k];
+    for (int k = 0; k < K; ++k)
+        for (int n = 0; n < N; ++n) eb[(size_t)k * N + n] = TB ? fb[(size_t)k * NT + col0 + n] : fb[(size_t)n * K + k];
+    char name[160];
+    snprintf(name, sizeof name, "bwd m64n%dk16 K=%d %s A %s sw%d%s B %s sw%d%s", N, K, BF16 ? "bf16" : "f16",
+             TA ? "MN-major(tnspA)" : "K-major", SWA, TA ? "" : (arow0 ? " rows 64.." : ""), TB ? "MN-major" : "K-major",
+             SWB, TB && col0 ? (col0 == 32 ? " cols 32.." : " cols 64..") : "");
+    compare(name, tohost(dc, 64 * N), ea, eb, 64, N, K, N, 1);
+    CK(cudaFree(da));
+    CK(cudaFree(db));
+    CK(cudaFree(dc));
+}
+
 // ---- host-only layout self-test ----------------------------------------------------------------------------
 
 // Decode a descriptor by the PTX ISA field positions and return the byte address that the canonical layout
@@ -398,6 +459,32 @@ static int layout_selftest() {
                 printf("%s layout %s rows/N=%d K=%d: mismatches sw128 %d sw64 %d sw32 %d\n", ok ? "PASS" : "FAIL",
                        mn ? "MN-major" : "K-major ", r, k, b128, b64, b32);
             }
+    // The backward's offsets: MN-major columns from col0 (a whole column block: 32 at sw64, 64 at sw128), K-major
+    // rows from row0 = 64 (a warpgroup's keys), 128-row tiles.
+    {
+        const uint32_t base = 1u << 14;
+        int            bad  = 0;
+        for (int sw : {64, 128})
+            for (int s = 0; s < 8; ++s) {
+                const int col0 = sw == 64 ? 32 : 64, ncol = col0;
+                const uint64_t dm = sw == 64 ? desc_mnmajor<64>(base, s, 128, col0) : desc_mnmajor<128>(base, s, 128, col0);
+                for (int n = 0; n < ncol; ++n)
+                    for (int k = 0; k < 16; ++k) {
+                        const uint32_t want = base + (sw == 64 ? tile_off<64>(16 * s + k, col0 + n, 128) : tile_off<128>(16 * s + k, col0 + n, 128));
+                        bad += canon_addr(dm, true, n, k) != want;
+                    }
+                if (s >= 4 && sw == 64) continue; // K = 64 at D = 64: 4 k-steps
+                const uint64_t dk = sw == 64 ? desc_kmajor<64>(base, 64, s, 128) : desc_kmajor<128>(base, 64, s, 128);
+                for (int m = 0; m < 64; ++m)
+                    for (int k = 0; k < 16; ++k) {
+                        const uint32_t want = base + (sw == 64 ? tile_off<64>(64 + m, 16 * s + k, 128) : tile_off<128>(64 + m, 16 * s + k, 128));
+                        bad += canon_addr(dk, false, m, k) != want;
+                    }
+            }
+        fails += bad != 0;
+        printf("%s layout backward offsets (MN-major col0 = one column block, K-major row0 = 64): %d mismatches\n",
+               bad ? "FAIL" : "PASS", bad);
+    }
     // Also: the swizzle permutes the 16-byte chunks of every 8-row atom (no two elements share a byte).
     std::vector<int> seen(64 * 256 * 2, 0);
     int              dup = 0;
@@ -468,6 +555,20 @@ int main(int argc, char **argv) {
     run_rs<64, 256, 256, true>();
     run_rs<128, 128, 128, false>();
     run_rs<64, 256, 256, false>();
+
+    // 5. The backward's forms (attn_bwd_wgmma.cuh), new with it: n32; A MN-major (imm-trans-a); B MN-major from a
+    //    column block other than the first; K-major A from row 64 of a 128-row tile at the 64-B swizzle.
+    //    <N, K, BF16, SWA, TA, AR, SWB, TB, NT>(arow0, col0)
+    run_ssx<32, 64, true, 128, 0, 64, 128, 0, 32>(0, 0);      // n32, plain
+    run_ssx<64, 64, true, 128, 1, 64, 128, 0, 64>(0, 0);      // tnspA, B K-major
+    run_ssx<64, 128, true, 128, 1, 64, 128, 1, 128>(0, 0);    // dQ at D = 128, warpgroup 0
+    run_ssx<64, 128, true, 128, 1, 64, 128, 1, 128>(0, 64);   // dQ at D = 128, warpgroup 1
+    run_ssx<64, 128, false, 128, 1, 64, 128, 1, 128>(0, 64);
+    run_ssx<32, 128, true, 128, 1, 64, 64, 1, 64>(0, 0);      // dQ at D = 64 (K in the 64-B swizzle), warpgroup 0
+    run_ssx<32, 128, true, 128, 1, 64, 64, 1, 64>(0, 32);     // dQ at D = 64, warpgroup 1
+    run_ssx<32, 128, false, 128, 1, 64, 64, 1, 64>(0, 32);
+    run_ssx<64, 64, true, 64, 0, 128, 128, 0, 64>(64, 0);     // S^T at D = 64: K rows 64.. of a sw64 tile
+    run_ssx<64, 128, false, 128, 0, 128, 128, 0, 64>(64, 0);  // S^T at D = 128: rows 64.., sw128
 
     printf("%s\n", g_fail ? "SOME CHECKS FAILED" : "ALL CHECKS PASSED");
     return g_fail ? 1 : 0;

@@ -1,0 +1,740 @@
+/*
+ * attn_bwd_wgmma_check.cu — dev only: correctness, determinism and timing of the Hopper wgmma backward main
+ * kernel (src/cuda/attn_bwd_wgmma.cuh) between production's prep and convert kernels.
+ *
+ * Verdict: UNTESTED ON HARDWARE (compiled with nvcc 13.0 on a machine without a GPU). Run by
+ * dev/cuda/wgmma_bwd_run.sh.
+ *
+ *   attn_bwd_wgmma_check check [filter]  D 64/128 x bf16/fp16 x causal or not x (Sq, Sk) in {(1,1), (17,17),
+ *                                        (128,128), (1000,1000), (300,1000), (1000,300), (2048,2048)} x GQA 1:1
+ *                                        and 4:1 (batch 2, 1 at 2048), plus local windows and deterministic
+ *                                        cases (deterministic: a second run must be bit-identical); dQ, dK, dV
+ *                                        against a float64 GPU reference; one PASS/FAIL line per case
+ *   attn_bwd_wgmma_check small           one small case per kernel instance (for compute-sanitizer)
+ *   attn_bwd_wgmma_check time            bf16, D 64/128, S 2048/4096/8192, H 16, B*S = 32768, causal and not:
+ *                                        TFLOP/s (2.5 x 4 B H S^2 D, halved when causal; median of 20, CUDA
+ *                                        events around prep + main + convert) of both schedule variants of this
+ *                                        kernel (V = 0 / 1, see attn_bwd_wgmma.cuh) and of production's
+ *                                        bwd_tc_kernel (launch_bwd_tc with BwdTile<D>) on the same inputs; speedups
+ *                                        (production ms / variant ms) and each variant's largest difference from
+ *                                        production (a sanity check at sizes `check` does not reach)
+ * Every check / small case runs both variants (one PASS/FAIL line each, "v0" / "v1").
+ *
+ * The float64 reference (ref_fwd / ref_dq / ref_dkdv, compare) is dev/cuda/attn_bwd_check.cu's, copied; o and
+ * lse come from the reference forward. Tolerance (docs/HELPERS_COMMON.md): max_abs <= 2 * max_abs of the naive
+ * same-dtype backward (P, dP, dS and the gradients rounded to the dtype) + half an ulp of max|ref| + 1e-4.
+ * Gradients and the workspace are poisoned (0xff bytes: NaN) first; NaN/Inf fails.
+ */
+#include "../../src/core/attn_internal.h"
+#include "../../src/cuda/attn_bwd_wgmma.cuh"
+
+#include <algorithm>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <string>
+#include <functional>
+#include <vector>
+
+#define CK(x)                                                                                                 \
+    do {                                                                                                      \
+        cudaError_t e_ = (x);                                                                                 \
+        if (e_ != cudaSuccess) {                                                                              \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));               \
+            exit(2);                                                                                          \
+        }                                                                                                     \
+    } while (0)
+
+// ---- float64 reference: copied from dev/cuda/attn_bwd_check.cu ------------------------------------------
+
+__device__ double ld(const void *p, int dt, int64_t i) {
+    if (dt == FK_DTYPE_F16) return (double)__half2float(((const __half *)p)[i]);
+    if (dt == FK_DTYPE_BF16) return (double)__bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return (double)((const float *)p)[i];
+}
+__device__ double rnd_dt(int dt, double x) {
+    if (dt == FK_DTYPE_F16) return (double)__half2float(__float2half_rn((float)x));
+    if (dt == FK_DTYPE_BF16) return (double)__bfloat162float(__float2bfloat16_rn((float)x));
+    return (double)(float)x;
+}
+__device__ void st_dt(void *p, int dt, int64_t i, double x) {
+    if (dt == FK_DTYPE_F16) ((__half *)p)[i] = __float2half_rn((float)x);
+    else if (dt == FK_DTYPE_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn((float)x);
+    else ((float *)p)[i] = (float)x;
+}
+__device__ uint64_t mix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+__global__ void fill_normal(void *p, int dt, int64_t n, uint64_t seed, float scale) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        uint64_t h  = mix(seed * 0x9e3779b97f4a7c15ull + (uint64_t)i);
+        double   u1 = ((h >> 11) + 1) * (1.0 / 9007199254740993.0), u2 = (mix(h) >> 11) * (1.0 / 9007199254740992.0);
+        st_dt(p, dt, i, sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2) * scale);
+    }
+}
+__global__ void fill_bytes(uint8_t *p, int64_t n, uint8_t v) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        p[i] = v;
+}
+
+// Sequence of token `tok` (query side); row i within it; offsets and lengths.
+struct SeqPos {
+    int64_t b, i, q0, k0, sq, sk;
+};
+__device__ SeqPos seq_of_q(const fk_attn_problem &p, int64_t tok) {
+    SeqPos s;
+    if (p.cu_seqlens_q) {
+        s.b = 0;
+        while (p.cu_seqlens_q[s.b + 1] <= tok) ++s.b;
+        s.q0 = p.cu_seqlens_q[s.b], s.k0 = p.cu_seqlens_k[s.b];
+        s.sq = p.cu_seqlens_q[s.b + 1] - s.q0, s.sk = p.cu_seqlens_k[s.b + 1] - s.k0;
+        s.i  = tok - s.q0;
+    } else {
+        s.b = tok / p.seqlen_q, s.q0 = s.k0 = 0, s.sq = p.seqlen_q, s.sk = p.seqlen_k, s.i = tok % p.seqlen_q;
+    }
+    return s;
+}
+__device__ SeqPos seq_of_k(const fk_attn_problem &p, int64_t tok) { // s.i = key index within the sequence
+    SeqPos s;
+    if (p.cu_seqlens_k) {
+        s.b = 0;
+        while (p.cu_seqlens_k[s.b + 1] <= tok) ++s.b;
+        s.q0 = p.cu_seqlens_q[s.b], s.k0 = p.cu_seqlens_k[s.b];
+        s.sq = p.cu_seqlens_q[s.b + 1] - s.q0, s.sk = p.cu_seqlens_k[s.b + 1] - s.k0;
+        s.i  = tok - s.k0;
+    } else {
+        s.b = tok / p.seqlen_k, s.q0 = s.k0 = 0, s.sq = p.seqlen_q, s.sk = p.seqlen_k, s.i = tok % p.seqlen_k;
+    }
+    return s;
+}
+// The header's formula, written independently of the kernels.
+__device__ bool visible(const fk_attn_problem &p, int64_t i, int64_t j, int64_t sq, int64_t sk) {
+    const int64_t c = i + sk - sq;
+    if (p.causal && j > c) return false;
+    if (p.window_left >= 0 && j < c - p.window_left) return false;
+    if (p.window_right >= 0 && j > c + p.window_right) return false;
+    return true;
+}
+// Score and d(score)/d(q.k) of (row i, key j) in sequence s, head h.
+__device__ double score(const fk_attn_problem &p, const SeqPos &s, int64_t i, int64_t j, int64_t h, double *dfac) {
+    const int64_t hk = h / (p.nheads_q / p.nheads_kv);
+    const int     dt = p.dtype, D = (int)p.head_dim;
+    const int64_t qo = s.b * p.q_bs + (s.q0 + i) * p.q_rs + h * p.q_hs;
+    const int64_t ko = s.b * p.k_bs + (s.k0 + j) * p.k_rs + hk * p.k_hs;
+    double        x  = 0;
+    for (int d = 0; d < D; ++d) x += ld(p.q, dt, qo + d) * ld(p.k, dt, ko + d);
+    x *= (double)p.scale;
+    double fac = (double)p.scale;
+    if (p.softcap > 0) {
+        const double th = tanh(x / p.softcap);
+        x               = p.softcap * th;
+        fac *= 1 - th * th;
+    }
+    if (p.alibi) x -= (double)p.alibi[s.b * p.alibi_bs + h] * fabs((double)(i + s.sk - s.sq - j));
+    if (dfac) *dfac = fac;
+    return x;
+}
+
+struct Ref {
+    fk_attn_problem p;
+    int64_t         tq, tk;
+    double *o, *lse, *dsum, *dsum_lp;          // o (tok, h, d); lse/dsum (h, tok)
+    double *dq, *dk, *dv, *dq_lp, *dk_lp, *dv_lp; // compact (tok, head, d)
+};
+
+__global__ void ref_fwd(Ref r) {
+    const fk_attn_problem &p = r.p;
+    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= r.tq * p.nheads_q) return;
+    const int64_t tok = idx / p.nheads_q, h = idx % p.nheads_q, hk = h / (p.nheads_q / p.nheads_kv);
+    const SeqPos  s = seq_of_q(p, tok);
+    const int     D = (int)p.head_dim, dt = p.dtype;
+    double        m = -INFINITY, l = 0, acc[256];
+    for (int d = 0; d < D; ++d) acc[d] = 0;
+    for (int64_t j = 0; j < s.sk; ++j)
+        if (visible(p, s.i, j, s.sq, s.sk)) m = fmax(m, score(p, s, s.i, j, h, nullptr));
+    if (m > -INFINITY)
+        for (int64_t j = 0; j < s.sk; ++j) {
+            if (!visible(p, s.i, j, s.sq, s.sk)) continue;
+            const double  e  = exp(score(p, s, s.i, j, h, nullptr) - m);
+            const int64_t vo = s.b * p.v_bs + (s.k0 + j) * p.v_rs + hk * p.v_hs;
+            l += e;
+            for (int d = 0; d < D; ++d) acc[d] += e * ld(p.v, dt, vo + d);
+        }
+    const int64_t oo = s.b * p.o_bs + (s.q0 + s.i) * p.o_rs + h * p.o_hs;
+    const int64_t od = s.b * p.do_bs + (s.q0 + s.i) * p.do_rs + h * p.do_hs;
+    double        ds = 0, ds_lp = 0;
+    for (int d = 0; d < D; ++d) {
+        const double o = l > 0 ? acc[d] / l : 0.0;
+        r.o[(tok * p.nheads_q + h) * D + d] = o;
+        st_dt(p.o, dt, oo + d, o); // the kernel reads o in its dtype
+        ds += o * ld(p.do_, dt, od + d);
+        ds_lp += rnd_dt(dt, o) * ld(p.do_, dt, od + d);
+    }
+    const double lse = l > 0 ? m + log(l) : -INFINITY;
+    r.lse[h * r.tq + tok]     = lse;
+    r.dsum[h * r.tq + tok]    = ds;
+    r.dsum_lp[h * r.tq + tok] = ds_lp;
+    ((float *)p.lse)[s.b * p.lse_bs + h * p.lse_hs + (s.q0 + s.i) * p.lse_rs] = (float)lse;
+}
+
+// P, dP, dS of (row i, key j, head h) in float64, and the same rounded to the dtype as a naive backward would.
+__device__ void pds(const Ref &r, const SeqPos &s, int64_t tokq, int64_t i, int64_t j, int64_t h, double &pr,
+                    double &ds, double &pr_lp, double &ds_lp) {
+    const fk_attn_problem &p = r.p;
+    const int64_t hk = h / (p.nheads_q / p.nheads_kv);
+    const int     dt = p.dtype, D = (int)p.head_dim;
+    double        fac;
+    const double  x   = score(p, s, i, j, h, &fac);
+    const double  lse = r.lse[h * r.tq + tokq];
+    pr                = exp(x - lse);
+    const int64_t od = s.b * p.do_bs + (s.q0 + i) * p.do_rs + h * p.do_hs;
+    const int64_t vo = s.b * p.v_bs + (s.k0 + j) * p.v_rs + hk * p.v_hs;
+    double        dp = 0;
+    for (int d = 0; d < D; ++d) dp += ld(p.do_, dt, od + d) * ld(p.v, dt, vo + d);
+    ds    = pr * (dp - r.dsum[h * r.tq + tokq]) * fac;
+    pr_lp = rnd_dt(dt, pr);
+    ds_lp = rnd_dt(dt, pr_lp * (rnd_dt(dt, dp) - r.dsum_lp[h * r.tq + tokq])) * fac;
+}
+
+__global__ void ref_dq(Ref r) {
+    const fk_attn_problem &p = r.p;
+    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= r.tq * p.nheads_q) return;
+    const int64_t tok = idx / p.nheads_q, h = idx % p.nheads_q, hk = h / (p.nheads_q / p.nheads_kv);
+    const SeqPos  s = seq_of_q(p, tok);
+    const int     D = (int)p.head_dim, dt = p.dtype;
+    double        acc[256], acc_lp[256];
+    for (int d = 0; d < D; ++d) acc[d] = acc_lp[d] = 0;
+    if (r.lse[h * r.tq + tok] > -INFINITY)
+        for (int64_t j = 0; j < s.sk; ++j) {
+            if (!visible(p, s.i, j, s.sq, s.sk)) continue;
+            double pr, ds, pr_lp, ds_lp;
+            pds(r, s, tok, s.i, j, h, pr, ds, pr_lp, ds_lp);
+            const int64_t ko = s.b * p.k_bs + (s.k0 + j) * p.k_rs + hk * p.k_hs;
+            for (int d = 0; d < D; ++d) {
+                const double kd = ld(p.k, dt, ko + d);
+                acc[d] += ds * kd;
+                acc_lp[d] += ds_lp * kd;
+            }
+        }
+    for (int d = 0; d < D; ++d) {
+        r.dq[(tok * p.nheads_q + h) * D + d]    = acc[d];
+        r.dq_lp[(tok * p.nheads_q + h) * D + d] = rnd_dt(dt, acc_lp[d]);
+    }
+}
+
+__global__ void ref_dkdv(Ref r) {
+    const fk_attn_problem &p = r.p;
+    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= r.tk * p.nheads_kv) return;
+    const int64_t tok = idx / p.nheads_kv, hk = idx % p.nheads_kv, G = p.nheads_q / p.nheads_kv;
+    const SeqPos  s = seq_of_k(p, tok);
+    const int64_t j = s.i;
+    const int     D = (int)p.head_dim, dt = p.dtype;
+    double        dk[256], dv[256], dk_lp[256], dv_lp[256];
+    for (int d = 0; d < D; ++d) dk[d] = dv[d] = dk_lp[d] = dv_lp[d] = 0;
+    for (int64_t h = hk * G; h < (hk + 1) * G; ++h)
+        for (int64_t i = 0; i < s.sq; ++i) {
+            const int64_t tokq = (p.cu_seqlens_q ? s.q0 : s.b * p.seqlen_q) + i;
+            if (!visible(p, i, j, s.sq, s.sk) || !(r.lse[h * r.tq + tokq] > -INFINITY)) continue;
+            double pr, ds, pr_lp, ds_lp;
+            pds(r, s, tokq, i, j, h, pr, ds, pr_lp, ds_lp);
+            const int64_t qo = s.b * p.q_bs + (s.q0 + i) * p.q_rs + h * p.q_hs;
+            const int64_t od = s.b * p.do_bs + (s.q0 + i) * p.do_rs + h * p.do_hs;
+            for (int d = 0; d < D; ++d) {
+                const double qd = ld(p.q, dt, qo + d), odd = ld(p.do_, dt, od + d);
+                dk[d] += ds * qd;
+                dv[d] += pr * odd;
+                dk_lp[d] += ds_lp * qd;
+                dv_lp[d] += pr_lp * odd;
+            }
+        }
+    for (int d = 0; d < D; ++d) {
+        const int64_t o = (tok * p.nheads_kv + hk) * D + d;
+        r.dk[o] = dk[d], r.dv[o] = dv[d];
+        r.dk_lp[o] = rnd_dt(dt, dk_lp[d]), r.dv_lp[o] = rnd_dt(dt, dv_lp[d]);
+    }
+}
+
+// ---- host -----------------------------------------------------------------------------------------------
+
+static double host_ld(const std::vector<uint8_t> &buf, fk_dtype dt, int64_t i) {
+    if (dt == FK_DTYPE_F32) return ((const float *)buf.data())[i];
+    uint16_t x = ((const uint16_t *)buf.data())[i];
+    if (dt == FK_DTYPE_BF16) {
+        uint32_t u = (uint32_t)x << 16;
+        float    f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    return (double)__half2float(*(const __half *)&x);
+}
+
+struct Stat {
+    double max_err, max_lp, max_ref, rel;
+    int64_t nonfinite, pad_written;
+};
+
+static Stat compare(const std::vector<uint8_t> &got, const std::vector<double> &ref, const std::vector<double> &lp,
+                    fk_dtype dt, int64_t ntok, int H, int D, int64_t rs, int pad) {
+    Stat   st = {0, 0, 0, 0, 0, 0};
+    double se = 0, sr = 0;
+    for (int64_t tok = 0; tok < ntok; ++tok) {
+        for (int h = 0; h < H; ++h)
+            for (int d = 0; d < D; ++d) {
+                const double g = host_ld(got, dt, tok * rs + (int64_t)h * D + d), r = ref[(tok * H + h) * D + d];
+                if (!std::isfinite(g)) {
+                    ++st.nonfinite;
+                    continue;
+                }
+                st.max_err = std::max(st.max_err, fabs(g - r));
+                st.max_lp  = std::max(st.max_lp, fabs(lp[(tok * H + h) * D + d] - r));
+                st.max_ref = std::max(st.max_ref, fabs(r));
+                se += (g - r) * (g - r), sr += r * r;
+            }
+        for (int e = 0; e < pad; ++e)
+            if (std::isfinite(host_ld(got, dt, tok * rs + (int64_t)H * D + e))) ++st.pad_written;
+    }
+    st.rel = sr > 0 ? sqrt(se / sr) : sqrt(se);
+    return st;
+}
+
+// ---- the path under test: production prep -> bwd_wgmma_kernel (or production's bwd_tc_kernel) -> convert ----
+
+using fk_cuda::BwdParams;
+
+static int g_sms = 132;
+
+static size_t a256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+// attn_bwd.cu's workspace layout (dq_acc, dsum, lsef, sem), the counters sized for query blocks of bm rows.
+struct Ws {
+    size_t dq_acc, dsum, lsef, sem, total;
+    int    n_mblocks;
+};
+static Ws ws_layout(const fk_attn_problem &p, int bm) {
+    Ws           l;
+    const size_t rows = (size_t)p.total_q * (size_t)p.nheads_q;
+    l.n_mblocks       = (int)((p.seqlen_q + bm - 1) / bm);
+    l.dq_acc          = 0;
+    l.dsum            = a256(rows * p.head_dim * sizeof(float));
+    l.lsef            = l.dsum + a256(rows * sizeof(float));
+    l.sem             = l.lsef + a256(rows * sizeof(float));
+    l.total = l.sem + (p.deterministic ? a256((size_t)p.batch * p.nheads_q * l.n_mblocks * sizeof(int)) : 0);
+    return l;
+}
+
+static bool aligned16(const void *ptr, int64_t s0, int64_t s1, int64_t s2) {
+    return ((uintptr_t)ptr % 16 == 0) && s0 % 8 == 0 && s1 % 8 == 0 && s2 % 8 == 0;
+}
+static int clamp_window(int64_t w) { return w < 0 ? -1 : (int)std::min<int64_t>(w, (int64_t)1 << 29); }
+
+// attn_bwd.cu's make_params (fp16/bf16 only; acc_d = head_dim: this harness runs D = 64 / 128 exactly).
+static BwdParams make_params(const fk_attn_problem *p, const Ws &l, void *ws) {
+    BwdParams f;
+    memset(&f, 0, sizeof f);
+    f.q = p->q, f.k = p->k, f.v = p->v, f.o = p->o, f.do_ = p->do_;
+    f.dq = p->dq, f.dk = p->dk, f.dv = p->dv;
+    f.lse  = (const float *)p->lse;
+    f.q_bs = p->q_bs, f.q_rs = p->q_rs, f.q_hs = p->q_hs;
+    f.k_bs = p->k_bs, f.k_rs = p->k_rs, f.k_hs = p->k_hs;
+    f.v_bs = p->v_bs, f.v_rs = p->v_rs, f.v_hs = p->v_hs;
+    f.o_bs = p->o_bs, f.o_rs = p->o_rs, f.o_hs = p->o_hs;
+    f.do_bs = p->do_bs, f.do_rs = p->do_rs, f.do_hs = p->do_hs;
+    f.dq_bs = p->dq_bs, f.dq_rs = p->dq_rs, f.dq_hs = p->dq_hs;
+    f.dk_bs = p->dk_bs, f.dk_rs = p->dk_rs, f.dk_hs = p->dk_hs;
+    f.dv_bs = p->dv_bs, f.dv_rs = p->dv_rs, f.dv_hs = p->dv_hs;
+    f.lse_bs = p->lse_bs, f.lse_hs = p->lse_hs, f.lse_rs = p->lse_rs;
+    f.cu_q = p->cu_seqlens_q, f.cu_k = p->cu_seqlens_k;
+    f.batch = (int)p->batch, f.seqlen_q = (int)p->seqlen_q, f.seqlen_k = (int)p->seqlen_k;
+    f.head_dim = (int)p->head_dim, f.nheads_q = (int)p->nheads_q;
+    f.group        = (int)(p->nheads_q / p->nheads_kv);
+    f.window_left  = clamp_window(p->window_left);
+    f.window_right = clamp_window(p->window_right);
+    f.scale        = p->scale;
+    f.scale_log2   = p->scale * FK_BWD_LOG2E;
+    f.transform    = (p->softcap > 0.f || p->alibi != NULL || !(p->scale > 0.f)) ? 1 : 0;
+    f.vec_in = aligned16(p->q, p->q_bs, p->q_rs, p->q_hs) && aligned16(p->k, p->k_bs, p->k_rs, p->k_hs) &&
+               aligned16(p->v, p->v_bs, p->v_rs, p->v_hs) && aligned16(p->do_, p->do_bs, p->do_rs, p->do_hs);
+    f.vec_out = aligned16(p->dq, p->dq_bs, p->dq_rs, p->dq_hs) && aligned16(p->dk, p->dk_bs, p->dk_rs, p->dk_hs) &&
+                aligned16(p->dv, p->dv_bs, p->dv_rs, p->dv_hs);
+    f.deterministic = p->deterministic ? 1 : 0;
+    char *w         = (char *)ws;
+    f.dq_acc        = (float *)(w + l.dq_acc);
+    f.dsum          = (float *)(w + l.dsum);
+    f.lsef          = (float *)(w + l.lsef);
+    f.sem           = p->deterministic ? (int *)(w + l.sem) : NULL;
+    f.total_q       = p->total_q;
+    f.total_k       = p->total_k;
+    f.acc_d         = (int)p->head_dim;
+    f.n_mblocks     = l.n_mblocks;
+    return f;
+}
+
+static unsigned grid_1d(int64_t work, int per_block) {
+    int64_t g = (work + per_block - 1) / per_block;
+    if (g > (int64_t)g_sms * 16) g = (int64_t)g_sms * 16;
+    return (unsigned)(g < 1 ? 1 : g);
+}
+
+template <int D, bool BF16> static cudaError_t launch_prod(const BwdParams &f, int hkv, cudaStream_t st) {
+    using T = fk_cuda::BwdTile<D>;
+    return fk_cuda::launch_bwd_tc<D, T::BM, T::BN, T::NW, T::MINB, BF16>(f, hkv, st);
+}
+
+template <int D, bool BF16> static cudaError_t launch_wg(int variant, const BwdParams &f, int hkv, cudaStream_t st) {
+    return variant == 0 ? fk_wg::launch_bwd_wgmma<D, BF16, 0>(f, hkv, st) : fk_wg::launch_bwd_wgmma<D, BF16, 1>(f, hkv, st);
+}
+
+// prep -> main (variant 0 / 1: this kernel's schedule variants; -1: production's bwd_tc_kernel, bf16 only)
+// -> convert; attn_bwd.cu's launch().
+static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const Ws &l, int variant, cudaStream_t st) {
+    const bool bf16 = p.dtype == FK_DTYPE_BF16;
+    cudaError_t e;
+    if (p.total_q > 0) {
+        const unsigned g = grid_1d(p.total_q * p.nheads_q, 8);
+        if (bf16) fk_cuda::bwd_prep_kernel<2><<<g, 256, 0, st>>>(f);
+        else fk_cuda::bwd_prep_kernel<1><<<g, 256, 0, st>>>(f);
+        if ((e = cudaGetLastError()) != cudaSuccess) return e;
+    }
+    if (f.sem && (e = cudaMemsetAsync(f.sem, 0, l.total - l.sem, st)) != cudaSuccess) return e;
+    const int hkv = (int)p.nheads_kv;
+    if (variant >= 0) {
+        if (p.head_dim == 64) e = bf16 ? launch_wg<64, true>(variant, f, hkv, st) : launch_wg<64, false>(variant, f, hkv, st);
+        else if (p.head_dim == 128) e = bf16 ? launch_wg<128, true>(variant, f, hkv, st) : launch_wg<128, false>(variant, f, hkv, st);
+        else e = cudaErrorNotSupported;
+    } else {
+        e = !bf16 ? cudaErrorNotSupported
+            : p.head_dim == 64 ? launch_prod<64, true>(f, hkv, st)
+            : p.head_dim == 128 ? launch_prod<128, true>(f, hkv, st) : cudaErrorNotSupported;
+    }
+    if (e != cudaSuccess) return e;
+    if (p.total_q > 0) {
+        const unsigned g = grid_1d(p.total_q * p.nheads_q * ((f.head_dim + 7) / 8), 256);
+        if (bf16) fk_cuda::bwd_convert_kernel<2><<<g, 256, 0, st>>>(f);
+        else fk_cuda::bwd_convert_kernel<1><<<g, 256, 0, st>>>(f);
+        if ((e = cudaGetLastError()) != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
+
+// ---- check ----------------------------------------------------------------------------------------------
+
+struct Case {
+    bool bf16;
+    int  B, Sq, Sk, Hq, Hkv, D, causal, wl, wr, det;
+};
+
+static void sig(const Case &c, char *s, size_t n) {
+    snprintf(s, n, "%s D%d B%d Sq%d Sk%d H%d/%d c%d w%d,%d det%d", c.bf16 ? "bf16" : "f16", c.D, c.B, c.Sq, c.Sk, c.Hq,
+             c.Hkv, c.causal, c.wl, c.wr, c.det);
+}
+
+static int run_case(const Case &c, uint64_t seed, bool verbose) {
+    char s[200];
+    sig(c, s, sizeof s);
+    const fk_dtype dt = c.bf16 ? FK_DTYPE_BF16 : FK_DTYPE_F16;
+    const size_t   es = 2;
+    const int64_t  tq = (int64_t)c.B * c.Sq, tk = (int64_t)c.B * c.Sk;
+    const int64_t  q_rs = (int64_t)c.Hq * c.D, k_rs = (int64_t)c.Hkv * c.D;
+    const int64_t  nq = tq * q_rs, nk = tk * k_rs, nl = (int64_t)c.Hq * tq;
+    void *q, *k, *v, *o, *dO, *dq, *dk, *dv;
+    float *lse;
+    CK(cudaMalloc(&q, nq * es));
+    CK(cudaMalloc(&o, nq * es));
+    CK(cudaMalloc(&dO, nq * es));
+    CK(cudaMalloc(&dq, nq * es));
+    CK(cudaMalloc(&k, nk * es));
+    CK(cudaMalloc(&v, nk * es));
+    CK(cudaMalloc(&dk, nk * es));
+    CK(cudaMalloc(&dv, nk * es));
+    CK(cudaMalloc(&lse, nl * 4));
+    fill_normal<<<256, 256>>>(q, dt, nq, seed * 5 + 1, 1.f);
+    fill_normal<<<256, 256>>>(k, dt, nk, seed * 5 + 2, 1.f);
+    fill_normal<<<256, 256>>>(v, dt, nk, seed * 5 + 3, 1.f);
+    fill_normal<<<256, 256>>>(dO, dt, nq, seed * 5 + 4, 1.f);
+    fill_bytes<<<256, 256>>>((uint8_t *)o, nq * es, 0xff);
+
+    fk_attn_problem p;
+    memset(&p, 0, sizeof p);
+    p.dtype = dt, p.batch = c.B, p.seqlen_q = c.Sq, p.seqlen_k = c.Sk;
+    p.nheads_q = c.Hq, p.nheads_kv = c.Hkv, p.head_dim = c.D, p.total_q = tq, p.total_k = tk;
+    p.q = q, p.k = k, p.v = v, p.o = o, p.lse = lse, p.do_ = dO, p.dq = dq, p.dk = dk, p.dv = dv;
+    p.q_rs = p.o_rs = p.do_rs = p.dq_rs = q_rs;
+    p.k_rs = p.v_rs = p.dk_rs = p.dv_rs = k_rs;
+    p.q_hs = p.o_hs = p.do_hs = p.dq_hs = p.k_hs = p.v_hs = p.dk_hs = p.dv_hs = c.D;
+    p.q_bs = p.o_bs = p.do_bs = p.dq_bs = (int64_t)c.Sq * q_rs;
+    p.k_bs = p.v_bs = p.dk_bs = p.dv_bs = (int64_t)c.Sk * k_rs;
+    p.lse_bs = (int64_t)c.Hq * c.Sq, p.lse_hs = c.Sq, p.lse_rs = 1;
+    p.scale         = 1.f / sqrtf((float)c.D);
+    p.causal        = c.causal;
+    p.window_left   = c.wl;
+    p.window_right  = c.causal ? 0 : c.wr;
+    p.deterministic = c.det;
+
+    Ref r;
+    const int64_t nrq = std::max<int64_t>(tq, 1) * c.Hq * c.D, nrk = std::max<int64_t>(tk, 1) * c.Hkv * c.D;
+    r.p = p, r.tq = tq, r.tk = tk;
+    for (double **x : {&r.o, &r.dq, &r.dq_lp}) CK(cudaMalloc(x, nrq * 8));
+    for (double **x : {&r.dk, &r.dk_lp, &r.dv, &r.dv_lp}) CK(cudaMalloc(x, nrk * 8));
+    for (double **x : {&r.lse, &r.dsum, &r.dsum_lp}) CK(cudaMalloc(x, std::max<int64_t>(nl, 1) * 8));
+    ref_fwd<<<(unsigned)((tq * c.Hq + 127) / 128), 128>>>(r);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    ref_dq<<<(unsigned)((tq * c.Hq + 127) / 128), 128>>>(r);
+    ref_dkdv<<<(unsigned)((tk * c.Hkv + 127) / 128), 128>>>(r);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+
+    const Ws l = ws_layout(p, fk_wg::BwdWgShape<64>::BM);
+    void    *w;
+    CK(cudaMalloc(&w, l.total));
+    const BwdParams f = make_params(&p, l, w);
+    void *outs[3] = {dq, dk, dv};
+    const int64_t counts[3] = {nq, nk, nk};
+    int bad = 0;
+    for (int variant = 0; variant < 2; ++variant) { // both schedule variants against the same reference
+        std::vector<uint8_t> got[3];
+        int         runs = c.det ? 2 : 1, differ = 0;
+        cudaError_t e = cudaSuccess;
+        for (int run = 0; run < runs && e == cudaSuccess; ++run) {
+            for (int t = 0; t < 3; ++t) fill_bytes<<<256, 256>>>((uint8_t *)outs[t], counts[t] * es, 0xff);
+            fill_bytes<<<256, 256>>>((uint8_t *)w, (int64_t)l.total, 0xff); // the kernels must not trust the workspace
+            e = run_bwd(p, f, l, variant, 0);
+            if (e == cudaSuccess) e = cudaDeviceSynchronize();
+            if (e != cudaSuccess) break;
+            for (int t = 0; t < 3; ++t) {
+                std::vector<uint8_t> cur(counts[t] * es);
+                CK(cudaMemcpy(cur.data(), outs[t], cur.size(), cudaMemcpyDeviceToHost));
+                if (run == 0) got[t].swap(cur);
+                else differ += memcmp(cur.data(), got[t].data(), cur.size()) != 0;
+            }
+        }
+        if (e == cudaErrorNotSupported) {
+            printf("SKIP %s v%d: not supported by the wgmma kernel\n", s, variant);
+            cudaGetLastError();
+            continue;
+        }
+        if (e != cudaSuccess) {
+            printf("FAIL %s v%d: CUDA error %s\n", s, variant, cudaGetErrorString(e));
+            fflush(stdout);
+            exit(3); // a sticky error (illegal address, ...): nothing after it can be trusted
+        }
+        std::vector<double> h(std::max(nrq, nrk)), hl(std::max(nrq, nrk));
+        const char *names[3] = {"dq", "dk", "dv"};
+        double     *refs[3] = {r.dq, r.dk, r.dv}, *lps[3] = {r.dq_lp, r.dk_lp, r.dv_lp};
+        std::string line;
+        bool        ok_all = differ == 0;
+        for (int t = 0; t < 3; ++t) {
+            const bool    isq = t == 0;
+            const int64_t ntok = isq ? tq : tk, n = isq ? nrq : nrk;
+            CK(cudaMemcpy(h.data(), refs[t], n * 8, cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(hl.data(), lps[t], n * 8, cudaMemcpyDeviceToHost));
+            const Stat   st = compare(got[t], h, hl, dt, ntok, isq ? c.Hq : c.Hkv, c.D, isq ? q_rs : k_rs, 0);
+            const int    mant = c.bf16 ? 8 : 11;
+            const double half_ulp = st.max_ref > 0 ? ldexp(1.0, ilogb(st.max_ref) - mant) : 0.0;
+            const double tol = 2 * st.max_lp + half_ulp + 1e-4;
+            const bool   ok = st.max_err <= tol && st.nonfinite == 0;
+            ok_all &= ok;
+            char buf[200];
+            snprintf(buf, sizeof buf, " %s%s max_abs %.3g (naive %.3g, tol %.3g) ref %.3g nf %lld;", ok ? "" : "!",
+                     names[t], st.max_err, st.max_lp, tol, st.max_ref, (long long)st.nonfinite);
+            line += buf;
+        }
+        if (c.det) line += differ ? " !second run differs bitwise" : " second run bit-identical";
+        if (!ok_all || verbose) printf("%s %s v%d:%s\n", ok_all ? "PASS" : "FAIL", s, variant, line.c_str());
+        else printf("PASS %s v%d\n", s, variant);
+        bad += !ok_all;
+    }
+    for (double *x : {r.o, r.lse, r.dsum, r.dsum_lp, r.dq, r.dq_lp, r.dk, r.dk_lp, r.dv, r.dv_lp}) cudaFree(x);
+    for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
+    return bad;
+}
+
+static std::vector<Case> all_cases() {
+    std::vector<Case> v;
+    const int seqs[][2] = {{1, 1}, {17, 17}, {128, 128}, {1000, 1000}, {300, 1000}, {1000, 300}, {2048, 2048}};
+    for (int D : {64, 128})
+        for (bool bf16 : {true, false})
+            for (int causal : {0, 1})
+                for (const auto &sk : seqs)
+                    for (int gqa : {1, 4}) {
+                        const int B = sk[0] >= 2048 ? 1 : 2;
+                        // bf16, B, Sq, Sk, Hq, Hkv, D, causal, wl, wr, det
+                        v.push_back({bf16, B, sk[0], sk[1], gqa == 1 ? 2 : 4, gqa == 1 ? 2 : 1, D, causal, -1, -1, 0});
+                    }
+    for (int D : {64, 128})
+        for (bool bf16 : {true, false}) {
+            v.push_back({bf16, 2, 1000, 1000, 4, 1, D, 1, -1, -1, 1});  // deterministic, causal, GQA 4:1
+            v.push_back({bf16, 1, 300, 1000, 2, 2, D, 0, -1, -1, 1});   // deterministic, Sq < Sk
+            v.push_back({bf16, 1, 1000, 1000, 4, 2, D, 0, 100, 20, 0}); // local window
+            v.push_back({bf16, 2, 1000, 300, 2, 1, D, 1, 50, -1, 0});   // causal + left window, Sq > Sk
+        }
+    return v;
+}
+
+static int cmd_check(const char *filter, bool verbose) {
+    int      n = 0, bad = 0;
+    uint64_t seed = 1;
+    for (const Case &c : all_cases()) {
+        char s[200];
+        sig(c, s, sizeof s);
+        ++seed;
+        if (filter && !strstr(s, filter)) continue;
+        bad += run_case(c, seed, verbose);
+        ++n;
+        fflush(stdout);
+    }
+    printf("check: %d cases, %d failed\n", n, bad);
+    return bad ? 1 : 0;
+}
+
+static int cmd_small() {
+    int      bad  = 0;
+    uint64_t seed = 100;
+    for (int D : {64, 128})
+        for (bool bf16 : {true, false}) {
+            bad += run_case({bf16, 2, 70, 150, 4, 2, D, 1, -1, -1, 0}, seed++, true);
+            bad += run_case({bf16, 1, 150, 140, 2, 1, D, 1, -1, -1, 1}, seed++, true);
+        }
+    printf("small: %d failed\n", bad);
+    return bad ? 1 : 0;
+}
+
+// ---- timing ---------------------------------------------------------------------------------------------
+
+__global__ void fill_f32(float *x, int64_t n, float v) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] = v;
+}
+
+static float time_ms(const std::function<void()> &fn, int reps = 20) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int w = 0; w < 3; ++w) fn();
+    std::vector<float> ts;
+    for (int r = 0; r < reps; ++r) {
+        CK(cudaEventRecord(e0));
+        fn();
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        ts.push_back(ms);
+    }
+    std::sort(ts.begin(), ts.end());
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return ts[ts.size() / 2];
+}
+
+static float bf2f(uint16_t x) {
+    uint32_t u = (uint32_t)x << 16;
+    float    f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// Random inputs (o random, lse = log S: finite, roughly normalised rows); both backwards on the same problem,
+// then the largest |wgmma - production| of each gradient relative to production's largest |value| (a sanity
+// check at sizes that `check` does not reach; the two differ by rounding only).
+static int cmd_time() {
+    printf("%-4s %-5s %-5s %-2s | %8s %7s | %8s %7s | %8s %7s | %6s %6s | %s\n", "D", "S", "BxH", "c", "v0 ms", "TFLOP/s",
+           "v1 ms", "TFLOP/s", "prod ms", "TFLOP/s", "v0/FA", "v1/FA", "max|v - prod|/max|prod| dq dk dv (v0; v1)");
+    int bad = 0;
+    for (int D : {64, 128})
+        for (int S : {2048, 4096, 8192})
+            for (int causal : {0, 1}) {
+                const int     B = 32768 / S, H = 16;
+                const int64_t n = (int64_t)B * S * H * D;
+                void *q, *k, *v, *o, *dO, *dq, *dk, *dv;
+                float *lse;
+                for (void **x : {&q, &k, &v, &o, &dO, &dq, &dk, &dv}) CK(cudaMalloc(x, n * 2));
+                CK(cudaMalloc(&lse, (int64_t)B * H * S * 4));
+                fill_normal<<<1024, 256>>>(q, FK_DTYPE_BF16, n, 11, 1.f);
+                fill_normal<<<1024, 256>>>(k, FK_DTYPE_BF16, n, 12, 1.f);
+                fill_normal<<<1024, 256>>>(v, FK_DTYPE_BF16, n, 13, 1.f);
+                fill_normal<<<1024, 256>>>(o, FK_DTYPE_BF16, n, 14, 0.1f);
+                fill_normal<<<1024, 256>>>(dO, FK_DTYPE_BF16, n, 15, 1.f);
+                fill_f32<<<1024, 256>>>(lse, (int64_t)B * H * S, logf((float)S));
+                fk_attn_problem p;
+                memset(&p, 0, sizeof p);
+                p.dtype = FK_DTYPE_BF16, p.batch = B, p.seqlen_q = p.seqlen_k = S, p.nheads_q = p.nheads_kv = H;
+                p.head_dim = D, p.total_q = p.total_k = (int64_t)B * S;
+                p.q = q, p.k = k, p.v = v, p.o = o, p.do_ = dO, p.dq = dq, p.dk = dk, p.dv = dv, p.lse = lse;
+                p.q_rs = p.o_rs = p.do_rs = p.dq_rs = p.k_rs = p.v_rs = p.dk_rs = p.dv_rs = (int64_t)H * D;
+                p.q_hs = p.o_hs = p.do_hs = p.dq_hs = p.k_hs = p.v_hs = p.dk_hs = p.dv_hs = D;
+                p.q_bs = p.o_bs = p.do_bs = p.dq_bs = p.k_bs = p.v_bs = p.dk_bs = p.dv_bs = (int64_t)S * H * D;
+                p.lse_bs = (int64_t)H * S, p.lse_hs = S, p.lse_rs = 1;
+                p.scale = 1.f / sqrtf((float)D), p.causal = causal, p.window_left = -1, p.window_right = causal ? 0 : -1;
+                const Ws l = ws_layout(p, 64);
+                void    *w;
+                CK(cudaMalloc(&w, l.total));
+                const BwdParams f = make_params(&p, l, w);
+                const double flops = 2.5 * 4.0 * B * H * (double)S * S * D / (causal ? 2 : 1);
+                std::vector<uint16_t> res[3][3];
+                float ms[3];
+                for (int path = 0; path < 3; ++path) { // 0, 1: wgmma variants, 2: production
+                    cudaError_t e = cudaSuccess;
+                    ms[path] = time_ms([&] {
+                        if (e == cudaSuccess) e = run_bwd(p, f, l, path == 2 ? -1 : path, 0);
+                    });
+                    if (e != cudaSuccess) {
+                        printf("time: %s backward failed: %s\n", path == 2 ? "production" : path ? "v1" : "v0", cudaGetErrorString(e));
+                        return 1;
+                    }
+                    CK(cudaDeviceSynchronize());
+                    void *outs[3] = {dq, dk, dv};
+                    for (int t = 0; t < 3; ++t) {
+                        res[path][t].resize(n);
+                        CK(cudaMemcpy(res[path][t].data(), outs[t], n * 2, cudaMemcpyDeviceToHost));
+                    }
+                }
+                double rel[2][3];
+                bool   ok = true;
+                for (int v = 0; v < 2; ++v)
+                    for (int tt = 0; tt < 3; ++tt) {
+                        double md = 0, mp = 0;
+                        for (int64_t i = 0; i < n; ++i) {
+                            const double a = bf2f(res[v][tt][i]), b = bf2f(res[2][tt][i]);
+                            md = std::isfinite(a) ? std::max(md, fabs(a - b)) : INFINITY;
+                            mp = std::max(mp, fabs(b));
+                        }
+                        rel[v][tt] = mp > 0 ? md / mp : md;
+                        ok &= rel[v][tt] < 2e-2; // bf16 rounding of P / dS and the outputs: ~1e-2 at most
+                    }
+                bad += !ok;
+                printf("%-4d %-5d %-5s %-2d | %8.3f %7.1f | %8.3f %7.1f | %8.3f %7.1f | %6.3f %6.3f | %.1e %.1e %.1e; %.1e %.1e %.1e%s\n",
+                       D, S, (std::to_string(B) + "x" + std::to_string(H)).c_str(), causal, ms[0], flops / ms[0] * 1e-9,
+                       ms[1], flops / ms[1] * 1e-9, ms[2], flops / ms[2] * 1e-9, ms[2] / ms[0], ms[2] / ms[1], rel[0][0],
+                       rel[0][1], rel[0][2], rel[1][0], rel[1][1], rel[1][2], ok ? "" : "  DIFFERS");
+                fflush(stdout);
+                for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
+            }
+    return bad ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    int            dev = 0;
+    cudaDeviceProp pr;
+    CK(cudaGetDevice(&dev));
+    CK(cudaGetDeviceProperties(&pr, dev));
+    g_sms = pr.multiProcessorCount;
+    printf("device: %s (sm_%d%d, %d SMs)\n", pr.name, pr.major, pr.minor, g_sms);
+    if (pr.major != 9) {
+        printf("FAIL the wgmma kernel needs sm_90a\n");
+        return 1;
+    }
+    const char *cmd = argc > 1 ? argv[1] : "check";
+    if (!strcmp(cmd, "check")) return cmd_check(argc > 2 ? argv[2] : nullptr, false);
+    if (!strcmp(cmd, "checkv")) return cmd_check(argc > 2 ? argv[2] : nullptr, true);
+    if (!strcmp(cmd, "small")) return cmd_small();
+    if (!strcmp(cmd, "time")) return cmd_time();
+    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | small | time\n", argv[0]);
+    return 2;
+}

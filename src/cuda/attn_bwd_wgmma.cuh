@@ -1,0 +1,413 @@
+/*
+ * attn_bwd_wgmma.cuh — dev only: the attention backward's main kernel for Hopper (sm_90a) on wgmma.mma_async,
+ * a candidate replacement of bwd_tc_kernel (attn_bwd_impl.cuh) for fp16/bf16 at head dims 64 and 128.
+ *
+ * Verdict: UNTESTED ON HARDWARE (written and compiled with nvcc 13.0 on a machine without a GPU). The checks in
+ * dev/cuda/attn_bwd_wgmma_check.cu and the building-block checks in dev/cuda/wgmma_check.cu (the MN-major A
+ * operand, imm-trans-a, and the n32 shape are new here) run first: dev/cuda/wgmma_bwd_run.sh.
+ *
+ * Same three launches as production: bwd_prep_kernel (D = rowsum(dO O), LSE copy, dQ accumulator zeroed) ->
+ * bwd_wgmma_kernel (this file) -> bwd_convert_kernel (dQ = scale * accumulator); same BwdParams, same workspace
+ * (dq_acc [total_q, Hq, acc_d] fp32), same deterministic protocol (per (batch, head, query block) counters; the
+ * counters are indexed with this kernel's BM = 64, which fits the workspace production sizes for its own BM of 32
+ * or 64). Supported: head_dim == D (64 or 128), 16-byte aligned q/k/v/do (vec_in), no softcap / ALiBi / scale <= 0
+ * (p.transform == 0); causal and local windows, GQA, Sq != Sk, varlen (untested), deterministic. Anything else:
+ * cudaErrorNotSupported.
+ *
+ * Schedule (FlashAttention-2's backward, FA3-style operands; no producer warp or TMA yet):
+ *   One block = BN = 128 keys of one KV head, 2 warpgroups; warpgroup w owns keys [64 w, 64 w + 64). K and V are
+ *   loaded once (cp.async, 128-B swizzled smem; K at D = 64 in the 64-B swizzle, see below). The block walks the
+ *   query heads of its GQA group and the query tiles of BM = 64 rows that see its keys (bwd_mblock_range); Q, dO
+ *   and the tile's LSE / D rows are double-buffered (cp.async, issued one step ahead). Per step and warpgroup:
+ *     S^T  = K Q^T   wgmma m64n64, A = K rows (smem, K-major over D), B = Q (smem, K-major)    fp32 regs
+ *     dP^T = V dO^T  the same with V, dO
+ *     P^T, dS^T in registers (bwd_wg_p_ds, bwd_p_ds's plain branch: the wgmma accumulator layout of a warp is the
+ *          mma.sync one that bwd_tc_kernel uses with MT = 1: key rows 16 warp + g (+8), query columns 8 i + 2 t (+1);
+ *          softcap / ALiBi would be bwd_p_ds's other branch, left out for registers, see bwd_wg_p_ds)
+ *     dV += P^T dO   wgmma m64nD, A = P^T from registers (acc_to_a), B = dO (smem, MN-major: K = queries are rows)
+ *     dK += dS^T Q   the same with dS^T and Q; dV and dK stay in registers for the whole walk
+ *     dS^T -> smem ([128 keys][64 queries], 4-byte stores, 128-B swizzle), fence.proxy.async, block barrier
+ *     dQ (64 x D/2: warpgroup w owns the head-dim columns [w D/2, (w+1) D/2)) = dS K over all 128 keys:
+ *          wgmma m64n(D/2), A = dS (smem, MN-major: imm-trans-a = 1), B = K (smem, MN-major: columns col0..)
+ *     dQ added into the fp32 accumulator: float2 atomics, or the counter-ordered read-add-write when deterministic.
+ *   The next step's S^T waits behind the step's barrier (no intra-warpgroup overlap yet).
+ *   K at D = 64 uses the 64-B swizzle: a warpgroup's dQ columns start at 32, and an MN-major operand whose first
+ *   column is not a whole swizzle row (64 elements at 128 B) is untested territory, while 32-column blocks of the
+ *   64-B swizzle are ordinary (wgmma_check covers both K-major and MN-major 64-B swizzle, and col0 = 32 now).
+ *
+ *   Two schedule variants (template V; attn_bwd_wgmma_check checks and times both; launch_bwd_wgmma defaults to 1):
+ *     V = 0: wait for S^T and dP^T together, then P, dS, then issue dV and dK;
+ *     V = 1: wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK.
+ *
+ * Registers (255 per thread: 256 threads, one block per SM): dV + dK 2 x D / 2 floats (D = 128: 128), S^T + dP^T
+ * 64, then P^T / dS^T packed (32) + the dQ part D / 4. ptxas (nvcc 13.0, sm_90a), no spills in any instance:
+ * D = 128: 255 (V 0) / 242 (V 1) registers; D = 64: 191 / 196 (wgmma_bwd_run.sh reports it on every build).
+ * Shared memory: K, V (BN x D each) + 2 x (Q, dO) (BM x D) + dS^T (BN x BM) + 2 x LSE / D rows:
+ *   D = 64: 81 KB, D = 128: 146 KB (one block per SM either way: the registers decide).
+ *
+ * Missing versus FA3 (next, once this is correct and timed): TMA + mbarrier producer warp with setmaxnreg, the
+ * S^T of step it+1 issued before the dQ of step it, dQ through an smem tile + TMA reduce-add instead of atomics,
+ * per-warpgroup skipping of fully masked causal steps.
+ */
+#ifndef FK_DEV_ATTN_BWD_WGMMA_CUH
+#define FK_DEV_ATTN_BWD_WGMMA_CUH
+
+#include "attn_bwd_impl.cuh" // BwdParams, BwdSeq, bwd_seq, bwd_mblock_range / _keys, bwd_key_band, bwd_load_rows
+#include "wgmma_common.cuh"
+
+#include <cuda_runtime.h>
+
+namespace fk_wg {
+
+using fk_cuda::BwdParams;
+
+// Tile shape and shared-memory map (byte offsets from a 1024-aligned base; every tile on a 1024-byte boundary).
+template <int D> struct BwdWgShape {
+    static constexpr int BM = 64, BN = 128, NWG = 2, NT = 128 * NWG;
+    static constexpr int KSW = D == 64 ? 64 : 128; // K's swizzle (header: the dQ column split at D = 64)
+    static constexpr int KV_BYTES = BN * D * 2, QT_BYTES = BM * D * 2, DS_BYTES = BN * BM * 2;
+    static constexpr int OFF_K = 0, OFF_V = KV_BYTES, OFF_Q = 2 * KV_BYTES, OFF_DO = OFF_Q + 2 * QT_BYTES;
+    static constexpr int OFF_DS = OFF_DO + 2 * QT_BYTES, OFF_L = OFF_DS + DS_BYTES, OFF_DD = OFF_L + 2 * BM * 4;
+    static constexpr int SMEM = OFF_DD + 2 * BM * 4 + 1024; // + slack to align the window to 1024 bytes
+    static_assert(D == 64 || D == 128, "head dims of this kernel");
+    static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "tile alignment");
+};
+
+// Byte offset of k-step s (16 elements of K) inside a K-major tile of `rows` rows, SW-byte swizzle
+// (wgmma_common.cuh: the column block s / (SW / 32), then 32 bytes per k-step inside the swizzle row).
+template <int SW> __host__ __device__ constexpr uint32_t kmajor_step(int s, int rows) {
+    return (uint32_t)((s / (SW / 32)) * rows * SW + (s % (SW / 32)) * 32);
+}
+// ... of an MN-major tile (k-step s = rows 16 s .. 16 s + 15).
+template <int SW> __host__ __device__ constexpr uint32_t mnmajor_step(int s) { return (uint32_t)(s * 16 * SW); }
+
+// A descriptor moved by a constant number of bytes (start address field; no carry: shared addresses < 256 KB).
+__device__ __forceinline__ uint64_t bwd_desc_add(uint64_t d, uint32_t bytes) { return d + (bytes >> 4); }
+
+// ROWS x D tile (row pitch rs elements, 16-byte aligned) into the SW-byte swizzled layout at shared address s,
+// 16-byte cp.async per chunk; rows >= rows_valid zero-filled (nothing read; the address given is g, a valid row).
+// Thread x copies chunk x % CH of rows x / CH + k NT / CH: NT / CH is a multiple of 8 rows, so the swizzle phase of
+// a thread's chunks never changes and its shared offset is one tile_off plus a constant per round (one register,
+// not one per round: ptxas hoisted the per-round offsets out of the walk and spilled them).
+template <int ROWS, int D, int SW, int NT>
+__device__ __forceinline__ void bwd_load_tile_sw(uint32_t s, const uint16_t *g, int64_t rs, int rows_valid) {
+    constexpr int CH = D / 8, RPR = NT / CH; // 16-byte chunks per row, rows per round
+    static_assert(NT % CH == 0 && RPR % 8 == 0 && ROWS % RPR == 0, "whole rounds, swizzle phase fixed");
+    const int       r0 = (int)threadIdx.x / CH, c = (int)threadIdx.x % CH;
+    const uint32_t  s0 = s + tile_off<SW>(r0, c * 8, ROWS);
+    const uint16_t *g0 = g + r0 * rs + c * 8;
+#pragma unroll
+    for (int it = 0; it < ROWS / RPR; ++it) {
+        const bool ok = r0 + it * RPR < rows_valid;
+        cp_async_16(s0 + (uint32_t)(it * RPR * SW), ok ? g0 + it * RPR * rs : g, ok ? 16 : 0);
+    }
+}
+
+template <int N> __device__ __forceinline__ void fence_regs(uint32_t (&x)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) fence_operand(x[i][e]);
+}
+
+// P^T in place, PLAIN problems (the launcher rejects p.transform): bwd_p_ds's first branch, element (i, e) of a
+// warp's accumulators = key n0 + wkey + g + 8 (e >> 1), query column m0 + 8 i + 2 t + (e & 1). Masks (causal /
+// window / key tail) only on tiles that cross some row's band edge. l2: the tile's LSE rows (natural log) in
+// shared memory. Copies rather than a call of bwd_p_ds: without its softcap / ALiBi branch ptxas keeps the
+// D = 128 kernel within 255 registers (with it: 255 and 8 bytes of spills); and split in two (P, then dS) so that
+// P can be computed while dP^T is still on the tensor cores (variant 1 below).
+template <int BM, int BN, int NS>
+__device__ __forceinline__ void bwd_wg_p(const BwdParams &p, const fk_cuda::BwdSeq &s, int m0, int n0, int wkey,
+                                         int off, int g, int t, const float *l2, float (&st)[1][NS][4]) {
+    int lo_first, hi_first, lo_last, hi_last;
+    fk_cuda::bwd_key_range(p, m0, s.sq, s.sk, lo_first, hi_first);
+    fk_cuda::bwd_key_range(p, min(m0 + BM, s.sq) - 1, s.sq, s.sk, lo_last, hi_last);
+    if (!(n0 >= lo_last && n0 + BN <= hi_first)) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            int ilo, ihi;
+            fk_cuda::bwd_key_band(p, n0 + wkey + g + 8 * hh, off, s.sk, m0 + 2 * t, ilo, ihi);
+#pragma unroll
+            for (int i = 0; i < NS; ++i)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int col = 8 * i + e;
+                    if (col < ilo || col >= ihi) st[0][i][2 * hh + e] = -INFINITY;
+                }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+        const float2 lv = *reinterpret_cast<const float2 *>(l2 + 8 * i + 2 * t);
+        const float  l2x = lv.x * FK_BWD_LOG2E, l2y = lv.y * FK_BWD_LOG2E;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[0][i][e] = fk_cuda::fast_exp2(fmaf(st[0][i][e], p.scale_log2, -((e & 1) ? l2y : l2x)));
+    }
+}
+// dS^T = P^T (dP^T - D) in place of dP^T; dd: the tile's D rows in shared memory.
+template <int NS>
+__device__ __forceinline__ void bwd_wg_ds(int t, const float *dd, const float (&st)[1][NS][4], float (&dp)[1][NS][4]) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+        const float2 dv = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dp[0][i][e] = st[0][i][e] * (dp[0][i][e] - ((e & 1) ? dv.y : dv.x));
+    }
+}
+
+// V (schedule variant, both checked and timed by attn_bwd_wgmma_check): 0 = S^T and dP^T waited together, then
+// P, dS, then dV and dK issued; 1 = P computed while dP^T runs and dV issued before dS is computed (the tensor
+// cores work through the softmax's ALU phase).
+template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
+    // wgmma exists only in the sm_90a image (see attn_fwd_wgmma.cuh); other images get an empty body.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using S           = BwdWgShape<D>;
+    constexpr int BM  = S::BM, BN = S::BN, NT = S::NT, KSW = S::KSW;
+    constexpr int NS  = BM / 8;  // S^T n8 blocks (queries) per warp
+    constexpr int DQN = D / 2;   // dQ columns per warpgroup
+    extern __shared__ uint8_t smem_raw[];
+    const uint32_t raw = smem_u32(smem_raw), sbase = (raw + 1023u) & ~1023u;
+    uint8_t       *smem = smem_raw + (sbase - raw);
+    const uint32_t sK = sbase + S::OFF_K, sV = sbase + S::OFF_V, sQ = sbase + S::OFF_Q, sdO = sbase + S::OFF_DO;
+    const uint32_t sDS = sbase + S::OFF_DS;
+    uint8_t       *pDS = smem + S::OFF_DS;
+    float         *sL = reinterpret_cast<float *>(smem + S::OFF_L), *sDd = reinterpret_cast<float *>(smem + S::OFF_DD);
+
+    const int             j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+    const fk_cuda::BwdSeq s = fk_cuda::bwd_seq(p, b);
+    const int             n0 = j * BN;
+    if (n0 >= s.sk) return;
+    const int kv_rows = min(BN, s.sk - n0);
+    const int tid = threadIdx.x, wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wkey = wg * 64 + warp * 16; // this warp's first key in the block: its rows are wkey + g and + 8
+
+    const uint16_t *gK = (const uint16_t *)p.k + b * p.k_bs + (int64_t)(s.k0 + n0) * p.k_rs + hk * p.k_hs;
+    const uint16_t *gV = (const uint16_t *)p.v + b * p.v_bs + (int64_t)(s.k0 + n0) * p.v_rs + hk * p.v_hs;
+    bwd_load_tile_sw<BN, D, KSW, NT>(sK, gK, p.k_rs, kv_rows);
+    bwd_load_tile_sw<BN, D, 128, NT>(sV, gV, p.v_rs, kv_rows);
+
+    int m_begin, m_end;
+    fk_cuda::bwd_mblock_range<BM, BN>(p, j, s.sq, s.sk, m_begin, m_end);
+    const int nm = max(m_end - m_begin, 0), total = nm * p.group;
+    const int tokq = fk_cuda::bwd_tok0_q(p, b, s);
+    const int off  = s.sk - s.sq;
+
+    // Issue the loads of step `it` (query head, query block) into buffer `buf` (K, V ride with step 0's group).
+    auto load_step = [&](int it, int buf) {
+        const int h = hk * p.group + it / nm, m0 = (m_begin + it % nm) * BM;
+        const int rows = min(BM, s.sq - m0);
+        const uint16_t *gQ  = (const uint16_t *)p.q + b * p.q_bs + (int64_t)(s.q0 + m0) * p.q_rs + h * p.q_hs;
+        const uint16_t *gdO = (const uint16_t *)p.do_ + b * p.do_bs + (int64_t)(s.q0 + m0) * p.do_rs + h * p.do_hs;
+        bwd_load_tile_sw<BM, D, 128, NT>(sQ + buf * S::QT_BYTES, gQ, p.q_rs, rows);
+        bwd_load_tile_sw<BM, D, 128, NT>(sdO + buf * S::QT_BYTES, gdO, p.do_rs, rows);
+        const int64_t t0 = (int64_t)h * p.total_q + tokq + m0;
+        fk_cuda::bwd_load_rows<BM, NT>(sL + buf * BM, sDd + buf * BM, p.lsef + t0, p.dsum + t0, rows);
+    };
+    if (total > 0) load_step(0, 0);
+    cp_async_commit();
+
+    float dv[D / 2], dk[D / 2]; // [64 keys x D] per warpgroup, accumulator layout (rows = keys)
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dv[i] = dk[i] = 0.f;
+
+    // Descriptors at k-step 0 of buffer 0; steps and buffers add compile-time / uniform byte offsets.
+    const uint64_t kA  = desc_kmajor<KSW>(sK, wg * 64, 0, BN);  // S^T:  A = this warpgroup's 64 keys of K
+    const uint64_t vA  = desc_kmajor<128>(sV, wg * 64, 0, BN);  // dP^T: A = its 64 keys of V
+    const uint64_t qB  = desc_kmajor<128>(sQ, 0, 0, BM);        // S^T:  B = Q [BM][D], K-major
+    const uint64_t doB = desc_kmajor<128>(sdO, 0, 0, BM);       // dP^T: B = dO, K-major
+    const uint64_t qBt  = desc_mnmajor<128>(sQ, 0, BM);         // dK:   B = Q, MN-major (K = queries, N = D)
+    const uint64_t doBt = desc_mnmajor<128>(sdO, 0, BM);        // dV:   B = dO, MN-major
+    const uint64_t dsA  = desc_mnmajor<128>(sDS, 0, BN);        // dQ:   A = dS, MN-major (stored [keys][queries])
+    const uint64_t kBt  = desc_mnmajor<KSW>(sK, 0, BN, wg * DQN); // dQ: B = K columns [wg D/2, +D/2), MN-major
+
+    for (int it = 0; it < total; ++it) {
+        const int buf = it & 1;
+        const int h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
+        cp_async_wait<0>();
+        fence_proxy_async(); // this thread's cp.async writes (Q, dO, K, V) -> visible to wgmma
+        __syncthreads();     // ... every thread's; and every warpgroup is done with step it-1 (buffer buf^1, dS^T)
+        if (it + 1 < total) load_step(it + 1, buf ^ 1);
+        cp_async_commit();
+        const uint32_t qo = (uint32_t)(buf * S::QT_BYTES);
+
+        // S^T = K Q^T and dP^T = V dO^T: [64 keys x BM queries] per warpgroup; k-step 0 overwrites (scale-d 0).
+        float st[1][NS][4], dp[1][NS][4];
+        float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks)
+            wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
+                                  bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+        wgmma_commit(); // group: S^T
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks)
+            wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
+                                  bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+        wgmma_commit(); // group: dP^T
+
+        // P^T, dS^T as A fragments (k-step ks = queries 16 ks ..); dS^T also to shared memory for dQ:
+        // da[ks] = {(key g, queries 16 ks + 2t..), (key g + 8, same), (key g, 16 ks + 8 + 2t..), (key g + 8, ...)}.
+        uint32_t pa[BM / 16][4], da[BM / 16][4];
+        if constexpr (V == 0) {
+            wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]), fence_operand(dpf[i]);
+            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+            bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) {
+                acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+                acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            }
+            // dV += P^T dO, dK += dS^T Q (A from registers, B MN-major).
+            fence_operands(dv);
+            fence_operands(dk);
+            wgmma_fence(); // pa, da written by ordinary instructions
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit();
+        } else {
+            wgmma_wait<1>(); // S^T landed; dP^T may still run
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
+            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+            fence_operands(dv);
+            wgmma_fence(); // pa written by ordinary instructions (dP^T's registers are not touched)
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit(); // group: dV
+            wgmma_wait<1>(); // dP^T landed; dV may still run
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
+            bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            fence_operands(dk);
+            wgmma_fence(); // da written by ordinary instructions
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit(); // group: dK
+        }
+        // dS^T -> shared memory for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled chunks).
+#pragma unroll
+        for (int ks = 0; ks < BM / 16; ++ks)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
+                *reinterpret_cast<uint32_t *>(pDS + tile_off<128>(key, q, BN)) = da[ks][e];
+            }
+
+        fence_proxy_async(); // this thread's dS^T stores -> visible to wgmma
+        __syncthreads();     // both warpgroups' dS^T in shared memory
+
+        // dQ (this step's part, this warpgroup's D/2 columns) = dS K over the block's 128 keys.
+        float dq[DQN / 2];
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < BN / 16; ++ks)
+            wgmma_ss<DQN, BF16, 1, 1>(dq, bwd_desc_add(dsA, mnmajor_step<128>(ks)), bwd_desc_add(kBt, mnmajor_step<KSW>(ks)),
+                                      ks > 0 ? 1 : 0);
+        wgmma_commit();
+        wgmma_wait<0>(); // dV, dK and dQ complete
+        fence_operands(dq);
+        fence_operands(dv);
+        fence_operands(dk);
+        fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
+        fence_regs(da);
+
+        // dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column wg D/2 + 8 jj + 2 t + (e & 1).
+        const int     rows    = min(BM, s.sq - m0);
+        float        *gacc    = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wg * DQN + 2 * t;
+        const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
+        if (!p.deterministic) {
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int r = warp * 16 + g + 8 * hh;
+                if (r < rows) {
+#pragma unroll
+                    for (int jj = 0; jj < DQN / 8; ++jj)
+                        atomicAdd(reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj),
+                                  make_float2(dq[4 * jj + 2 * hh], dq[4 * jj + 2 * hh + 1]));
+                }
+            }
+        } else {
+            // bwd_tc_kernel's protocol: wait until key blocks n_lo(mb)..j-1 have added theirs, add, pass the turn.
+            int n_lo, n_hi;
+            fk_cuda::bwd_mblock_keys<BM, BN>(p, mb, s.sq, s.sk, n_lo, n_hi);
+            int *sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
+            if (threadIdx.x == 0) {
+                while (atomicAdd(sem, 0) != j - n_lo) __nanosleep(64);
+                __threadfence();
+            }
+            __syncthreads();
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int r = warp * 16 + g + 8 * hh;
+                if (r < rows) {
+#pragma unroll
+                    for (int jj = 0; jj < DQN / 8; ++jj) {
+                        float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj);
+                        float2  v   = __ldcg(dst);
+                        v.x += dq[4 * jj + 2 * hh];
+                        v.y += dq[4 * jj + 2 * hh + 1];
+                        __stcg(dst, v);
+                    }
+                }
+            }
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) atomicAdd(sem, 1);
+        }
+    }
+    cp_async_wait<0>(); // a block with no query tile still issued K, V
+
+    // Epilogue: dK = scale * dk, dV; element (4 jj + e): key wkey + g + 8 (e >= 2), column 8 jj + 2 t + (e & 1).
+    uint16_t *gdK = (uint16_t *)p.dk + b * p.dk_bs + (int64_t)(s.k0 + n0) * p.dk_rs + hk * p.dk_hs;
+    uint16_t *gdV = (uint16_t *)p.dv + b * p.dv_bs + (int64_t)(s.k0 + n0) * p.dv_rs + hk * p.dv_hs;
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+        const int r = wkey + g + 8 * hh;
+        if (r >= kv_rows) continue;
+#pragma unroll
+        for (int jj = 0; jj < D / 8; ++jj) {
+            const int   d   = 8 * jj + 2 * t;
+            const float k0v = dk[4 * jj + 2 * hh] * p.scale, k1v = dk[4 * jj + 2 * hh + 1] * p.scale;
+            const float v0v = dv[4 * jj + 2 * hh], v1v = dv[4 * jj + 2 * hh + 1];
+            uint16_t   *pk = gdK + r * p.dk_rs + d, *pv = gdV + r * p.dv_rs + d;
+            if (p.vec_out) {
+                *reinterpret_cast<uint32_t *>(pk) = pack2<BF16>(k0v, k1v);
+                *reinterpret_cast<uint32_t *>(pv) = pack2<BF16>(v0v, v1v);
+            } else {
+                pk[0] = fk_cuda::from_float<BF16>(k0v);
+                pk[1] = fk_cuda::from_float<BF16>(k1v);
+                pv[0] = fk_cuda::from_float<BF16>(v0v);
+                pv[1] = fk_cuda::from_float<BF16>(v1v);
+            }
+        }
+    }
+#endif // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+// Launch the main kernel (prep and convert are production's, around it). cudaErrorNotSupported for what the
+// kernel does not cover (see the header), so that a caller can fall back to bwd_tc_kernel.
+template <int D, bool BF16, int V = 1>
+cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
+    using S = BwdWgShape<D>;
+    if (p.head_dim != D || !p.vec_in || p.transform || p.acc_d < D || !p.dq_acc) return cudaErrorNotSupported;
+    if (p.deterministic && (!p.sem || p.n_mblocks < (p.seqlen_q + S::BM - 1) / S::BM)) return cudaErrorNotSupported;
+    if (p.seqlen_k <= 0) return cudaSuccess;
+    auto        kernel = bwd_wgmma_kernel<D, BF16, V>;
+    cudaError_t e      = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
+    if (e != cudaSuccess) return e;
+    dim3 grid((p.seqlen_k + S::BN - 1) / S::BN, nheads_kv, p.batch);
+    kernel<<<grid, S::NT, S::SMEM, st>>>(p);
+    return cudaGetLastError();
+}
+
+} // namespace fk_wg
+
+#endif // FK_DEV_ATTN_BWD_WGMMA_CUH
