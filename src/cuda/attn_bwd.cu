@@ -15,6 +15,7 @@
 #include "../core/attn_internal.h"
 #include "attn_bwd_d256.cuh"
 #include "attn_bwd_impl.cuh"
+#include "attn_bwd_wgmma.cuh"
 #include "gen/attn_bwd_list.h"
 
 #include <cuda_runtime.h>
@@ -29,6 +30,10 @@ FK_ATTN_BWD_TC_VARIANTS(FK_DECLARE_BWD)
     cudaError_t attn_bwd_split_d##d##_##name(const BwdParams &p, int nheads_kv, cudaStream_t stream);
 FK_ATTN_BWD_SPLIT_VARIANTS(FK_DECLARE_BWD_SPLIT)
 #undef FK_DECLARE_BWD_SPLIT
+#define FK_DECLARE_BWD_WGMMA(d, name, is_bf16) \
+    cudaError_t attn_bwd_wgmma_d##d##_##name(const BwdParams &p, int nheads_kv, cudaStream_t stream);
+FK_ATTN_BWD_WGMMA_VARIANTS(FK_DECLARE_BWD_WGMMA)
+#undef FK_DECLARE_BWD_WGMMA
 } // namespace fk_cuda
 
 using namespace fk_cuda;
@@ -59,9 +64,11 @@ bool built(int bucket) {
 struct Choice {
     int  bucket;
     bool split; // attn_bwd_d256.cuh's head-dim-split kernel (BwdSplitTile) instead of bwd_tc_kernel (BwdTile)
+    bool wgmma; // attn_bwd_wgmma.cuh's Hopper kernel (BwdWgShape) instead of bwd_tc_kernel
 };
 
 int block_m(const Choice &c) {
+    if (c.wgmma) return fk_wg::BwdWgShape<64>::BM; // 64 at both head dims
     if (c.split) return BwdSplitTile<256>::BM;
     switch (c.bucket) {
     case 64: return BwdTile<64>::BM;
@@ -73,6 +80,7 @@ int block_m(const Choice &c) {
 
 size_t smem_bytes(const struct fk_context *ctx, const fk_attn_problem *p, const Choice &c) {
     if (p->dtype == FK_DTYPE_F32) return bf32_smem_bytes((int)p->head_dim);
+    if (c.wgmma) return (size_t)(c.bucket == 64 ? fk_wg::BwdWgShape<64>::SMEM : fk_wg::BwdWgShape<128>::SMEM);
     if (c.split) {
         using T = BwdSplitTile<256>;
         return (size_t)BwdSplitShape<256, T::BM, T::BN, T::NW, T::SPLIT>::SMEM;
@@ -91,10 +99,33 @@ size_t smem_bytes(const struct fk_context *ctx, const fk_attn_problem *p, const 
 
 // D = 256, fp16/bf16: the head-dim-split kernel on sm_90 and newer when its 221 KB of shared memory fit (H100/H200:
 // 1.16-1.31x the 16x128w8 kernel, docs/PERF.md); its body is compiled for sm_90+ only. Elsewhere BwdTile<256>.
+// head dims 64 and 128 exactly, fp16/bf16, no softcap / ALiBi, scale > 0, 16-byte aligned q, k, v, do (what
+// launch_bwd_wgmma takes: the same conditions as make_params' transform and vec_in), on a 9.0 device of a build
+// with an sm_90a image (FK_HAVE_SM90A): the Hopper wgmma kernel (attn_bwd_wgmma.cuh).
+bool aligned16(const void *ptr, int64_t s0, int64_t s1, int64_t s2) {
+    return ((uintptr_t)ptr % 16 == 0) && s0 % 8 == 0 && s1 % 8 == 0 && s2 % 8 == 0;
+}
+bool use_wgmma(const struct fk_context *ctx, const fk_attn_problem *p) {
+#ifdef FK_HAVE_SM90A
+    if (p->dtype == FK_DTYPE_F32 || ctx->cc_major != 9 || ctx->cc_minor != 0) return false;
+    if (p->head_dim != 64 && p->head_dim != 128) return false;
+    if (p->softcap > 0.f || p->alibi != NULL || !(p->scale > 0.f)) return false;
+    if (!aligned16(p->q, p->q_bs, p->q_rs, p->q_hs) || !aligned16(p->k, p->k_bs, p->k_rs, p->k_hs) ||
+        !aligned16(p->v, p->v_bs, p->v_rs, p->v_hs) || !aligned16(p->do_, p->do_bs, p->do_rs, p->do_hs))
+        return false;
+    const size_t smem = p->head_dim == 64 ? fk_wg::BwdWgShape<64>::SMEM : fk_wg::BwdWgShape<128>::SMEM;
+    return smem <= (size_t)ctx->max_smem_optin;
+#else
+    (void)ctx, (void)p;
+    return false;
+#endif
+}
+
 Choice choose(const struct fk_context *ctx, const fk_attn_problem *p) {
     Choice c;
     c.bucket = bucket_of(p->head_dim);
     c.split  = false;
+    c.wgmma  = use_wgmma(ctx, p);
     if (p->dtype != FK_DTYPE_F32 && c.bucket == 256 && ctx->cc_major >= 9) {
         using T = BwdSplitTile<256>;
         c.split = (size_t)BwdSplitShape<256, T::BM, T::BN, T::NW, T::SPLIT>::SMEM <= (size_t)ctx->max_smem_optin;
@@ -123,9 +154,6 @@ Layout layout(const fk_attn_problem *p, const Choice &c) {
     return l;
 }
 
-bool aligned16(const void *ptr, int64_t s0, int64_t s1, int64_t s2) {
-    return ((uintptr_t)ptr % 16 == 0) && s0 % 8 == 0 && s1 % 8 == 0 && s2 % 8 == 0;
-}
 int64_t clamp_window(int64_t w) { return w < 0 ? -1 : (w > kMaxWindow ? kMaxWindow : w); }
 
 BwdParams make_params(const fk_attn_problem *p, const Choice &c, void *ws) {
@@ -218,8 +246,12 @@ cudaError_t launch(const struct fk_context *ctx, const fk_attn_problem *p, const
     const int  bucket = c.bucket;
     e                 = cudaErrorNotSupported;
     if (f.seqlen_k > 0) {
+#define FK_DISPATCH_BWD_WGMMA(d, name, is_bf16) \
+    if (c.wgmma && bucket == d && bf16 == (is_bf16 != 0)) e = attn_bwd_wgmma_d##d##_##name(f, (int)p->nheads_kv, st);
+        FK_ATTN_BWD_WGMMA_VARIANTS(FK_DISPATCH_BWD_WGMMA)
+#undef FK_DISPATCH_BWD_WGMMA
 #define FK_DISPATCH_BWD(d, name, is_bf16) \
-    if (!c.split && bucket == d && bf16 == (is_bf16 != 0)) e = attn_bwd_tc_d##d##_##name(f, (int)p->nheads_kv, st);
+    if (!c.split && !c.wgmma && bucket == d && bf16 == (is_bf16 != 0)) e = attn_bwd_tc_d##d##_##name(f, (int)p->nheads_kv, st);
         FK_ATTN_BWD_TC_VARIANTS(FK_DISPATCH_BWD)
 #undef FK_DISPATCH_BWD
 #define FK_DISPATCH_BWD_SPLIT(d, name, is_bf16) \

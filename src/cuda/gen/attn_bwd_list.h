@@ -17,6 +17,13 @@
     X(256, f16, 0) \
     X(256, bf16, 1) \
 
+// X(head_dim, dtype_name, is_bf16): the Hopper wgmma main kernel (attn_bwd_wgmma.cuh)
+#define FK_ATTN_BWD_WGMMA_VARIANTS(X) \
+    X(64, f16, 0) \
+    X(64, bf16, 1) \
+    X(128, f16, 0) \
+    X(128, bf16, 1) \
+
 #define FK_ATTN_BWD_BUCKETS {64, 128, 256}
 
 #ifdef FK_ATTN_BWD_ONLY_D

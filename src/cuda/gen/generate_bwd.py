@@ -16,6 +16,9 @@ import os
 
 BUCKETS = [64, 128, 256]
 SPLIT_BUCKETS = [256]
+# Hopper wgmma main kernels (attn_bwd_wgmma.cuh, bwd_wgmma_kernel: sm_90a image only): one file per dtype with
+# one launcher per head dim, attn_bwd_wgmma_d<D>_<dtype>; attn_bwd.cu picks them on 9.0 devices (choose()).
+WGMMA = [64, 128]
 DTYPES = [("f16", "false"), ("bf16", "true")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,6 +32,9 @@ def main():
     lines += ["", "// X(head_dim_bucket, dtype_name, is_bf16): buckets with the head-dim-split kernel (attn_bwd_d<d>.cuh)",
               "#define FK_ATTN_BWD_SPLIT_VARIANTS(X) \\"]
     lines += ["    X(%d, %s, %d) \\" % (d, n, b == "true") for d in SPLIT_BUCKETS for n, b in DTYPES]
+    lines += ["", "// X(head_dim, dtype_name, is_bf16): the Hopper wgmma main kernel (attn_bwd_wgmma.cuh)",
+              "#define FK_ATTN_BWD_WGMMA_VARIANTS(X) \\"]
+    lines += ["    X(%d, %s, %d) \\" % (d, n, b == "true") for d in WGMMA for n, b in DTYPES]
     lines += ["", "#define FK_ATTN_BWD_BUCKETS {%s}" % ", ".join(str(d) for d in BUCKETS), "",
               "#ifdef FK_ATTN_BWD_ONLY_D", "#define FK_ATTN_BWD_BUILT(d) ((d) == FK_ATTN_BWD_ONLY_D)",
               "#else", "#define FK_ATTN_BWD_BUILT(d) 1", "#endif", "", "#endif // FK_CUDA_ATTN_BWD_LIST_H", ""]
@@ -61,6 +67,21 @@ def main():
             src += "} // namespace fk_cuda\n"
             with open(os.path.join(HERE, "attn_bwd_d%d_%s.cu" % (d, name)), "w") as f:
                 f.write(src)
+
+
+    for name, bf16 in DTYPES:
+        src = HEADER + '#include "../attn_bwd_wgmma.cuh"\n#include "attn_bwd_list.h"\n\nnamespace fk_cuda {\n'
+        for d in WGMMA:
+            src += ("cudaError_t attn_bwd_wgmma_d%d_%s(const BwdParams &p, int nheads_kv, cudaStream_t stream) {\n"
+                    "#if FK_ATTN_BWD_BUILT(%d)\n"
+                    "    return fk_wg::launch_bwd_wgmma<%d, %s>(p, nheads_kv, stream);\n"
+                    "#else\n"
+                    "    return cudaErrorNotSupported;\n"
+                    "#endif\n"
+                    "}\n") % (d, name, d, d, bf16)
+        src += "} // namespace fk_cuda\n"
+        with open(os.path.join(HERE, "attn_bwd_wgmma_%s.cu" % name), "w") as f:
+            f.write(src)
 
 
 if __name__ == "__main__":
