@@ -237,16 +237,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_split_tc_kernel(const BwdPa
         const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
         int          *sem     = nullptr;
         if (p.deterministic) {
-            // as bwd_tc_kernel: wait for key blocks n_lo(mb)..j-1 to have added their parts (p.sem and
-            // n_mblocks sized for this BM by attn_bwd.cu's layout)
-            int n_lo, n_hi;
-            bwd_mblock_keys<BM, BN>(p, mb, s.sq, s.sk, n_lo, n_hi);
-            sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
-            if (threadIdx.x == 0) {
-                while (atomicAdd(sem, 0) != j - n_lo) __nanosleep(64);
-                __threadfence();
-            }
-            __syncthreads();
+            sem = bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // as bwd_tc_kernel
         }
 #pragma unroll
         for (int pass = 0; pass < DQP; ++pass) {
@@ -302,11 +293,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_split_tc_kernel(const BwdPa
                     }
                 }
         }
-        if (p.deterministic) {
-            __threadfence();
-            __syncthreads();
-            if (threadIdx.x == 0) atomicAdd(sem, 1);
-        }
+        if (p.deterministic) bwd_det_release(sem);
     }
 
     // Epilogue: dK = scale * dk, dV; this warp's keys x dims, straight from the accumulators.

@@ -131,6 +131,29 @@ __device__ __forceinline__ void bwd_mblock_range(const BwdParams &p, int j, int 
     m_end = a;
 }
 
+// Deterministic dQ (p.deterministic): the key blocks that add into query block mb's rows take turns in key order.
+// bwd_det_acquire waits (thread 0 polls, the block follows) until key blocks n_lo(mb)..j-1 have added their
+// parts and returns the turn counter; the caller adds its part with plain read-add-writes; bwd_det_release
+// publishes them and passes the turn to key block j + 1. Every backward main kernel uses this one protocol with
+// its own BM and BN (p.sem and p.n_mblocks sized for that BM by attn_bwd.cu's layout).
+template <int BM, int BN>
+__device__ __forceinline__ int *bwd_det_acquire(const BwdParams &p, const BwdSeq &s, int b, int h, int mb, int j) {
+    int n_lo, n_hi;
+    bwd_mblock_keys<BM, BN>(p, mb, s.sq, s.sk, n_lo, n_hi);
+    int *sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
+    if (threadIdx.x == 0) {
+        while (atomicAdd(sem, 0) != j - n_lo) __nanosleep(64);
+        __threadfence();
+    }
+    __syncthreads();
+    return sem;
+}
+__device__ __forceinline__ void bwd_det_release(int *sem) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) atomicAdd(sem, 1);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // 1. prep: D = rowsum(dO * O), LSE copy, dQ accumulator zeroed. One warp per (token, head).
 // ---------------------------------------------------------------------------------------------------------
@@ -566,15 +589,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
                     }
                 }
         } else {
-            // Wait until key blocks n_lo(mb)..j-1 have added their parts, add ours, then pass the turn on.
-            int n_lo, n_hi;
-            bwd_mblock_keys<BM, BN>(p, mb, s.sq, s.sk, n_lo, n_hi);
-            int *sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
-            if (threadIdx.x == 0) {
-                while (atomicAdd(sem, 0) != j - n_lo) __nanosleep(64);
-                __threadfence();
-            }
-            __syncthreads();
+            int *sem = bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // our turn: key blocks before j have added
 #pragma unroll
             for (int mq = 0; mq < S::MQ; ++mq)
 #pragma unroll
@@ -591,9 +606,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
                         }
                     }
                 }
-            __threadfence();
-            __syncthreads();
-            if (threadIdx.x == 0) atomicAdd(sem, 1);
+            bwd_det_release(sem);
         }
     }
 

@@ -335,15 +335,7 @@ template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd
                 }
             }
         } else {
-            // bwd_tc_kernel's protocol: wait until key blocks n_lo(mb)..j-1 have added theirs, add, pass the turn.
-            int n_lo, n_hi;
-            fk_cuda::bwd_mblock_keys<BM, BN>(p, mb, s.sq, s.sk, n_lo, n_hi);
-            int *sem = p.sem + ((int64_t)b * p.nheads_q + h) * p.n_mblocks + mb;
-            if (threadIdx.x == 0) {
-                while (atomicAdd(sem, 0) != j - n_lo) __nanosleep(64);
-                __threadfence();
-            }
-            __syncthreads();
+            int *sem = fk_cuda::bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // bwd_tc_kernel's protocol
 #pragma unroll
             for (int hh = 0; hh < 2; ++hh) {
                 const int r = warp * 16 + g + 8 * hh;
@@ -358,9 +350,7 @@ template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd
                     }
                 }
             }
-            __threadfence();
-            __syncthreads();
-            if (threadIdx.x == 0) atomicAdd(sem, 1);
+            fk_cuda::bwd_det_release(sem);
         }
     }
     cp_async_wait<0>(); // a block with no query tile still issued K, V

@@ -560,6 +560,27 @@ __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
     }
 }
 
+// The backward group's dweight partial: one [hidden] fp32 row of the workspace per (block, group), written straight
+// from the registers (also by a group without rows: zeros), so no thread waits on another after its row loop.
+template <int N, int W, int VPL, bool EX>
+__device__ __forceinline__ void write_dw_partial(const RmsArgs &a, const Group<W> &G, const float (&dw)[VPL][N], int nvec,
+                                                 int hidden) {
+    float *part = a.partial + ((int64_t)blockIdx.x * G.groups + G.grp) * a.ld;
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        const int idx = G.gt + v * 32 * W, j = idx * N;
+        if (idx < nvec) {
+            if (EX || j + N <= hidden) {
+#pragma unroll
+                for (int k = 0; k < N; k += 4)
+                    *reinterpret_cast<float4 *>(part + j + k) = make_float4(dw[v][k], dw[v][k + 1], dw[v][k + 2], dw[v][k + 3]);
+            } else {
+                for (int k = 0; k < N && j + k < hidden; k++) part[j + k] = dw[v][k];
+            }
+        }
+    }
+}
+
 // One row's operands in registers (backward): h, dy and the row's rstd; dresidual_out, needed only after the
 // reduction, apart (load_bwd_dres).
 template <typename T, int N, int VPL> struct BwdRegs {
@@ -666,22 +687,7 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
         }
         if (PF) cur = nxt;
     }
-    // The group's partial: one [hidden] fp32 row of the workspace per (block, group), written straight from the
-    // registers (also by a group without rows: zeros), so no thread waits on another after its row loop.
-    float *part = a.partial + ((int64_t)blockIdx.x * G.groups + G.grp) * a.ld;
-#pragma unroll
-    for (int v = 0; v < VPL; v++) {
-        const int idx = G.gt + v * 32 * W, j = idx * N;
-        if (idx < nvec) {
-            if (EX || j + N <= hidden) {
-#pragma unroll
-                for (int k = 0; k < N; k += 4)
-                    *reinterpret_cast<float4 *>(part + j + k) = make_float4(dw[v][k], dw[v][k + 1], dw[v][k + 2], dw[v][k + 3]);
-            } else {
-                for (int k = 0; k < N && j + k < hidden; k++) part[j + k] = dw[v][k];
-            }
-        }
-    }
+    write_dw_partial<N, W, VPL, EX>(a, G, dw, nvec, hidden);
 }
 
 // --- row groups with a shared-memory ring (cp.async) -------------------------------------------------------
@@ -812,20 +818,7 @@ __global__ void __launch_bounds__(512) rms_bwd_ring_kernel(const RmsArgs a) {
         stage = stage + 1 == S ? 0 : stage + 1;
     }
     cp_wait(0);
-    float *part = a.partial + ((int64_t)blockIdx.x * G.groups + G.grp) * a.ld;
-#pragma unroll
-    for (int v = 0; v < VPL; v++) {
-        const int idx = G.gt + v * 32 * W, j = idx * N;
-        if (idx < nvec) {
-            if (EX || j + N <= hidden) {
-#pragma unroll
-                for (int k = 0; k < N; k += 4)
-                    *reinterpret_cast<float4 *>(part + j + k) = make_float4(dw[v][k], dw[v][k + 1], dw[v][k + 2], dw[v][k + 3]);
-            } else {
-                for (int k = 0; k < N && j + k < hidden; k++) part[j + k] = dw[v][k];
-            }
-        }
-    }
+    write_dw_partial<N, W, VPL, EX>(a, G, dw, nvec, hidden);
 }
 
 // --- selection -------------------------------------------------------------------------------------------
