@@ -166,6 +166,14 @@ def grad_floor(mag):
     return 0.1 * float(np.linalg.norm(mag))
 
 
+def lse_err(a, ref):
+    """rel_l2 for a log-sum-exp: its error is absolute in nature (a relative error e of the sum moves the LSE by
+    ~e), so the denominator is at least the norm of a vector of ones. Without that floor, an LSE near 0 (one
+    visible key whose score is ~0.003) failed 1e-5 at fp32 rounding (1.1e-5 = 3e-8 absolute)."""
+    ref = np.asarray(ref, np.float64)
+    return rel_l2(a, ref, floor=float(np.sqrt(max(int(np.isfinite(ref).sum()), 1))))
+
+
 def rel_l2(a, ref, floor=0.0):
     a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
     assert np.all(np.isfinite(a) | ~np.isfinite(ref)), "NaN/Inf in the result"

@@ -1,12 +1,14 @@
 """Attention through the flash_attn-compatible functions: forward and backward against the float64
 reference over the odd-shape list, on NumPy, torch CPU and (when present) torch CUDA; the packed and varlen
 variants; gradcheck in float64; torch.compile."""
+import zlib
+
 import numpy as np
 import pytest
 
 import flashkit
 from conftest import GRADCHECK_TOL, HAS_CUDA, randn, rng, torch
-from reference import attn_ref, attn_varlen_ref, grad_floor, rel_l2
+from reference import attn_ref, attn_varlen_ref, grad_floor, lse_err, rel_l2
 
 # (batch, seqlen_q, seqlen_k, nheads_q, nheads_kv, head_dim): odd extents, Sq != Sk both ways, GQA and MQA,
 # a single token, head dims off every tile size.
@@ -68,7 +70,8 @@ def test_fwd_bwd(fw, shape, feat, dtype):
     if fw.device == "cuda" and dtype == np.float64:
         pytest.skip("fp64 is CPU-only")
     f = FEATURES[feat]
-    q, k, v, dout, alibi = _inputs(shape, f, hash((shape, feat)) % 2**31, dtype)
+    # zlib.crc32, not hash(): str hashes change from process to process (PYTHONHASHSEED), and so did the inputs
+    q, k, v, dout, alibi = _inputs(shape, f, zlib.crc32(repr((shape, feat)).encode()), dtype)
     mags = {}
     out_r, lse_r, dq_r, dk_r, dv_r = _ref(q, k, v, dout, alibi, f, mags)
     tq, tk, tv = fw.arr(q, True), fw.arr(k, True), fw.arr(v, True)
@@ -79,7 +82,7 @@ def test_fwd_bwd(fw, shape, feat, dtype):
     assert tuple(out.shape) == q.shape and tuple(lse.shape) == (shape[0], shape[3], shape[1])
     tol = TOL[dtype]
     assert rel_l2(fw.np(out), out_r) < tol
-    assert rel_l2(fw.np(lse), lse_r) < tol
+    assert lse_err(fw.np(lse), lse_r) < tol
     if fw.torch:
         out.backward(fw.arr(dout))  # a NotImplementedError on CUDA is reported as a skip by conftest.py
         grads = tq.grad, tk.grad, tv.grad
@@ -129,7 +132,7 @@ def test_varlen(fw, seqs, causal):
                                                   return_attn_probs=True, **kw)
     assert tuple(lse.shape) == (Hq, cu_q[-1])
     assert rel_l2(fw.np(out), out_r) < F32
-    assert rel_l2(fw.np(lse), lse_r) < F32
+    assert lse_err(fw.np(lse), lse_r) < F32
     if fw.torch:
         out.backward(fw.arr(dout))
         grads = tq.grad, tk.grad, tv.grad
@@ -257,7 +260,7 @@ def test_return_attn_probs_lse(fw, dtype):
     i, j = np.arange(Sq)[:, None] + Sk - Sq, np.arange(Sk)[None, :]
     s = np.where((j <= i) & (j >= i - 1), s, -np.inf)
     lse_r = np.log(np.exp(s).sum(-1))  # every row sees 1-2 keys here
-    assert rel_l2(fw.np(lse), lse_r) < TOL[dtype]
+    assert lse_err(fw.np(lse), lse_r) < TOL[dtype]
     plain = flashkit.flash_attn_func(fw.arr(q), fw.arr(k), fw.arr(v), **kw)
     assert np.array_equal(fw.np(plain), fw.np(out))
     # seqlen_k 3 < seqlen_q 6, causal (bottom-right aligned): query rows 0..2 see no key
@@ -289,7 +292,7 @@ def test_varlen_lse_layout(fw):
     tq, tcu = fw.arr(q), fw.arr(cu)
     out, lse, probs = flashkit.flash_attn_varlen_func(tq, tq, tq, tcu, tcu, 5, 5, return_attn_probs=True)
     assert probs is None and tuple(lse.shape) == (2, 8)
-    assert rel_l2(fw.np(lse), attn_varlen_ref(q, q, q, cu, cu)[1]) < F32
+    assert lse_err(fw.np(lse), attn_varlen_ref(q, q, q, cu, cu)[1]) < F32
 
 
 @pytest.mark.parametrize("shapes", [((0, 8, 4, 16), (0, 8, 2, 16)), ((1, 0, 4, 16), (1, 9, 2, 16)),
