@@ -9,16 +9,20 @@
  *                                        (128,128), (1000,1000), (300,1000), (1000,300), (2048,2048)} x GQA 1:1
  *                                        and 4:1 (batch 2, 1 at 2048), plus local windows and deterministic
  *                                        cases (deterministic: a second run must be bit-identical); dQ, dK, dV
- *                                        against a float64 GPU reference; one PASS/FAIL line per case
- *   attn_bwd_wgmma_check small           one small case per kernel instance (for compute-sanitizer)
- *   attn_bwd_wgmma_check time            bf16, D 64/128, S 2048/4096/8192, H 16, B*S = 32768, causal and not:
- *                                        TFLOP/s (2.5 x 4 B H S^2 D, halved when causal; median of 20, CUDA
- *                                        events around prep + main + convert) of both schedule variants of this
- *                                        kernel (V = 0 / 1, see attn_bwd_wgmma.cuh) and of production's
- *                                        bwd_tc_kernel (launch_bwd_tc with BwdTile<D>) on the same inputs; speedups
- *                                        (production ms / variant ms) and each variant's largest difference from
- *                                        production (a sanity check at sizes `check` does not reach)
- * Every check / small case runs both variants (one PASS/FAIL line each, "v0" / "v1").
+ *                                        against a float64 GPU reference; one PASS/FAIL line per case and path
+ *   attn_bwd_wgmma_check small           the v0 / v1 instances on 2 small cases each (D x dtype), and one small
+ *                                        D = 64 case per candidate (for compute-sanitizer)
+ *   attn_bwd_wgmma_check time [skip]     bf16, D 64/128, S 2048/4096/8192, H 16, B*S = 32768, causal and not:
+ *                                        per path ms and TFLOP/s (2.5 x 4 B H S^2 D, halved when causal; median
+ *                                        of 20, CUDA events around prep + main + convert), speedups over this
+ *                                        kernel's production instance ("x v1") and over production's bwd_tc_kernel
+ *                                        (launch_bwd_tc with BwdTile<D>, "x tc"), and the largest difference from
+ *                                        bwd_tc (a sanity check at sizes `check` does not reach); then a D = 64
+ *                                        table of each path's geometric-mean "x v1"
+ * Paths (one PASS/FAIL line each): "v0" / "v1" = the two schedule variants of the production tile (v1 is what
+ * attn_bwd.cu launches); at D = 64 also the tile / occupancy candidates of g_cands below ("mb2", "mb2s", "n64",
+ * "n64m3"; attn_bwd_wgmma.cuh, BwdWgShape, says what each is). All of them support every case here, the
+ * deterministic ones included; one that did not would print "SKIP ... not supported".
  *
  * The float64 reference (ref_fwd / ref_dq / ref_dkdv, compare) is dev/cuda/attn_bwd_check.cu's, copied; o and
  * lse come from the reference forward. Tolerance (docs/HELPERS_COMMON.md): max_abs <= 2 * max_abs of the naive
@@ -392,8 +396,37 @@ template <int D, bool BF16> static cudaError_t launch_wg(int variant, const BwdP
     return variant == 0 ? fk_wg::launch_bwd_wgmma<D, BF16, 0>(f, hkv, st) : fk_wg::launch_bwd_wgmma<D, BF16, 1>(f, hkv, st);
 }
 
-// prep -> main (variant 0 / 1: this kernel's schedule variants; -1: production's bwd_tc_kernel, bf16 only)
-// -> convert; attn_bwd.cu's launch().
+// The D = 64 tile / occupancy candidates (attn_bwd_wgmma.cuh, BwdWgShape<64, C>), each a (C, V) pair; variant
+// 2 + k of run_bwd below is g_cands[k]. Production at D = 64 is (C 0, V 1) = variant 1 ("v1").
+struct Cand {
+    const char *name;
+    int         C, V;
+    const char *what;
+};
+static constexpr Cand g_cands[] = {
+    {"mb2", 1, 1, "production tile + schedule, __launch_bounds__(256, 2): 128 regs, spills"},
+    {"mb2s", 2, 2, "__launch_bounds__(256, 2), dP^T issued after P (V 2), dS from packed P: 128 regs, small spill"},
+    {"n64", 3, 1, "BN 64 keys, 1 warpgroup (128 threads), 2 blocks/SM, no spill"},
+    {"n64m3", 4, 1, "BN 64, 1 warpgroup, __launch_bounds__(128, 3), dS from packed P: 168 regs"},
+};
+static constexpr int NCAND = (int)(sizeof g_cands / sizeof g_cands[0]);
+static_assert(NCAND == 4, "launch_cand and cmd_time list every candidate by index");
+static const char *variant_name(int variant) {
+    static const char *vs[2] = {"v0", "v1"};
+    return variant < 0 ? "bwd_tc" : variant < 2 ? vs[variant] : g_cands[variant - 2].name;
+}
+template <bool BF16> static cudaError_t launch_cand(int k, const BwdParams &f, int hkv, cudaStream_t st) {
+    switch (k) { // template arguments: one case per g_cands entry
+    case 0: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[0].V, g_cands[0].C>(f, hkv, st);
+    case 1: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[1].V, g_cands[1].C>(f, hkv, st);
+    case 2: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[2].V, g_cands[2].C>(f, hkv, st);
+    case 3: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[3].V, g_cands[3].C>(f, hkv, st);
+    }
+    return cudaErrorNotSupported;
+}
+
+// prep -> main (variant 0 / 1: this kernel's schedule variants; 2 + k: candidate g_cands[k], D = 64 only; -1:
+// production's bwd_tc_kernel, bf16 only) -> convert; attn_bwd.cu's launch().
 static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const Ws &l, int variant, cudaStream_t st) {
     const bool bf16 = p.dtype == FK_DTYPE_BF16;
     cudaError_t e;
@@ -405,7 +438,10 @@ static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const W
     }
     if (f.sem && (e = cudaMemsetAsync(f.sem, 0, l.total - l.sem, st)) != cudaSuccess) return e;
     const int hkv = (int)p.nheads_kv;
-    if (variant >= 0) {
+    if (variant >= 2) {
+        e = p.head_dim != 64 ? cudaErrorNotSupported
+            : bf16 ? launch_cand<true>(variant - 2, f, hkv, st) : launch_cand<false>(variant - 2, f, hkv, st);
+    } else if (variant >= 0) {
         if (p.head_dim == 64) e = bf16 ? launch_wg<64, true>(variant, f, hkv, st) : launch_wg<64, false>(variant, f, hkv, st);
         else if (p.head_dim == 128) e = bf16 ? launch_wg<128, true>(variant, f, hkv, st) : launch_wg<128, false>(variant, f, hkv, st);
         else e = cudaErrorNotSupported;
@@ -436,7 +472,9 @@ static void sig(const Case &c, char *s, size_t n) {
              c.Hkv, c.causal, c.wl, c.wr, c.det);
 }
 
-static int run_case(const Case &c, uint64_t seed, bool verbose) {
+// Every variant selected by `mask` (bit v: run_bwd's variant v; candidates only at D = 64) against one reference.
+static const unsigned ALL_VARIANTS = ~0u;
+static int run_case(const Case &c, uint64_t seed, bool verbose, unsigned mask = ALL_VARIANTS) {
     char s[200];
     sig(c, s, sizeof s);
     const fk_dtype dt = c.bf16 ? FK_DTYPE_BF16 : FK_DTYPE_F16;
@@ -499,7 +537,9 @@ static int run_case(const Case &c, uint64_t seed, bool verbose) {
     void *outs[3] = {dq, dk, dv};
     const int64_t counts[3] = {nq, nk, nk};
     int bad = 0;
-    for (int variant = 0; variant < 2; ++variant) { // both schedule variants against the same reference
+    const int nvar = c.D == 64 ? 2 + NCAND : 2;
+    for (int variant = 0; variant < nvar; ++variant) { // schedule variants and candidates, one reference
+        if (!(mask >> variant & 1)) continue;
         std::vector<uint8_t> got[3];
         int         runs = c.det ? 2 : 1, differ = 0;
         cudaError_t e = cudaSuccess;
@@ -517,12 +557,12 @@ static int run_case(const Case &c, uint64_t seed, bool verbose) {
             }
         }
         if (e == cudaErrorNotSupported) {
-            printf("SKIP %s v%d: not supported by the wgmma kernel\n", s, variant);
+            printf("SKIP %s %s: not supported by this kernel / candidate (cudaErrorNotSupported)\n", s, variant_name(variant));
             cudaGetLastError();
             continue;
         }
         if (e != cudaSuccess) {
-            printf("FAIL %s v%d: CUDA error %s\n", s, variant, cudaGetErrorString(e));
+            printf("FAIL %s %s: CUDA error %s\n", s, variant_name(variant), cudaGetErrorString(e));
             fflush(stdout);
             exit(3); // a sticky error (illegal address, ...): nothing after it can be trusted
         }
@@ -548,8 +588,8 @@ static int run_case(const Case &c, uint64_t seed, bool verbose) {
             line += buf;
         }
         if (c.det) line += differ ? " !second run differs bitwise" : " second run bit-identical";
-        if (!ok_all || verbose) printf("%s %s v%d:%s\n", ok_all ? "PASS" : "FAIL", s, variant, line.c_str());
-        else printf("PASS %s v%d\n", s, variant);
+        if (!ok_all || verbose) printf("%s %s %s:%s\n", ok_all ? "PASS" : "FAIL", s, variant_name(variant), line.c_str());
+        else printf("PASS %s %s\n", s, variant_name(variant));
         bad += !ok_all;
     }
     for (double *x : {r.o, r.lse, r.dsum, r.dsum_lp, r.dq, r.dq_lp, r.dk, r.dk_lp, r.dv, r.dv_lp}) cudaFree(x);
@@ -600,9 +640,15 @@ static int cmd_small() {
     uint64_t seed = 100;
     for (int D : {64, 128})
         for (bool bf16 : {true, false}) {
-            bad += run_case({bf16, 2, 70, 150, 4, 2, D, 1, -1, -1, 0}, seed++, true);
-            bad += run_case({bf16, 1, 150, 140, 2, 1, D, 1, -1, -1, 1}, seed++, true);
+            bad += run_case({bf16, 2, 70, 150, 4, 2, D, 1, -1, -1, 0}, seed++, true, 3u); // v0, v1
+            bad += run_case({bf16, 1, 150, 140, 2, 1, D, 1, -1, -1, 1}, seed++, true, 3u);
         }
+    // One case per D = 64 candidate (sanitizers are slow): dtypes alternate, the even ones deterministic.
+    for (int k = 0; k < NCAND; ++k) {
+        const bool bf16 = k % 2 == 0;
+        const Case c    = k % 2 == 0 ? Case{bf16, 1, 150, 140, 2, 1, 64, 1, -1, -1, 1} : Case{bf16, 2, 70, 150, 4, 2, 64, 1, -1, -1, 0};
+        bad += run_case(c, seed++, true, 1u << (2 + k));
+    }
     printf("small: %d failed\n", bad);
     return bad ? 1 : 0;
 }
@@ -640,13 +686,48 @@ static float bf2f(uint16_t x) {
     return f;
 }
 
-// Random inputs (o random, lse = log S: finite, roughly normalised rows); both backwards on the same problem,
-// then the largest |wgmma - production| of each gradient relative to production's largest |value| (a sanity
-// check at sizes that `check` does not reach; the two differ by rounding only).
-static int cmd_time() {
-    printf("%-4s %-5s %-5s %-2s | %8s %7s | %8s %7s | %8s %7s | %6s %6s | %s\n", "D", "S", "BxH", "c", "v0 ms", "TFLOP/s",
-           "v1 ms", "TFLOP/s", "prod ms", "TFLOP/s", "v0/FA", "v1/FA", "max|v - prod|/max|prod| dq dk dv (v0; v1)");
-    int bad = 0;
+// Random inputs (o random, lse = log S: finite, roughly normalised rows); every path on the same problem, then
+// the largest |path - bwd_tc| of each gradient relative to bwd_tc's largest |value| (a sanity check at sizes
+// that `check` does not reach; the paths differ by rounding only). Paths: bwd_tc (production's mma.sync kernel),
+// v1 (this kernel's production instance), v0, and at D = 64 every candidate of g_cands. One line per path:
+// "x v1" = v1 ms / path ms and "x tc" = bwd_tc ms / path ms (above 1: the path is faster). A closing table gives
+// each D = 64 path's geometric mean, min and max of "x v1" over the six shapes.
+// Registers, local memory and blocks an SM of one D = 64 bf16 instance as the device sees them (the candidates
+// exist for the blocks-an-SM number; the driver picks the shared-memory carveout, so it is checked, not assumed).
+template <int V, int C> static void occupancy_line(const char *name) {
+    using S = fk_wg::BwdWgShape<64, C>;
+    void (*k)(const BwdParams);
+    if constexpr (C == 0) k = fk_wg::bwd_wgmma_kernel<64, true, V>;
+    else k = fk_wg::bwd_wgmma_cand_kernel<64, true, V, C>;
+    CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM));
+    int nb = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, S::NT, S::SMEM));
+    cudaFuncAttributes a;
+    CK(cudaFuncGetAttributes(&a, k));
+    printf("  %-6s C %d V %d: %3d threads, %3d registers, %4zu B local, %3d KB smem -> %d blocks/SM (%2d warps)%s\n", name,
+           C, V, S::NT, a.numRegs, a.localSizeBytes, S::SMEM / 1024, nb, nb * S::NT / 32,
+           nb < S::MINB ? "  FEWER THAN __launch_bounds__ ASKED" : "");
+}
+
+// skip: comma-separated path names not to run (wgmma_bwd_run.sh passes the paths whose `check` hit a CUDA
+// error: a sticky error would end this process and the rest of the table with it); bwd_tc and v1 always run.
+static int cmd_time(const char *skip) {
+    auto skipped = [&](int path) {
+        if (!skip || path == -1 || path == 1) return false;
+        const std::string list = std::string(",") + skip + ",", name = std::string(",") + variant_name(path) + ",";
+        return list.find(name) != std::string::npos;
+    };
+    printf("D = 64 bf16 instances (cudaFuncGetAttributes, cudaOccupancyMaxActiveBlocksPerMultiprocessor):\n");
+    occupancy_line<0, 0>("v0");
+    occupancy_line<1, 0>("v1");
+    occupancy_line<g_cands[0].V, g_cands[0].C>(g_cands[0].name);
+    occupancy_line<g_cands[1].V, g_cands[1].C>(g_cands[1].name);
+    occupancy_line<g_cands[2].V, g_cands[2].C>(g_cands[2].name);
+    occupancy_line<g_cands[3].V, g_cands[3].C>(g_cands[3].name);
+    printf("%-4s %-5s %-5s %-2s %-6s | %8s %7s | %6s %6s | %s\n", "D", "S", "BxH", "c", "path", "ms", "TFLOP/s", "x v1",
+           "x tc", "max|path - bwd_tc|/max|bwd_tc| dq dk dv");
+    int                 bad = 0;
+    std::vector<double> lg[2 + NCAND]; // D = 64: log(x v1) per variant
     for (int D : {64, 128})
         for (int S : {2048, 4096, 8192})
             for (int causal : {0, 1}) {
@@ -677,45 +758,70 @@ static int cmd_time() {
                 CK(cudaMalloc(&w, l.total));
                 const BwdParams f = make_params(&p, l, w);
                 const double flops = 2.5 * 4.0 * B * H * (double)S * S * D / (causal ? 2 : 1);
-                std::vector<uint16_t> res[3][3];
-                float ms[3];
-                for (int path = 0; path < 3; ++path) { // 0, 1: wgmma variants, 2: production
-                    cudaError_t e = cudaSuccess;
-                    ms[path] = time_ms([&] {
-                        if (e == cudaSuccess) e = run_bwd(p, f, l, path == 2 ? -1 : path, 0);
+                std::vector<int> paths = {-1, 1, 0}; // bwd_tc first: every other path is compared with it
+                if (D == 64)
+                    for (int c = 0; c < NCAND; ++c) paths.push_back(2 + c);
+                std::vector<uint16_t> tc[3], cur(n);
+                float                 ms_tc = 0, ms_v1 = 0;
+                for (int path : paths) {
+                    if (skipped(path)) continue;
+                    cudaError_t e  = cudaSuccess;
+                    const float ms = time_ms([&] {
+                        if (e == cudaSuccess) e = run_bwd(p, f, l, path, 0);
                     });
+                    const std::string shape = std::to_string(B) + "x" + std::to_string(H);
                     if (e != cudaSuccess) {
-                        printf("time: %s backward failed: %s\n", path == 2 ? "production" : path ? "v1" : "v0", cudaGetErrorString(e));
-                        return 1;
+                        printf("%-4d %-5d %-5s %-2d %-6s | FAILED: %s\n", D, S, shape.c_str(), causal, variant_name(path),
+                               cudaGetErrorString(e));
+                        if (e != cudaErrorNotSupported) return 1; // a sticky error: nothing after it is trustworthy
+                        cudaGetLastError();
+                        ++bad;
+                        continue;
                     }
                     CK(cudaDeviceSynchronize());
-                    void *outs[3] = {dq, dk, dv};
+                    if (path == -1) ms_tc = ms;
+                    if (path == 1) ms_v1 = ms;
+                    void  *outs[3] = {dq, dk, dv};
+                    double rel[3]  = {0, 0, 0};
+                    bool   ok      = true;
                     for (int t = 0; t < 3; ++t) {
-                        res[path][t].resize(n);
-                        CK(cudaMemcpy(res[path][t].data(), outs[t], n * 2, cudaMemcpyDeviceToHost));
-                    }
-                }
-                double rel[2][3];
-                bool   ok = true;
-                for (int v = 0; v < 2; ++v)
-                    for (int tt = 0; tt < 3; ++tt) {
+                        if (path == -1) {
+                            tc[t].resize(n);
+                            CK(cudaMemcpy(tc[t].data(), outs[t], n * 2, cudaMemcpyDeviceToHost));
+                            continue;
+                        }
+                        CK(cudaMemcpy(cur.data(), outs[t], n * 2, cudaMemcpyDeviceToHost));
                         double md = 0, mp = 0;
                         for (int64_t i = 0; i < n; ++i) {
-                            const double a = bf2f(res[v][tt][i]), b = bf2f(res[2][tt][i]);
+                            const double a = bf2f(cur[i]), b = bf2f(tc[t][i]);
                             md = std::isfinite(a) ? std::max(md, fabs(a - b)) : INFINITY;
                             mp = std::max(mp, fabs(b));
                         }
-                        rel[v][tt] = mp > 0 ? md / mp : md;
-                        ok &= rel[v][tt] < 2e-2; // bf16 rounding of P / dS and the outputs: ~1e-2 at most
+                        rel[t] = mp > 0 ? md / mp : md;
+                        ok &= rel[t] < 2e-2; // bf16 rounding of P / dS and the outputs: ~1e-2 at most
                     }
-                bad += !ok;
-                printf("%-4d %-5d %-5s %-2d | %8.3f %7.1f | %8.3f %7.1f | %8.3f %7.1f | %6.3f %6.3f | %.1e %.1e %.1e; %.1e %.1e %.1e%s\n",
-                       D, S, (std::to_string(B) + "x" + std::to_string(H)).c_str(), causal, ms[0], flops / ms[0] * 1e-9,
-                       ms[1], flops / ms[1] * 1e-9, ms[2], flops / ms[2] * 1e-9, ms[2] / ms[0], ms[2] / ms[1], rel[0][0],
-                       rel[0][1], rel[0][2], rel[1][0], rel[1][1], rel[1][2], ok ? "" : "  DIFFERS");
-                fflush(stdout);
+                    bad += !ok;
+                    char cmp[96] = "(reference)";
+                    if (path != -1) snprintf(cmp, sizeof cmp, "%.1e %.1e %.1e%s", rel[0], rel[1], rel[2], ok ? "" : "  DIFFERS");
+                    const double xv1 = ms_v1 > 0 ? ms_v1 / ms : 0.0;
+                    char xs[16] = "     -"; // bwd_tc runs before v1
+                    if (xv1 > 0) snprintf(xs, sizeof xs, "%6.3f", xv1);
+                    printf("%-4d %-5d %-5s %-2d %-6s | %8.3f %7.1f | %s %6.3f | %s\n", D, S, shape.c_str(), causal,
+                           variant_name(path), ms, flops / ms * 1e-9, xs, ms_tc / ms, cmp);
+                    if (D == 64 && path >= 0 && xv1 > 0) lg[path].push_back(log(xv1));
+                    fflush(stdout);
+                }
                 for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
             }
+    printf("D = 64, x v1 (v1 ms / path ms; v1 = the production wgmma instance) over the 6 shapes:\n");
+    printf("  %-6s %7s %7s %7s  %s\n", "path", "geomean", "min", "max", "what");
+    for (int v = 0; v < 2 + NCAND; ++v) {
+        if (lg[v].empty()) continue;
+        double sum = 0, mn = INFINITY, mx = -INFINITY;
+        for (double x : lg[v]) sum += x, mn = std::min(mn, x), mx = std::max(mx, x);
+        printf("  %-6s %7.3f %7.3f %7.3f  %s\n", variant_name(v), exp(sum / lg[v].size()), exp(mn), exp(mx),
+               v == 0 ? "schedule variant 0" : v == 1 ? "production" : g_cands[v - 2].what);
+    }
     return bad ? 1 : 0;
 }
 
@@ -734,7 +840,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "check")) return cmd_check(argc > 2 ? argv[2] : nullptr, false);
     if (!strcmp(cmd, "checkv")) return cmd_check(argc > 2 ? argv[2] : nullptr, true);
     if (!strcmp(cmd, "small")) return cmd_small();
-    if (!strcmp(cmd, "time")) return cmd_time();
-    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | small | time\n", argv[0]);
+    if (!strcmp(cmd, "time")) return cmd_time(argc > 2 ? argv[2] : nullptr);
+    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | small | time [skip,paths]\n", argv[0]);
     return 2;
 }

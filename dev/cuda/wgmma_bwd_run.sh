@@ -2,19 +2,30 @@
 # Builds and runs the Hopper wgmma backward dev checks (dev only; not part of CMake). On an sm_90 machine:
 #   dev/cuda/wgmma_bwd_run.sh    build (ptxas -v: registers / spills), wgmma_check (building blocks, with the
 #                                backward's new operand forms), attn_bwd_wgmma_check check, time, then
-#                                compute-sanitizer memcheck + racecheck on `small`; short summary last
+#                                compute-sanitizer memcheck + racecheck on `small`; summary last: the step lines,
+#                                the registers / spills of every main-kernel instance (the D = 64 candidates'
+#                                bwd_wgmma_cand_kernel too) and the whole `time` output (the table that decides
+#                                between the D = 64 candidates), so that the summary alone carries the verdict
+# Logs: build-wgbwd/logs/*.log, packed into one wgbwd_logs.tgz in OUT (default build-wgbwd): a device tool that
+# brings back only a few files gets the summary on stdout and every log in one file.
+# A path (v0, v1 or a D = 64 candidate) whose `check` hit a CUDA error is left out of `time` (a sticky error ends
+# the process: one broken candidate would cost the whole table).
 # `time` runs before the sanitizers (the brief listed it last): it is the number this kernel exists for, and the
 # sanitizers are the steps most likely to run long; every step has its own timeout and the whole run a budget
 # (BUDGET seconds, default 230) that later steps' timeouts are cut to.
-# Env: OUT (log folder; default build-wgbwd/logs), BUDGET, SKIP_SAN=1, SKIP_TIME=1, BUILD_ONLY=1.
+# Env: OUT (where the .tgz goes; default build-wgbwd), BUDGET (seconds, default 200), SKIP_SAN=1, SKIP_TIME=1,
+# BUILD_ONLY=1.
 # Everything here was UNTESTED ON HARDWARE when written (compiled with nvcc 13.0 on a machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PATH=$PATH:/usr/local/cuda/bin
 B=build-wgbwd
-LOG=${OUT:-$B/logs}
-BUDGET=${BUDGET:-230}
-mkdir -p $B "$LOG"
+# With OUT set the logs are written under $B/logs and only the .tgz goes to OUT (few files come back).
+LOG=$B/logs
+PACK=${OUT:-$B}/wgbwd_logs.tgz
+BUDGET=${BUDGET:-200}
+rm -rf "$LOG"
+mkdir -p $B "$LOG" "$(dirname "$PACK")"
 FLAGS="-std=c++17 -O3 -lineinfo --expt-relaxed-constexpr -Iinclude -Isrc -gencode=arch=compute_90a,code=sm_90a"
 SUMMARY=()
 note() { SUMMARY+=("$1"); echo "== $1"; }
@@ -27,21 +38,24 @@ timeout 120 nvcc $FLAGS -Xptxas -v dev/cuda/wgmma_check.cu -o $B/wgmma_check 2> 
 p1=$!
 timeout 120 nvcc $FLAGS -Xptxas -v dev/cuda/attn_bwd_wgmma_check.cu -o $B/attn_bwd_wgmma_check 2> $LOG/build_bwd.log || { build_ok=0; grep -v "ptxas info\|bytes stack frame" $LOG/build_bwd.log | head -40; }
 wait $p1 || { build_ok=0; grep -v "ptxas info\|bytes stack frame" $LOG/build_wgmma_check.log | head -40; }
-# Registers / spills: the new kernel (4 instances), production's bwd_tc_kernel (timed beside it), ssx_kernel.
+# Registers / spills: the new kernel (8 production instances, 8 D = 64 candidate instances), production's
+# bwd_tc_kernel (timed beside it), ssx_kernel.
 for f in $LOG/build_wgmma_check.log $LOG/build_bwd.log; do
-  grep -A3 "Compiling entry function '_Z.*\(bwd_wgmma_kernel\|bwd_tc_kernel\|ssx_kernel\)" $f | \
+  grep -A3 "Compiling entry function '_Z.*\(bwd_wgmma_kernel\|bwd_wgmma_cand_kernel\|bwd_tc_kernel\|ssx_kernel\)" $f | \
     grep -o "Compiling entry function '[^']*'\|Used [0-9]* registers\|[0-9]* bytes spill stores, [0-9]* bytes spill loads" | \
     paste - - - | sed "s/Compiling entry function //" > $f.regs
 done
 cat $LOG/build_bwd.log.regs
 grep -h "C75[0-9][0-9]\|warning" $LOG/build_wgmma_check.log $LOG/build_bwd.log | sort -u | head -20
 spills=$(grep "bwd_wgmma_kernel" $LOG/build_bwd.log.regs | grep -vc "[^0-9]0 bytes spill stores, 0 bytes spill loads")
-note "build: ok=$build_ok, bwd_wgmma_kernel instances with spills: $spills, $(( $(date +%s) - t0 )) s"
+cspills=$(grep "bwd_wgmma_cand_kernel" $LOG/build_bwd.log.regs | grep -vc "[^0-9]0 bytes spill stores, 0 bytes spill loads")
+note "build: ok=$build_ok, production bwd_wgmma_kernel instances with spills: $spills (expect 0), D = 64 candidate instances with spills: $cspills (expect 4: mb2, mb2s), $(( $(date +%s) - t0 )) s"
 if command -v cuobjdump > /dev/null && [ -x $B/attn_bwd_wgmma_check ]; then
   note "SASS HGMMA count: attn_bwd_wgmma_check $(cuobjdump -sass $B/attn_bwd_wgmma_check | grep -c HGMMA) (expect > 0; tnspA in dQ: $(cuobjdump -sass $B/attn_bwd_wgmma_check | grep -c 'HGMMA.*tnspA'))"
 fi
-[ $build_ok = 1 ] || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
-[ "${BUILD_ONLY:-0}" = 1 ] && { printf '%s\n' "${SUMMARY[@]}"; exit 0; }
+pack() { tar -czf "$PACK" -C "$LOG" . 2> /dev/null; }
+[ $build_ok = 1 ] || { printf '%s\n' "${SUMMARY[@]}"; pack; exit 1; }
+[ "${BUILD_ONLY:-0}" = 1 ] && { printf '%s\n' "${SUMMARY[@]}"; pack; exit 0; }
 
 # ---- run --------------------------------------------------------------------------------------------------
 step() { # name, timeout seconds (cut to the budget left), command...
@@ -57,21 +71,37 @@ step() { # name, timeout seconds (cut to the budget left), command...
   note "$name: rc=$rc$([ $rc = 124 ] && echo ' (TIMEOUT)') pass=$passes fail=$fails ($(( $(date +%s) - s )) s)"
   grep "^FAIL" $LOG/$name.log | head -20
 }
-step wgmma_check 40 $B/wgmma_check
+step wgmma_check 30 $B/wgmma_check
 grep "FAIL\|bwd m64\|CHECKS" $LOG/wgmma_check.log
-step check 100 $B/attn_bwd_wgmma_check check
+step check 90 $B/attn_bwd_wgmma_check check
 grep "SKIP\|check:\|error" $LOG/check.log | head -20
 tail -2 $LOG/check.log
 if [ "${SKIP_TIME:-0}" != 1 ]; then
-  step time 70 $B/attn_bwd_wgmma_check time
+  crashed=$(sed -n 's/^FAIL .* \([a-z0-9]*\): CUDA error.*/\1/p' $LOG/check.log | sort -u | paste -sd, -)
+  [ -n "$crashed" ] && note "time: leaving out $crashed (CUDA error in check)"
+  step time 80 $B/attn_bwd_wgmma_check time "${crashed:-none}"
   cat $LOG/time.log
 fi
 if [ "${SKIP_SAN:-0}" != 1 ]; then
-  step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 9 $B/attn_bwd_wgmma_check small
+  step memcheck 50 compute-sanitizer --tool memcheck --error-exitcode 9 $B/attn_bwd_wgmma_check small
   tail -3 $LOG/memcheck.log
-  step racecheck 80 compute-sanitizer --tool racecheck --error-exitcode 9 $B/attn_bwd_wgmma_check small
+  step racecheck 70 compute-sanitizer --tool racecheck --error-exitcode 9 $B/attn_bwd_wgmma_check small
   tail -3 $LOG/racecheck.log
 fi
 echo "---- summary ($(( $(date +%s) - t0 )) s) ----"
 printf '%s\n' "${SUMMARY[@]}"
+echo "-- registers / spills (ptxas, attn_bwd_wgmma_check's instances) --"
 cat $LOG/build_bwd.log.regs
+echo "-- ptxas C75xx notes (C7512: wgmma serialized for want of registers; expected for mb2, mb2s: cand_kernel<64, *, 1, 1> / <64, *, 2, 2>) --"
+grep -ho "C75[0-9][0-9].*'_Z[^']*'" $LOG/build_bwd.log | sed "s/ Potential Performance Loss: wgmma.mma_async instructions are serialized due to insufficient register resources for the function/ serialized:/" | sort -u
+# check failures by path (v0, v1, mb2, mb2s, n64, n64m3): a candidate with any FAIL is out
+echo "-- check: PASS / FAIL lines by path --"
+for v in v0 v1 mb2 mb2s n64 n64m3; do
+  echo "$v: pass $(grep -c "^PASS .* $v\b" $LOG/check.log 2> /dev/null) fail $(grep -c "^FAIL .* $v\b" $LOG/check.log 2> /dev/null) skip $(grep -c "^SKIP .* $v\b" $LOG/check.log 2> /dev/null)"
+done
+if [ -f $LOG/time.log ]; then
+  echo "-- time (full output) --"
+  cat $LOG/time.log
+fi
+pack
+echo "logs: $PACK"

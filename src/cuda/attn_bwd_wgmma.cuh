@@ -38,6 +38,23 @@
  *   Two schedule variants (template V; attn_bwd_wgmma_check checks and times both; launch_bwd_wgmma defaults to 1):
  *     V = 0: wait for S^T and dP^T together, then P, dS, then issue dV and dK;
  *     V = 1: wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK.
+ *   and one for the register-capped D = 64 candidates (mb2s below):
+ *     V = 2: S^T alone, P, pack P^T; then issue dP^T and dV together, wait for dP^T, dS while dV runs, issue dK:
+ *            S^T's and dP^T's 64 accumulators are never live at once (the tensor cores idle through P unless the
+ *            SM's other block fills them).
+ *
+ *   D = 64 tile / occupancy candidates (dev only, UNTESTED ON HARDWARE; BwdWgShape<64, C> says why each exists;
+ *   attn_bwd_wgmma_check checks them on every D = 64 case and times them beside production; its own kernel name,
+ *   bwd_wgmma_cand_kernel, so that production's bwd_wgmma_kernel PTX is byte-identical to before them).
+ *   ptxas (nvcc 13.0, sm_90a), bf16 / fp16:
+ *     mb2   (C 1, V 1)  __launch_bounds__(256, 2)               128 / 128 regs, 600 B spill stores / 472 B loads
+ *     mb2s  (C 2, V 2)  same + dS from packed P + V 2           128 / 128 regs,  96 / 100 B (fp16 104 / 124 B)
+ *     n64   (C 3, V 1)  BN 64, 1 warpgroup, 2 blocks an SM      198 / 198 regs, no spill
+ *     n64m3 (C 4, V 1)  BN 64, 1 warpgroup, 3 blocks an SM      168 / 166 regs, no spill
+ *   ptxas also reports C7512 ("wgmma.mma_async instructions are serialized due to insufficient register
+ *   resources") for mb2 and mb2s, both dtypes: at 128 registers it waits for each wgmma before the next, so those
+ *   two are the brief's "accept some spill" probe, and may well lose; waiting for dV / dK before dQ in V 2 (pa, da
+ *   dead earlier) was tried: 92 / 96 B of spill, still C7512, so not kept.
  *
  * Registers (255 per thread: 256 threads, one block per SM): dV + dK 2 x D / 2 floats (D = 128: 128), S^T + dP^T
  * 64, then P^T / dS^T packed (32) + the dQ part D / 4. ptxas (nvcc 13.0, sm_90a), no spills in any instance:
@@ -61,16 +78,41 @@ namespace fk_wg {
 
 using fk_cuda::BwdParams;
 
-// Tile shape and shared-memory map (byte offsets from a 1024-aligned base; every tile on a 1024-byte boundary).
-template <int D> struct BwdWgShape {
-    static constexpr int BM = 64, BN = 128, NWG = 2, NT = 128 * NWG;
-    static constexpr int KSW = D == 64 ? 64 : 128; // K's swizzle (header: the dQ column split at D = 64)
+// Tile shape, occupancy and shared-memory map (byte offsets from a 1024-aligned base; every tile on a 1024-byte
+// boundary). C = 0 is production (the only configuration attn_bwd.cu uses; its kernel is bwd_wgmma_kernel, whose
+// PTX the candidates must leave unchanged). C > 0: dev-only D = 64 candidates (bwd_wgmma_cand_kernel), timed by
+// attn_bwd_wgmma_check beside C = 0. Why: at D = 64 the production kernel holds 191 / 196 registers x 256 threads,
+// so one block (8 warps) an SM, and it ran at 0.83-0.92x FlashAttention-2 on the H200; the wgmma forward at D = 64
+// gained 1.30-1.34x from nothing but a second block an SM (its barriers and waits hidden by the other block).
+//   C = 1 "mb2":   the production tile with __launch_bounds__(256, 2): ptxas caps it at 128 registers (it spills;
+//                  the header gives the bytes); 2 blocks (16 warps) an SM, 2 x 81 KB of shared memory.
+//   C = 2 "mb2p":  as 1, and dS^T = P^T (dP^T - D) reads P^T back from its packed 16-bit dV operand (pa) instead of
+//                  keeping the 32 fp32 P^T registers alive across the dP^T wait: 32 fewer live registers, so less
+//                  spill; P rounded to the dtype in dS is what the naive low-precision backward does too.
+//   C = 3 "n64":   BN = 64 keys a block, one warpgroup (128 threads), nothing else changed (fp32 P): the dQ product
+//                  covers all D columns (32 accumulators, not 16), ~200 registers, no spill, 2 blocks an SM
+//                  (8 warps, as production, but two independent barrier domains), 2 x 58 KB of shared memory.
+//                  Cost: every Q / dO tile is loaded and every dQ row added once per 64 keys instead of per 128.
+//   C = 4 "n64m3": as 3 with __launch_bounds__(128, 3) (168 registers) and C = 2's packed P: 3 blocks (12 warps).
+// BM = 128 query rows a step (fewer steps, barriers and atomics) does not fit: S^T and dP^T alone would be 128
+// fp32 registers a thread beside dV + dK's 64 (a 255-register kernel before any address or operand).
+template <int D, int C = 0> struct BwdWgShape {
+    static_assert(D == 64 || D == 128, "head dims of this kernel");
+    static_assert(C == 0 || (D == 64 && C >= 1 && C <= 4), "candidates exist at D = 64 only");
+    static constexpr int  NWG = (C == 3 || C == 4) ? 1 : 2;
+    static constexpr int  BM = 64, BN = 64 * NWG, NT = 128 * NWG;
+    static constexpr int  MINB = C == 0 ? 1 : C == 4 ? 3 : 2; // __launch_bounds__' blocks an SM
+    static constexpr bool PLP  = C == 2 || C == 4;             // dS^T from the packed P^T (see above)
+    // K's swizzle: 64 B at D = 64 with 2 warpgroups (the header: the dQ column split starts a warpgroup's K
+    // columns at 32); one warpgroup takes all columns from 0, so the ordinary 128 B.
+    static constexpr int KSW = (D == 64 && NWG == 2) ? 64 : 128;
+    static constexpr int DQN = D / NWG; // dQ columns per warpgroup
     static constexpr int KV_BYTES = BN * D * 2, QT_BYTES = BM * D * 2, DS_BYTES = BN * BM * 2;
     static constexpr int OFF_K = 0, OFF_V = KV_BYTES, OFF_Q = 2 * KV_BYTES, OFF_DO = OFF_Q + 2 * QT_BYTES;
     static constexpr int OFF_DS = OFF_DO + 2 * QT_BYTES, OFF_L = OFF_DS + DS_BYTES, OFF_DD = OFF_L + 2 * BM * 4;
     static constexpr int SMEM = OFF_DD + 2 * BM * 4 + 1024; // + slack to align the window to 1024 bytes
-    static_assert(D == 64 || D == 128, "head dims of this kernel");
     static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "tile alignment");
+    static_assert(MINB * SMEM <= 228 * 1024, "the blocks an SM asked for fit in shared memory");
 };
 
 // Byte offset of k-step s (16 elements of K) inside a K-major tile of `rows` rows, SW-byte swizzle
@@ -154,17 +196,36 @@ __device__ __forceinline__ void bwd_wg_ds(int t, const float *dd, const float (&
         for (int e = 0; e < 4; ++e) dp[0][i][e] = st[0][i][e] * (dp[0][i][e] - ((e & 1) ? dv.y : dv.x));
     }
 }
+// The same from the packed P^T (acc_to_a's fragments: st[i][e] is half e & 1 of pa[i / 2][2 (i & 1) + (e >> 1)]);
+// the candidates with BwdWgShape::PLP (fp32 P^T dead once packed).
+template <bool BF16> __device__ __forceinline__ float2 unpack2(uint32_t x) { // inverse of pack2 (exact)
+    if constexpr (BF16) return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
+    else return __half22float2(*reinterpret_cast<const __half2 *>(&x));
+}
+template <int NS, bool BF16>
+__device__ __forceinline__ void bwd_wg_ds_packed(int t, const float *dd, const uint32_t (&pa)[NS / 2][4],
+                                                 float (&dp)[1][NS][4]) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+        const float2 dv = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) { // key row g (hh = 0) / g + 8: elements 2 hh, 2 hh + 1
+            const float2 pr = unpack2<BF16>(pa[i / 2][2 * (i & 1) + hh]);
+            dp[0][i][2 * hh]     = pr.x * (dp[0][i][2 * hh] - dv.x);
+            dp[0][i][2 * hh + 1] = pr.y * (dp[0][i][2 * hh + 1] - dv.y);
+        }
+    }
+}
 
-// V (schedule variant, both checked and timed by attn_bwd_wgmma_check): 0 = S^T and dP^T waited together, then
-// P, dS, then dV and dK issued; 1 = P computed while dP^T runs and dV issued before dS is computed (the tensor
-// cores work through the softmax's ALU phase).
-template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
+// C: BwdWgShape's configuration (0 = production). The body of both kernels below (inlined: the production
+// kernel's PTX is what it was before the candidates existed).
+template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wgmma_main(const BwdParams &p) {
     // wgmma exists only in the sm_90a image (see attn_fwd_wgmma.cuh); other images get an empty body.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using S           = BwdWgShape<D>;
+    using S           = BwdWgShape<D, C>;
     constexpr int BM  = S::BM, BN = S::BN, NT = S::NT, KSW = S::KSW;
     constexpr int NS  = BM / 8;  // S^T n8 blocks (queries) per warp
-    constexpr int DQN = D / 2;   // dQ columns per warpgroup
+    constexpr int DQN = S::DQN;  // dQ columns per warpgroup
     extern __shared__ uint8_t smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), sbase = (raw + 1023u) & ~1023u;
     uint8_t       *smem = smem_raw + (sbase - raw);
@@ -239,11 +300,13 @@ template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd
             wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
                                   bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
         wgmma_commit(); // group: S^T
+        if constexpr (V != 2) {
 #pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks)
-            wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
-                                  bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-        wgmma_commit(); // group: dP^T
+            for (int ks = 0; ks < D / 16; ++ks)
+                wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
+                                      bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+            wgmma_commit(); // group: dP^T
+        }
 
         // P^T, dS^T as A fragments (k-step ks = queries 16 ks ..); dS^T also to shared memory for dQ:
         // da[ks] = {(key g, queries 16 ks + 2t..), (key g + 8, same), (key g, 16 ks + 8 + 2t..), (key g + 8, ...)}.
@@ -253,11 +316,19 @@ template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd
 #pragma unroll
             for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]), fence_operand(dpf[i]);
             bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
-            bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+            if constexpr (S::PLP) {
 #pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) {
-                acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-                acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+                bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            } else {
+                bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) {
+                    acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+                    acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+                }
             }
             // dV += P^T dO, dK += dS^T Q (A from registers, B MN-major).
             fence_operands(dv);
@@ -268,6 +339,35 @@ template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd
 #pragma unroll
             for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
             wgmma_commit();
+        } else if constexpr (V == 2) {
+            wgmma_wait<0>(); // S^T landed (dP^T not issued yet: its 32 accumulators not yet live)
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
+            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+            fence_operands(dv);
+            wgmma_fence(); // pa written by ordinary instructions
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks)
+                wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
+                                      bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+            wgmma_commit(); // group: dP^T (first, so that waiting for it leaves dV running)
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit(); // group: dV
+            wgmma_wait<1>(); // dP^T landed; dV may still run
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
+            if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+            else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            fence_operands(dk);
+            wgmma_fence(); // da written by ordinary instructions
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+            wgmma_commit(); // group: dK
         } else {
             wgmma_wait<1>(); // S^T landed; dP^T may still run
 #pragma unroll
@@ -283,7 +383,8 @@ template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd
             wgmma_wait<1>(); // dP^T landed; dV may still run
 #pragma unroll
             for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
-            bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+            if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+            else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
 #pragma unroll
             for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
             fence_operands(dk);
@@ -382,15 +483,30 @@ template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
+// V (schedule variant, both checked and timed by attn_bwd_wgmma_check): 0 = S^T and dP^T waited together, then
+// P, dS, then dV and dK issued; 1 = P computed while dP^T runs and dV issued before dS is computed (the tensor
+// cores work through the softmax's ALU phase).
+template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
+    bwd_wgmma_main<D, BF16, V, 0>(p);
+}
+// The D = 64 candidates (BwdWgShape<64, C>, C > 0): their own kernel name, so that production's is untouched.
+template <int D, bool BF16, int V, int C>
+__global__ void __launch_bounds__(BwdWgShape<D, C>::NT, BwdWgShape<D, C>::MINB) bwd_wgmma_cand_kernel(const BwdParams p) {
+    bwd_wgmma_main<D, BF16, V, C>(p);
+}
+
 // Launch the main kernel (prep and convert are production's, around it). cudaErrorNotSupported for what the
 // kernel does not cover (see the header), so that a caller can fall back to bwd_tc_kernel.
-template <int D, bool BF16, int V = 1>
+// C: BwdWgShape's configuration (0 = production; 1..4 the dev-only D = 64 candidates).
+template <int D, bool BF16, int V = 1, int C = 0>
 cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
-    using S = BwdWgShape<D>;
+    using S = BwdWgShape<D, C>;
     if (p.head_dim != D || !p.vec_in || p.transform || p.acc_d < D || !p.dq_acc) return cudaErrorNotSupported;
     if (p.deterministic && (!p.sem || p.n_mblocks < (p.seqlen_q + S::BM - 1) / S::BM)) return cudaErrorNotSupported;
     if (p.seqlen_k <= 0) return cudaSuccess;
-    auto        kernel = bwd_wgmma_kernel<D, BF16, V>;
+    void (*kernel)(const BwdParams);
+    if constexpr (C == 0) kernel = bwd_wgmma_kernel<D, BF16, V>; // production: no candidate instantiated
+    else kernel = bwd_wgmma_cand_kernel<D, BF16, V, C>;
     cudaError_t e      = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_k + S::BN - 1) / S::BN, nheads_kv, p.batch);
