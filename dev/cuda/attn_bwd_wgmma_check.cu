@@ -24,13 +24,14 @@
  * "n64m3"; attn_bwd_wgmma.cuh, BwdWgShape, says what each is). All of them support every case here, the
  * deterministic ones included; one that did not would print "SKIP ... not supported".
  *
- * The float64 reference (ref_fwd / ref_dq / ref_dkdv, compare) is dev/cuda/attn_bwd_check.cu's, copied; o and
- * lse come from the reference forward. Tolerance (docs/HELPERS_COMMON.md): max_abs <= 2 * max_abs of the naive
+ * The float64 reference (ref_run, compare, lp_tol) is attn_bwd_ref.cuh, shared with dev/cuda/attn_bwd_check.cu; o
+ * and lse come from the reference forward. Tolerance (docs/HELPERS_COMMON.md): max_abs <= 2 * max_abs of the naive
  * same-dtype backward (P, dP, dS and the gradients rounded to the dtype) + half an ulp of max|ref| + 1e-4.
  * Gradients and the workspace are poisoned (0xff bytes: NaN) first; NaN/Inf fails.
  */
 #include "../../src/core/attn_internal.h"
 #include "../../src/cuda/attn_bwd_wgmma.cuh"
+#include "attn_bwd_ref.cuh" // float64 reference, compare, tolerance; CK, time_ms
 
 #include <algorithm>
 #include <math.h>
@@ -40,274 +41,6 @@
 #include <string>
 #include <functional>
 #include <vector>
-
-#define CK(x)                                                                                                 \
-    do {                                                                                                      \
-        cudaError_t e_ = (x);                                                                                 \
-        if (e_ != cudaSuccess) {                                                                              \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));               \
-            exit(2);                                                                                          \
-        }                                                                                                     \
-    } while (0)
-
-// ---- float64 reference: copied from dev/cuda/attn_bwd_check.cu ------------------------------------------
-
-__device__ double ld(const void *p, int dt, int64_t i) {
-    if (dt == FK_DTYPE_F16) return (double)__half2float(((const __half *)p)[i]);
-    if (dt == FK_DTYPE_BF16) return (double)__bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    return (double)((const float *)p)[i];
-}
-__device__ double rnd_dt(int dt, double x) {
-    if (dt == FK_DTYPE_F16) return (double)__half2float(__float2half_rn((float)x));
-    if (dt == FK_DTYPE_BF16) return (double)__bfloat162float(__float2bfloat16_rn((float)x));
-    return (double)(float)x;
-}
-__device__ void st_dt(void *p, int dt, int64_t i, double x) {
-    if (dt == FK_DTYPE_F16) ((__half *)p)[i] = __float2half_rn((float)x);
-    else if (dt == FK_DTYPE_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn((float)x);
-    else ((float *)p)[i] = (float)x;
-}
-__device__ uint64_t mix(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-__global__ void fill_normal(void *p, int dt, int64_t n, uint64_t seed, float scale) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        uint64_t h  = mix(seed * 0x9e3779b97f4a7c15ull + (uint64_t)i);
-        double   u1 = ((h >> 11) + 1) * (1.0 / 9007199254740993.0), u2 = (mix(h) >> 11) * (1.0 / 9007199254740992.0);
-        st_dt(p, dt, i, sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2) * scale);
-    }
-}
-__global__ void fill_bytes(uint8_t *p, int64_t n, uint8_t v) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        p[i] = v;
-}
-
-// Sequence of token `tok` (query side); row i within it; offsets and lengths.
-struct SeqPos {
-    int64_t b, i, q0, k0, sq, sk;
-};
-__device__ SeqPos seq_of_q(const fk_attn_problem &p, int64_t tok) {
-    SeqPos s;
-    if (p.cu_seqlens_q) {
-        s.b = 0;
-        while (p.cu_seqlens_q[s.b + 1] <= tok) ++s.b;
-        s.q0 = p.cu_seqlens_q[s.b], s.k0 = p.cu_seqlens_k[s.b];
-        s.sq = p.cu_seqlens_q[s.b + 1] - s.q0, s.sk = p.cu_seqlens_k[s.b + 1] - s.k0;
-        s.i  = tok - s.q0;
-    } else {
-        s.b = tok / p.seqlen_q, s.q0 = s.k0 = 0, s.sq = p.seqlen_q, s.sk = p.seqlen_k, s.i = tok % p.seqlen_q;
-    }
-    return s;
-}
-__device__ SeqPos seq_of_k(const fk_attn_problem &p, int64_t tok) { // s.i = key index within the sequence
-    SeqPos s;
-    if (p.cu_seqlens_k) {
-        s.b = 0;
-        while (p.cu_seqlens_k[s.b + 1] <= tok) ++s.b;
-        s.q0 = p.cu_seqlens_q[s.b], s.k0 = p.cu_seqlens_k[s.b];
-        s.sq = p.cu_seqlens_q[s.b + 1] - s.q0, s.sk = p.cu_seqlens_k[s.b + 1] - s.k0;
-        s.i  = tok - s.k0;
-    } else {
-        s.b = tok / p.seqlen_k, s.q0 = s.k0 = 0, s.sq = p.seqlen_q, s.sk = p.seqlen_k, s.i = tok % p.seqlen_k;
-    }
-    return s;
-}
-// The header's formula, written independently of the kernels.
-__device__ bool visible(const fk_attn_problem &p, int64_t i, int64_t j, int64_t sq, int64_t sk) {
-    const int64_t c = i + sk - sq;
-    if (p.causal && j > c) return false;
-    if (p.window_left >= 0 && j < c - p.window_left) return false;
-    if (p.window_right >= 0 && j > c + p.window_right) return false;
-    return true;
-}
-// Score and d(score)/d(q.k) of (row i, key j) in sequence s, head h.
-__device__ double score(const fk_attn_problem &p, const SeqPos &s, int64_t i, int64_t j, int64_t h, double *dfac) {
-    const int64_t hk = h / (p.nheads_q / p.nheads_kv);
-    const int     dt = p.dtype, D = (int)p.head_dim;
-    const int64_t qo = s.b * p.q_bs + (s.q0 + i) * p.q_rs + h * p.q_hs;
-    const int64_t ko = s.b * p.k_bs + (s.k0 + j) * p.k_rs + hk * p.k_hs;
-    double        x  = 0;
-    for (int d = 0; d < D; ++d) x += ld(p.q, dt, qo + d) * ld(p.k, dt, ko + d);
-    x *= (double)p.scale;
-    double fac = (double)p.scale;
-    if (p.softcap > 0) {
-        const double th = tanh(x / p.softcap);
-        x               = p.softcap * th;
-        fac *= 1 - th * th;
-    }
-    if (p.alibi) x -= (double)p.alibi[s.b * p.alibi_bs + h] * fabs((double)(i + s.sk - s.sq - j));
-    if (dfac) *dfac = fac;
-    return x;
-}
-
-struct Ref {
-    fk_attn_problem p;
-    int64_t         tq, tk;
-    double *o, *lse, *dsum, *dsum_lp;          // o (tok, h, d); lse/dsum (h, tok)
-    double *dq, *dk, *dv, *dq_lp, *dk_lp, *dv_lp; // compact (tok, head, d)
-};
-
-__global__ void ref_fwd(Ref r) {
-    const fk_attn_problem &p = r.p;
-    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (idx >= r.tq * p.nheads_q) return;
-    const int64_t tok = idx / p.nheads_q, h = idx % p.nheads_q, hk = h / (p.nheads_q / p.nheads_kv);
-    const SeqPos  s = seq_of_q(p, tok);
-    const int     D = (int)p.head_dim, dt = p.dtype;
-    double        m = -INFINITY, l = 0, acc[256];
-    for (int d = 0; d < D; ++d) acc[d] = 0;
-    for (int64_t j = 0; j < s.sk; ++j)
-        if (visible(p, s.i, j, s.sq, s.sk)) m = fmax(m, score(p, s, s.i, j, h, nullptr));
-    if (m > -INFINITY)
-        for (int64_t j = 0; j < s.sk; ++j) {
-            if (!visible(p, s.i, j, s.sq, s.sk)) continue;
-            const double  e  = exp(score(p, s, s.i, j, h, nullptr) - m);
-            const int64_t vo = s.b * p.v_bs + (s.k0 + j) * p.v_rs + hk * p.v_hs;
-            l += e;
-            for (int d = 0; d < D; ++d) acc[d] += e * ld(p.v, dt, vo + d);
-        }
-    const int64_t oo = s.b * p.o_bs + (s.q0 + s.i) * p.o_rs + h * p.o_hs;
-    const int64_t od = s.b * p.do_bs + (s.q0 + s.i) * p.do_rs + h * p.do_hs;
-    double        ds = 0, ds_lp = 0;
-    for (int d = 0; d < D; ++d) {
-        const double o = l > 0 ? acc[d] / l : 0.0;
-        r.o[(tok * p.nheads_q + h) * D + d] = o;
-        st_dt(p.o, dt, oo + d, o); // the kernel reads o in its dtype
-        ds += o * ld(p.do_, dt, od + d);
-        ds_lp += rnd_dt(dt, o) * ld(p.do_, dt, od + d);
-    }
-    const double lse = l > 0 ? m + log(l) : -INFINITY;
-    r.lse[h * r.tq + tok]     = lse;
-    r.dsum[h * r.tq + tok]    = ds;
-    r.dsum_lp[h * r.tq + tok] = ds_lp;
-    ((float *)p.lse)[s.b * p.lse_bs + h * p.lse_hs + (s.q0 + s.i) * p.lse_rs] = (float)lse;
-}
-
-// P, dP, dS of (row i, key j, head h) in float64, and the same rounded to the dtype as a naive backward would.
-__device__ void pds(const Ref &r, const SeqPos &s, int64_t tokq, int64_t i, int64_t j, int64_t h, double &pr,
-                    double &ds, double &pr_lp, double &ds_lp) {
-    const fk_attn_problem &p = r.p;
-    const int64_t hk = h / (p.nheads_q / p.nheads_kv);
-    const int     dt = p.dtype, D = (int)p.head_dim;
-    double        fac;
-    const double  x   = score(p, s, i, j, h, &fac);
-    const double  lse = r.lse[h * r.tq + tokq];
-    pr                = exp(x - lse);
-    const int64_t od = s.b * p.do_bs + (s.q0 + i) * p.do_rs + h * p.do_hs;
-    const int64_t vo = s.b * p.v_bs + (s.k0 + j) * p.v_rs + hk * p.v_hs;
-    double        dp = 0;
-    for (int d = 0; d < D; ++d) dp += ld(p.do_, dt, od + d) * ld(p.v, dt, vo + d);
-    ds    = pr * (dp - r.dsum[h * r.tq + tokq]) * fac;
-    pr_lp = rnd_dt(dt, pr);
-    ds_lp = rnd_dt(dt, pr_lp * (rnd_dt(dt, dp) - r.dsum_lp[h * r.tq + tokq])) * fac;
-}
-
-__global__ void ref_dq(Ref r) {
-    const fk_attn_problem &p = r.p;
-    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (idx >= r.tq * p.nheads_q) return;
-    const int64_t tok = idx / p.nheads_q, h = idx % p.nheads_q, hk = h / (p.nheads_q / p.nheads_kv);
-    const SeqPos  s = seq_of_q(p, tok);
-    const int     D = (int)p.head_dim, dt = p.dtype;
-    double        acc[256], acc_lp[256];
-    for (int d = 0; d < D; ++d) acc[d] = acc_lp[d] = 0;
-    if (r.lse[h * r.tq + tok] > -INFINITY)
-        for (int64_t j = 0; j < s.sk; ++j) {
-            if (!visible(p, s.i, j, s.sq, s.sk)) continue;
-            double pr, ds, pr_lp, ds_lp;
-            pds(r, s, tok, s.i, j, h, pr, ds, pr_lp, ds_lp);
-            const int64_t ko = s.b * p.k_bs + (s.k0 + j) * p.k_rs + hk * p.k_hs;
-            for (int d = 0; d < D; ++d) {
-                const double kd = ld(p.k, dt, ko + d);
-                acc[d] += ds * kd;
-                acc_lp[d] += ds_lp * kd;
-            }
-        }
-    for (int d = 0; d < D; ++d) {
-        r.dq[(tok * p.nheads_q + h) * D + d]    = acc[d];
-        r.dq_lp[(tok * p.nheads_q + h) * D + d] = rnd_dt(dt, acc_lp[d]);
-    }
-}
-
-__global__ void ref_dkdv(Ref r) {
-    const fk_attn_problem &p = r.p;
-    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (idx >= r.tk * p.nheads_kv) return;
-    const int64_t tok = idx / p.nheads_kv, hk = idx % p.nheads_kv, G = p.nheads_q / p.nheads_kv;
-    const SeqPos  s = seq_of_k(p, tok);
-    const int64_t j = s.i;
-    const int     D = (int)p.head_dim, dt = p.dtype;
-    double        dk[256], dv[256], dk_lp[256], dv_lp[256];
-    for (int d = 0; d < D; ++d) dk[d] = dv[d] = dk_lp[d] = dv_lp[d] = 0;
-    for (int64_t h = hk * G; h < (hk + 1) * G; ++h)
-        for (int64_t i = 0; i < s.sq; ++i) {
-            const int64_t tokq = (p.cu_seqlens_q ? s.q0 : s.b * p.seqlen_q) + i;
-            if (!visible(p, i, j, s.sq, s.sk) || !(r.lse[h * r.tq + tokq] > -INFINITY)) continue;
-            double pr, ds, pr_lp, ds_lp;
-            pds(r, s, tokq, i, j, h, pr, ds, pr_lp, ds_lp);
-            const int64_t qo = s.b * p.q_bs + (s.q0 + i) * p.q_rs + h * p.q_hs;
-            const int64_t od = s.b * p.do_bs + (s.q0 + i) * p.do_rs + h * p.do_hs;
-            for (int d = 0; d < D; ++d) {
-                const double qd = ld(p.q, dt, qo + d), odd = ld(p.do_, dt, od + d);
-                dk[d] += ds * qd;
-                dv[d] += pr * odd;
-                dk_lp[d] += ds_lp * qd;
-                dv_lp[d] += pr_lp * odd;
-            }
-        }
-    for (int d = 0; d < D; ++d) {
-        const int64_t o = (tok * p.nheads_kv + hk) * D + d;
-        r.dk[o] = dk[d], r.dv[o] = dv[d];
-        r.dk_lp[o] = rnd_dt(dt, dk_lp[d]), r.dv_lp[o] = rnd_dt(dt, dv_lp[d]);
-    }
-}
-
-// ---- host -----------------------------------------------------------------------------------------------
-
-static double host_ld(const std::vector<uint8_t> &buf, fk_dtype dt, int64_t i) {
-    if (dt == FK_DTYPE_F32) return ((const float *)buf.data())[i];
-    uint16_t x = ((const uint16_t *)buf.data())[i];
-    if (dt == FK_DTYPE_BF16) {
-        uint32_t u = (uint32_t)x << 16;
-        float    f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    return (double)__half2float(*(const __half *)&x);
-}
-
-struct Stat {
-    double max_err, max_lp, max_ref, rel;
-    int64_t nonfinite, pad_written;
-};
-
-static Stat compare(const std::vector<uint8_t> &got, const std::vector<double> &ref, const std::vector<double> &lp,
-                    fk_dtype dt, int64_t ntok, int H, int D, int64_t rs, int pad) {
-    Stat   st = {0, 0, 0, 0, 0, 0};
-    double se = 0, sr = 0;
-    for (int64_t tok = 0; tok < ntok; ++tok) {
-        for (int h = 0; h < H; ++h)
-            for (int d = 0; d < D; ++d) {
-                const double g = host_ld(got, dt, tok * rs + (int64_t)h * D + d), r = ref[(tok * H + h) * D + d];
-                if (!std::isfinite(g)) {
-                    ++st.nonfinite;
-                    continue;
-                }
-                st.max_err = std::max(st.max_err, fabs(g - r));
-                st.max_lp  = std::max(st.max_lp, fabs(lp[(tok * H + h) * D + d] - r));
-                st.max_ref = std::max(st.max_ref, fabs(r));
-                se += (g - r) * (g - r), sr += r * r;
-            }
-        for (int e = 0; e < pad; ++e)
-            if (std::isfinite(host_ld(got, dt, tok * rs + (int64_t)H * D + e))) ++st.pad_written;
-    }
-    st.rel = sr > 0 ? sqrt(se / sr) : sqrt(se);
-    return st;
-}
 
 // ---- the path under test: production prep -> bwd_wgmma_kernel (or production's bwd_tc_kernel) -> convert ----
 
@@ -518,17 +251,7 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, unsigned mask = 
 
     Ref r;
     const int64_t nrq = std::max<int64_t>(tq, 1) * c.Hq * c.D, nrk = std::max<int64_t>(tk, 1) * c.Hkv * c.D;
-    r.p = p, r.tq = tq, r.tk = tk;
-    for (double **x : {&r.o, &r.dq, &r.dq_lp}) CK(cudaMalloc(x, nrq * 8));
-    for (double **x : {&r.dk, &r.dk_lp, &r.dv, &r.dv_lp}) CK(cudaMalloc(x, nrk * 8));
-    for (double **x : {&r.lse, &r.dsum, &r.dsum_lp}) CK(cudaMalloc(x, std::max<int64_t>(nl, 1) * 8));
-    ref_fwd<<<(unsigned)((tq * c.Hq + 127) / 128), 128>>>(r);
-    CK(cudaGetLastError());
-    CK(cudaDeviceSynchronize());
-    ref_dq<<<(unsigned)((tq * c.Hq + 127) / 128), 128>>>(r);
-    ref_dkdv<<<(unsigned)((tk * c.Hkv + 127) / 128), 128>>>(r);
-    CK(cudaGetLastError());
-    CK(cudaDeviceSynchronize());
+    ref_run(r, p, tq, tk);
 
     const Ws l = ws_layout(p, fk_wg::BwdWgShape<64>::BM);
     void    *w;
@@ -577,9 +300,7 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, unsigned mask = 
             CK(cudaMemcpy(h.data(), refs[t], n * 8, cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(hl.data(), lps[t], n * 8, cudaMemcpyDeviceToHost));
             const Stat   st = compare(got[t], h, hl, dt, ntok, isq ? c.Hq : c.Hkv, c.D, isq ? q_rs : k_rs, 0);
-            const int    mant = c.bf16 ? 8 : 11;
-            const double half_ulp = st.max_ref > 0 ? ldexp(1.0, ilogb(st.max_ref) - mant) : 0.0;
-            const double tol = 2 * st.max_lp + half_ulp + 1e-4;
+            const double tol = lp_tol(st, c.bf16);
             const bool   ok = st.max_err <= tol && st.nonfinite == 0;
             ok_all &= ok;
             char buf[200];
@@ -592,7 +313,7 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, unsigned mask = 
         else printf("PASS %s %s\n", s, variant_name(variant));
         bad += !ok_all;
     }
-    for (double *x : {r.o, r.lse, r.dsum, r.dsum_lp, r.dq, r.dq_lp, r.dk, r.dk_lp, r.dv, r.dv_lp}) cudaFree(x);
+    ref_free(r);
     for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
     return bad;
 }
@@ -657,26 +378,6 @@ static int cmd_small() {
 
 __global__ void fill_f32(float *x, int64_t n, float v) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] = v;
-}
-
-static float time_ms(const std::function<void()> &fn, int reps = 20) {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int w = 0; w < 3; ++w) fn();
-    std::vector<float> ts;
-    for (int r = 0; r < reps; ++r) {
-        CK(cudaEventRecord(e0));
-        fn();
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        ts.push_back(ms);
-    }
-    std::sort(ts.begin(), ts.end());
-    cudaEventDestroy(e0), cudaEventDestroy(e1);
-    return ts[ts.size() / 2];
 }
 
 static float bf2f(uint16_t x) {
@@ -768,7 +469,7 @@ static int cmd_time(const char *skip) {
                     cudaError_t e  = cudaSuccess;
                     const float ms = time_ms([&] {
                         if (e == cudaSuccess) e = run_bwd(p, f, l, path, 0);
-                    });
+                    }, 20);
                     const std::string shape = std::to_string(B) + "x" + std::to_string(H);
                     if (e != cudaSuccess) {
                         printf("%-4d %-5d %-5s %-2d %-6s | FAILED: %s\n", D, S, shape.c_str(), causal, variant_name(path),

@@ -29,6 +29,7 @@
 #include "../../src/core/attn_internal.h"
 #include "../../src/cuda/attn_fwd_impl.cuh"
 #include "../../src/cuda/attn_fwd_d256.cuh"
+#include "attn_check_common.cuh" // CK, time_ms, ld, rnd_dt, mix, fill_bytes, host_ld, make_ctx
 
 #include <math.h>
 #include <stdio.h>
@@ -38,34 +39,8 @@
 #include <algorithm>
 #include <string>
 
-#define CK(x)                                                                                                 \
-    do {                                                                                                      \
-        cudaError_t e_ = (x);                                                                                 \
-        if (e_ != cudaSuccess) {                                                                              \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));               \
-            exit(2);                                                                                          \
-        }                                                                                                     \
-    } while (0)
+// ---- device helpers: random fill, reference -------------------------------------------------------------
 
-// ---- device helpers: random fill, dtype loads, reference -------------------------------------------------
-
-__device__ double ld(const void *p, int dt, int64_t i) {
-    if (dt == FK_DTYPE_F16) return (double)__half2float(((const __half *)p)[i]);
-    if (dt == FK_DTYPE_BF16) return (double)__bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    return (double)((const float *)p)[i];
-}
-__device__ double rnd_dt(int dt, double x) {
-    if (dt == FK_DTYPE_F16) return (double)__half2float(__float2half_rn((float)x));
-    if (dt == FK_DTYPE_BF16) return (double)__bfloat162float(__float2bfloat16_rn((float)x));
-    return (double)(float)x;
-}
-__device__ uint64_t mix(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
 __global__ void fill_normal(void *p, int dt, int64_t n, uint64_t seed, float scale) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         uint64_t h  = mix(seed * 0x9e3779b97f4a7c15ull + (uint64_t)i);
@@ -75,10 +50,6 @@ __global__ void fill_normal(void *p, int dt, int64_t n, uint64_t seed, float sca
         else if (dt == FK_DTYPE_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(x);
         else ((float *)p)[i] = x;
     }
-}
-__global__ void fill_bytes(uint8_t *p, int64_t n, uint8_t v) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        p[i] = v;
 }
 
 struct RefArgs {
@@ -151,18 +122,6 @@ __global__ void ref_kernel(RefArgs a) {
 
 // ---- host -----------------------------------------------------------------------------------------------
 
-static double host_ld(const std::vector<uint8_t> &buf, fk_dtype dt, int64_t i) {
-    if (dt == FK_DTYPE_F32) return ((const float *)buf.data())[i];
-    uint16_t x = ((const uint16_t *)buf.data())[i];
-    if (dt == FK_DTYPE_BF16) {
-        uint32_t u = (uint32_t)x << 16;
-        float    f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    return (double)__half2float(*(const __half *)&x);
-}
-
 struct Case {
     fk_dtype dt;
     int      B, Sq, Sk, Hq, Hkv, D;
@@ -179,19 +138,6 @@ static void sig(const Case &c, char *s, size_t n) {
     snprintf(s, n, "%s B%d Sq%d Sk%d H%d/%d D%d c%d w%d,%d cap%g alibi%d varlen%d lse%d pad%d sc%g",
              c.dt == FK_DTYPE_F32 ? "f32" : c.dt == FK_DTYPE_F16 ? "f16" : "bf16", c.B, c.Sq, c.Sk, c.Hq, c.Hkv, c.D,
              c.causal, c.wl, c.wr, c.softcap, c.alibi, c.varlen, c.lse, c.pad, c.scale);
-}
-
-static struct fk_context make_ctx() {
-    struct fk_context ctx;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.device.kind  = FK_DEVICE_CUDA;
-    ctx.device.index = 0;
-    cudaDeviceProp pr;
-    CK(cudaGetDeviceProperties(&pr, 0));
-    ctx.cc_major = pr.major, ctx.cc_minor = pr.minor, ctx.sm_count = pr.multiProcessorCount;
-    ctx.max_smem_optin = (int)pr.sharedMemPerBlockOptin;
-    ctx.num_threads    = 1;
-    return ctx;
 }
 
 typedef cudaError_t (*LaunchFn)(const fk_cuda::FwdParams &, int, int, cudaStream_t);
@@ -487,9 +433,6 @@ static int cmd_time(const char *filter, const char *slist) {
             if (*c == ',') ++c;
         }
     }
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
     printf("%-5s %-6s %-6s %-3s %-18s %8s %8s %6s\n", "D", "S", "BxH", "c", "variant", "ms", "TFLOP/s", "ratio");
     for (int D : {64, 128, 256})
         for (int S : seqlens)
@@ -531,19 +474,7 @@ static int cmd_time(const char *filter, const char *slist) {
                         cudaGetLastError();
                         continue;
                     }
-                    for (int w = 0; w < 3; ++w) CK(var.fn(f, B, H, 0));
-                    std::vector<float> ts;
-                    for (int r = 0; r < 30; ++r) {
-                        CK(cudaEventRecord(e0));
-                        CK(var.fn(f, B, H, 0));
-                        CK(cudaEventRecord(e1));
-                        CK(cudaEventSynchronize(e1));
-                        float ms;
-                        CK(cudaEventElapsedTime(&ms, e0, e1));
-                        ts.push_back(ms);
-                    }
-                    std::sort(ts.begin(), ts.end());
-                    const float  ms = ts[ts.size() / 2];
+                    const float  ms = time_ms([&] { CK(var.fn(f, B, H, 0)); }, 30); // median of 30 after 3 warm-ups
                     const double tf = flops / ms * 1e-9;
                     if (var.prod) prod_tf = tf;
                     printf("%-5d %-6d %-6s %-3d %-18s %8.3f %8.1f %6.3f\n", D, S,

@@ -17,10 +17,10 @@
  * with NaN first; NaN/Inf fails.
  */
 #include "../../src/cuda/attn_fwd_wgmma.cuh"
+#include "dev_common.h" // CK
 
 #ifdef FK_WGMMA_PROD
-#include "../../src/core/attn_internal.h"
-#include "../../src/core/fk_internal.h"
+#include "attn_check_common.cuh" // make_ctx (and the library's internal headers)
 #endif
 
 #include <algorithm>
@@ -29,15 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <vector>
-
-#define CK(x)                                                                                                 \
-    do {                                                                                                      \
-        cudaError_t e_ = (x);                                                                                 \
-        if (e_ != cudaSuccess) {                                                                              \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));               \
-            exit(2);                                                                                          \
-        }                                                                                                     \
-    } while (0)
 
 using fk_wg::FwdParams;
 
@@ -166,16 +157,7 @@ static cudaError_t launch_proto(const Case &c, const FwdParams &f, cudaStream_t 
 
 #ifdef FK_WGMMA_PROD
 static struct fk_context g_ctx;
-static void init_ctx() {
-    memset(&g_ctx, 0, sizeof g_ctx);
-    g_ctx.device.kind  = FK_DEVICE_CUDA;
-    g_ctx.device.index = 0;
-    cudaDeviceProp pr;
-    CK(cudaGetDeviceProperties(&pr, 0));
-    g_ctx.cc_major = pr.major, g_ctx.cc_minor = pr.minor, g_ctx.sm_count = pr.multiProcessorCount;
-    g_ctx.max_smem_optin = (int)pr.sharedMemPerBlockOptin;
-    g_ctx.num_threads    = 1;
-}
+static void init_ctx() { g_ctx = make_ctx(); }
 // The production forward through the library's CUDA entry (its own selection: PLAIN tile or the wide D = 256).
 static bool launch_prod(const Case &c, const FwdParams &f) {
     fk_attn_problem p;

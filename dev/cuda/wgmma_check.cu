@@ -25,6 +25,7 @@
  * Error bound per element: 1e-4 * sum_k |a b| + 1e-6 (fp32 accumulation; a layout error is O(sum |a b|)).
  */
 #include "../../src/cuda/wgmma_common.cuh"
+#include "dev_common.h" // CK
 
 #include <cuda_runtime.h>
 #include <math.h>
@@ -34,15 +35,6 @@
 #include <vector>
 
 using namespace fk_wg;
-
-#define CK(x)                                                                                                 \
-    do {                                                                                                      \
-        cudaError_t e_ = (x);                                                                                 \
-        if (e_ != cudaSuccess) {                                                                              \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));               \
-            exit(2);                                                                                          \
-        }                                                                                                     \
-    } while (0)
 
 // ---- device side -----------------------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@
 # Everything here was UNTESTED ON HARDWARE when written (compiled with nvcc 13.0 on a machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PATH=$PATH:/usr/local/cuda/bin
 B=build-wgmma
 LOG=${OUT:-$B/logs}
 J=${J:-$(nproc)}
@@ -16,9 +15,8 @@ PROD=${FK_WGMMA_PROD:-1}
 mkdir -p $B/obj "$LOG"
 FLAGS="-std=c++17 -O3 -lineinfo --expt-relaxed-constexpr -Iinclude -Isrc"
 ARCH_A="-gencode=arch=compute_90a,code=sm_90a"
-SUMMARY=()
-note() { SUMMARY+=("$1"); echo "== $1"; }
-t0=$(date +%s)
+BUDGET=0 # no run budget: each step has its own timeout
+. dev/cuda/run_common.sh # note, summary, ptxas_regs, ptxas_notes, step; PATH gets /usr/local/cuda/bin
 
 # ---- build ------------------------------------------------------------------------------------------------
 python3 src/cuda/gen/generate_wgmma_ops.py || note "generate_wgmma_ops.py failed (using the checked-in wgmma_ops.cuh)"
@@ -39,32 +37,18 @@ fi
 nvcc $FLAGS $ARCH_A $PROD_DEF -Xptxas -v dev/cuda/attn_fwd_wgmma_check.cu $PROD_OBJ -o $B/attn_fwd_wgmma_check 2> $LOG/build_attn.log || { build_ok=0; cat $LOG/build_attn.log | grep -v "ptxas info" | head -40; }
 wait $p1 || { build_ok=0; grep -v "ptxas info" $LOG/build_wgmma_check.log | head -40; }
 # Registers / spills of the new kernels (ptxas -v), and any wgmma serialization note (C7515-type) or injected arrive.
-for f in $LOG/build_wgmma_check.log $LOG/build_attn.log; do
-  grep -A3 "Compiling entry function '_Z.*\(ss_kernel\|rs_kernel\|wait1_kernel\|fwd_wgmma_kernel\)" $f | \
-    grep -o "Compiling entry function '[^']*'\|Used [0-9]* registers\|[0-9]* bytes spill stores, [0-9]* bytes spill loads" | \
-    paste - - - | sed "s/Compiling entry function //" > $f.regs
-done
+ptxas_regs 'ss_kernel\|rs_kernel\|wait1_kernel\|fwd_wgmma_kernel' $LOG/build_wgmma_check.log $LOG/build_attn.log
 cat $LOG/build_attn.log.regs
-grep -h "C75[0-9][0-9]\|warning" $LOG/build_wgmma_check.log $LOG/build_attn.log | sort -u | head -20
+ptxas_notes $LOG/build_wgmma_check.log $LOG/build_attn.log
 spills=$(cat $LOG/*.regs | grep -vc "[^0-9]0 bytes spill stores, 0 bytes spill loads")
 note "build: ok=$build_ok prod=$PROD, $(cat $LOG/*.regs | wc -l) kernels, $spills with spills, $(( $(date +%s) - t0 )) s"
 if command -v cuobjdump > /dev/null; then
   note "SASS HGMMA count: wgmma_check $(cuobjdump -sass $B/wgmma_check | grep -c HGMMA), attn_fwd_wgmma_check $(cuobjdump -sass $B/attn_fwd_wgmma_check | grep -c HGMMA)"
 fi
-[ $build_ok = 1 ] || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
-[ "${BUILD_ONLY:-0}" = 1 ] && { printf '%s\n' "${SUMMARY[@]}"; exit 0; }
+[ $build_ok = 1 ] || { summary; exit 1; }
+[ "${BUILD_ONLY:-0}" = 1 ] && { summary; exit 0; }
 
-# ---- run --------------------------------------------------------------------------------------------------
-step() { # name, timeout seconds, command...
-  local name=$1 to=$2; shift 2
-  local s=$(date +%s)
-  timeout $to "$@" > $LOG/$name.log 2>&1
-  local rc=$?
-  local fails=$(grep -c "^FAIL" $LOG/$name.log)
-  local passes=$(grep -c "^PASS" $LOG/$name.log)
-  note "$name: rc=$rc pass=$passes fail=$fails ($(( $(date +%s) - s )) s)"
-  grep "^FAIL" $LOG/$name.log | head -20
-}
+# ---- run (step: run_common.sh) ----------------------------------------------------------------------------
 step wgmma_check 60 $B/wgmma_check
 cat $LOG/wgmma_check.log
 step attn_check 150 $B/attn_fwd_wgmma_check check
@@ -80,5 +64,5 @@ if [ "${SKIP_TIME:-0}" != 1 ]; then
   cat $LOG/time.log
 fi
 echo "---- summary ($(( $(date +%s) - t0 )) s) ----"
-printf '%s\n' "${SUMMARY[@]}"
+summary
 cat $LOG/build_attn.log.regs
