@@ -16,7 +16,10 @@
  * bit-identical from run to run, and the inputs are never read a second time. Exact-fit rows (hidden =
  * VPL x 32 W x N) run an instance without tail code; a partial last vector is held apart by its one thread
  * (forward) or loaded element-wise (backward). Measured against the block-per-row kernels on an H200:
- * +8% to +97% (docs/PERF.md, "GPU: fused ops").
+ * +8% to +97% (docs/PERF.md, "GPU: fused ops"). The backward's rule at 640 vectors (5120 bf16) takes the ring
+ * form, rms_bwd_ring_kernel: the next row of h and dy in a cp.async ring in shared memory instead of registers,
+ * which fits 2 blocks an SM there (+14-26%, docs/PERF.md, third session; it lost at the other widths, and the
+ * forward through the same ring lost everywhere).
  *
  * Block per row (wider rows, and rows that are not 16-byte aligned: N = 1): rms_fwd_kernel keeps the row in
  * registers (VPT vectors a thread, one block a row); rms_bwd_kernel uses the same persistent grid and
