@@ -2,8 +2,9 @@
  * attn_bwd_wgmma_check.cu — dev only: correctness, determinism and timing of the Hopper wgmma backward main
  * kernel (src/cuda/attn_bwd_wgmma.cuh) between production's prep and convert kernels.
  *
- * Verdict: UNTESTED ON HARDWARE (compiled with nvcc 13.0 on a machine without a GPU). Run by
- * dev/cuda/wgmma_bwd_run.sh.
+ * Verdicts (H200, 2026-11-30, third session, docs/PERF.md): v0 and v1 pass all 256 checks, memcheck and
+ * racecheck clean; v1 is production at D = 64/128. The D = 64 candidates (mb2, mb2s, n64, n64m3) have not run
+ * yet (docs/GPU_QUEUE.md). Run by dev/cuda/wgmma_bwd_run.sh.
  *
  *   attn_bwd_wgmma_check check [filter]  D 64/128 x bf16/fp16 x causal or not x (Sq, Sk) in {(1,1), (17,17),
  *                                        (128,128), (1000,1000), (300,1000), (1000,300), (2048,2048)} x GQA 1:1

@@ -1,7 +1,8 @@
 /*
  * attn_fwd_wgmma_check.cu — dev only: correctness and timing of the wgmma forward prototype (attn_fwd_wgmma.cuh).
  *
- * Verdict: UNTESTED ON HARDWARE (compiled with nvcc 13.0 on a machine without a GPU).
+ * Verdicts (H200, 2026-11-30, third session, docs/PERF.md): 102 of 102 cases, memcheck and racecheck clean;
+ * the kernel is production; at D = 64 2 blocks an SM won (1.30-1.34x); D = 128 at BN 64 not yet timed.
  *
  *   attn_fwd_wgmma_check check [filter]  every case (D 64/128/256, bf16/fp16, causal or not, seqlen_q and
  *                                        seqlen_k in {1, 17, 128, 1000, 2048} incl. sq != sk both ways, GQA 4:1

@@ -2,8 +2,8 @@
  * wgmma_check.cu — dev only: unit checks of the Hopper wgmma building blocks in wgmma_common.cuh, one warpgroup
  * per check, random bf16 / fp16 inputs (never zero) against a float64 host reference.
  *
- * Verdict: UNTESTED ON HARDWARE (written and compiled on a machine without a GPU, nvcc 13.0, sm_90a). The first
- * device run decides; the `layout` self-test below runs on the host alone and passed there.
+ * Verdict: every check passes on an H200 (2026-11-30: 64 of 64, then 75 of 75 with the backward's operand forms);
+ * the `layout` self-test below runs on the host alone.
  *
  *   wgmma_check            every check (needs an sm_90 GPU); one PASS/FAIL line each; exit 1 on any FAIL
  *   wgmma_check layout     host only: the descriptors decoded by the PTX ISA's canonical-layout formulas point at
