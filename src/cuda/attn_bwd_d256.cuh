@@ -89,10 +89,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_split_tc_kernel(const BwdPa
     const int  wkey = grp * S::KP, wq = part * S::QW, wd = part * S::DW; // this warp's keys, queries, dims
     const bool vec = p.vec_in;
 
-    const uint16_t *gK = (const uint16_t *)p.k + b * p.k_bs + (int64_t)(s.k0 + n0) * p.k_rs + hk * p.k_hs;
-    const uint16_t *gV = (const uint16_t *)p.v + b * p.v_bs + (int64_t)(s.k0 + n0) * p.v_rs + hk * p.v_hs;
-    bwd_load_tile<BN, D, NT>(sK, gK, p.k_rs, kv_rows, p.head_dim, vec);
-    bwd_load_tile<BN, D, NT>(sV, gV, p.v_rs, kv_rows, p.head_dim, vec);
+    bwd_load_kv<BN, D, NT>(p, s, b, hk, n0, kv_rows, sK, sV, vec);
 
     int m_begin, m_end;
     bwd_mblock_range<BM, BN>(p, j, s.sq, s.sk, m_begin, m_end);
@@ -100,14 +97,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_split_tc_kernel(const BwdPa
     const int tokq = bwd_tok0_q(p, b, s);
 
     auto load_step = [&](int it, int buf) {
-        const int h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
-        const int rows = min(BM, s.sq - m0);
-        const uint16_t *gQ  = (const uint16_t *)p.q + b * p.q_bs + (int64_t)(s.q0 + m0) * p.q_rs + h * p.q_hs;
-        const uint16_t *gdO = (const uint16_t *)p.do_ + b * p.do_bs + (int64_t)(s.q0 + m0) * p.do_rs + h * p.do_hs;
-        bwd_load_tile<BM, D, NT>(sQ + buf * BM * LD, gQ, p.q_rs, rows, p.head_dim, vec);
-        bwd_load_tile<BM, D, NT>(sdO + buf * BM * LD, gdO, p.do_rs, rows, p.head_dim, vec);
-        const int64_t t0 = (int64_t)h * p.total_q + tokq + m0;
-        bwd_load_rows<BM, NT>(sL + buf * BM, sD + buf * BM, p.lsef + t0, p.dsum + t0, rows);
+        bwd_load_step<BM, D, NT>(p, s, b, hk, nm, m_begin, tokq, it, buf, sQ, sdO, sL, sD, vec);
     };
     if (total > 0) load_step(0, 0);
     cp_async_commit();
@@ -297,34 +287,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_split_tc_kernel(const BwdPa
     }
 
     // Epilogue: dK = scale * dk, dV; this warp's keys x dims, straight from the accumulators.
-    uint16_t *gdK = (uint16_t *)p.dk + b * p.dk_bs + (int64_t)(s.k0 + n0) * p.dk_rs + hk * p.dk_hs;
-    uint16_t *gdV = (uint16_t *)p.dv + b * p.dv_bs + (int64_t)(s.k0 + n0) * p.dv_rs + hk * p.dv_hs;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-            const int r = wkey + mt * 16 + g + 8 * hh;
-            if (r >= kv_rows) continue;
-#pragma unroll
-            for (int i = 0; i < ND; ++i) {
-                const int d = wd + 8 * i + 2 * t;
-                if (d >= p.head_dim) continue;
-                const float k0v = dk[mt][i][2 * hh] * p.scale, k1v = dk[mt][i][2 * hh + 1] * p.scale;
-                const float v0v = dv[mt][i][2 * hh], v1v = dv[mt][i][2 * hh + 1];
-                uint16_t   *pk = gdK + r * p.dk_rs + d, *pv = gdV + r * p.dv_rs + d;
-                if (p.vec_out && d + 1 < p.head_dim) {
-                    *reinterpret_cast<uint32_t *>(pk) = pack2<BF16>(k0v, k1v);
-                    *reinterpret_cast<uint32_t *>(pv) = pack2<BF16>(v0v, v1v);
-                } else {
-                    pk[0] = from_float<BF16>(k0v);
-                    pv[0] = from_float<BF16>(v0v);
-                    if (d + 1 < p.head_dim) {
-                        pk[1] = from_float<BF16>(k1v);
-                        pv[1] = from_float<BF16>(v1v);
-                    }
-                }
-            }
-        }
+    bwd_store_dkdv<MT, ND, BF16>(p, s, b, hk, n0, kv_rows, wkey, wd, g, t, dk, dv);
 #endif
 }
 

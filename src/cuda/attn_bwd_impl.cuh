@@ -266,6 +266,35 @@ __device__ __forceinline__ void bwd_load_rows(float *sl, float *sd, const float 
     }
 }
 
+// The K and V tiles (BN keys from n0, kv_rows of them valid) of KV head hk -> sK, sV (pitch D + 8): the first
+// loads of bwd_tc_kernel and bwd_split_tc_kernel, one helper so that the two prologues cannot drift apart.
+template <int BN, int D, int NT>
+__device__ __forceinline__ void bwd_load_kv(const BwdParams &p, const BwdSeq &s, int b, int hk, int n0, int kv_rows,
+                                            uint16_t *sK, uint16_t *sV, bool vec) {
+    const uint16_t *gK = (const uint16_t *)p.k + b * p.k_bs + (int64_t)(s.k0 + n0) * p.k_rs + hk * p.k_hs;
+    const uint16_t *gV = (const uint16_t *)p.v + b * p.v_bs + (int64_t)(s.k0 + n0) * p.v_rs + hk * p.v_hs;
+    bwd_load_tile<BN, D, NT>(sK, gK, p.k_rs, kv_rows, p.head_dim, vec);
+    bwd_load_tile<BN, D, NT>(sV, gV, p.v_rs, kv_rows, p.head_dim, vec);
+}
+
+// Issue the loads of walk step `it` of KV head hk (query head hk * group + it / nm, query block m_begin + it % nm)
+// into buffer `buf`: its Q and dO tiles (BM rows, pitch D + 8) and its LSE and D rows. Shared by bwd_tc_kernel and
+// bwd_split_tc_kernel (which differ only in how many buffers they rotate through).
+template <int BM, int D, int NT>
+__device__ __forceinline__ void bwd_load_step(const BwdParams &p, const BwdSeq &s, int b, int hk, int nm, int m_begin,
+                                              int tokq, int it, int buf, uint16_t *sQ, uint16_t *sdO, float *sL,
+                                              float *sD, bool vec) {
+    constexpr int LD = D + 8;
+    const int     h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
+    const int     rows = min(BM, s.sq - m0);
+    const uint16_t *gQ  = (const uint16_t *)p.q + b * p.q_bs + (int64_t)(s.q0 + m0) * p.q_rs + h * p.q_hs;
+    const uint16_t *gdO = (const uint16_t *)p.do_ + b * p.do_bs + (int64_t)(s.q0 + m0) * p.do_rs + h * p.do_hs;
+    bwd_load_tile<BM, D, NT>(sQ + buf * BM * LD, gQ, p.q_rs, rows, p.head_dim, vec);
+    bwd_load_tile<BM, D, NT>(sdO + buf * BM * LD, gdO, p.do_rs, rows, p.head_dim, vec);
+    const int64_t t0 = (int64_t)h * p.total_q + tokq + m0;
+    bwd_load_rows<BM, NT>(sL + buf * BM, sD + buf * BM, p.lsef + t0, p.dsum + t0, rows);
+}
+
 #ifndef FK_BWD_STAGE3_MAX_D
 #define FK_BWD_STAGE3_MAX_D 64
 #endif
@@ -385,6 +414,43 @@ __device__ __forceinline__ void bwd_p_ds(const BwdParams &p, const BwdSeq &s, in
     }
 }
 
+// Epilogue of bwd_tc_kernel and bwd_split_tc_kernel: dK = scale * dk and dV of this warp's keys (wkey + 16 mt + g
+// + 8 hh, kv_rows valid from key n0) x dims (wd + 8 i + 2 t; wd = 0 where a warp owns the whole head dim), straight
+// from the accumulators to global memory, 32-bit pairs where vec_out and the pair is inside head_dim.
+template <int MT, int ND, bool BF16>
+__device__ __forceinline__ void bwd_store_dkdv(const BwdParams &p, const BwdSeq &s, int b, int hk, int n0, int kv_rows,
+                                               int wkey, int wd, int g, int t, const float (&dk)[MT][ND][4],
+                                               const float (&dv)[MT][ND][4]) {
+    uint16_t *gdK = (uint16_t *)p.dk + b * p.dk_bs + (int64_t)(s.k0 + n0) * p.dk_rs + hk * p.dk_hs;
+    uint16_t *gdV = (uint16_t *)p.dv + b * p.dv_bs + (int64_t)(s.k0 + n0) * p.dv_rs + hk * p.dv_hs;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            const int r = wkey + mt * 16 + g + 8 * hh;
+            if (r >= kv_rows) continue;
+#pragma unroll
+            for (int i = 0; i < ND; ++i) {
+                const int d = wd + 8 * i + 2 * t;
+                if (d >= p.head_dim) continue;
+                const float k0v = dk[mt][i][2 * hh] * p.scale, k1v = dk[mt][i][2 * hh + 1] * p.scale;
+                const float v0v = dv[mt][i][2 * hh], v1v = dv[mt][i][2 * hh + 1];
+                uint16_t   *pk = gdK + r * p.dk_rs + d, *pv = gdV + r * p.dv_rs + d;
+                if (p.vec_out && d + 1 < p.head_dim) {
+                    *reinterpret_cast<uint32_t *>(pk) = pack2<BF16>(k0v, k1v);
+                    *reinterpret_cast<uint32_t *>(pv) = pack2<BF16>(v0v, v1v);
+                } else {
+                    pk[0] = from_float<BF16>(k0v);
+                    pv[0] = from_float<BF16>(v0v);
+                    if (d + 1 < p.head_dim) {
+                        pk[1] = from_float<BF16>(k1v);
+                        pv[1] = from_float<BF16>(v1v);
+                    }
+                }
+            }
+        }
+}
+
 template <int D, int BM, int BN, int NW, int MINB, bool BF16>
 __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p) {
     using S          = BwdShape<D, BM, BN, NW>;
@@ -409,10 +475,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
     const int wkey = warp * S::KPW; // first key (in the block) of this warp
     const bool vec = p.vec_in;
 
-    const uint16_t *gK = (const uint16_t *)p.k + b * p.k_bs + (int64_t)(s.k0 + n0) * p.k_rs + hk * p.k_hs;
-    const uint16_t *gV = (const uint16_t *)p.v + b * p.v_bs + (int64_t)(s.k0 + n0) * p.v_rs + hk * p.v_hs;
-    bwd_load_tile<BN, D, NT>(sK, gK, p.k_rs, kv_rows, p.head_dim, vec);
-    bwd_load_tile<BN, D, NT>(sV, gV, p.v_rs, kv_rows, p.head_dim, vec);
+    bwd_load_kv<BN, D, NT>(p, s, b, hk, n0, kv_rows, sK, sV, vec);
 
     int m_begin, m_end;
     bwd_mblock_range<BM, BN>(p, j, s.sq, s.sk, m_begin, m_end);
@@ -421,14 +484,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
 
     // Issue the loads of step `it` (query head, query block) into buffer `buf`.
     auto load_step = [&](int it, int buf) {
-        const int h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
-        const int rows = min(BM, s.sq - m0);
-        const uint16_t *gQ  = (const uint16_t *)p.q + b * p.q_bs + (int64_t)(s.q0 + m0) * p.q_rs + h * p.q_hs;
-        const uint16_t *gdO = (const uint16_t *)p.do_ + b * p.do_bs + (int64_t)(s.q0 + m0) * p.do_rs + h * p.do_hs;
-        bwd_load_tile<BM, D, NT>(sQ + buf * BM * LD, gQ, p.q_rs, rows, p.head_dim, vec);
-        bwd_load_tile<BM, D, NT>(sdO + buf * BM * LD, gdO, p.do_rs, rows, p.head_dim, vec);
-        const int64_t t0 = (int64_t)h * p.total_q + tokq + m0;
-        bwd_load_rows<BM, NT>(sL + buf * BM, sD + buf * BM, p.lsef + t0, p.dsum + t0, rows);
+        bwd_load_step<BM, D, NT>(p, s, b, hk, nm, m_begin, tokq, it, buf, sQ, sdO, sL, sD, vec);
     };
     // Steps 0..NST-2 in flight before the walk, one commit group each (K, V ride with step 0's); a step that does
     // not exist commits an empty group, so that "the group of step it" is always the it-th.
@@ -611,34 +667,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
     }
 
     // Epilogue: dK = scale * dk, dV; this warp's keys, straight from the accumulators.
-    uint16_t *gdK = (uint16_t *)p.dk + b * p.dk_bs + (int64_t)(s.k0 + n0) * p.dk_rs + hk * p.dk_hs;
-    uint16_t *gdV = (uint16_t *)p.dv + b * p.dv_bs + (int64_t)(s.k0 + n0) * p.dv_rs + hk * p.dv_hs;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-            const int r = wkey + mt * 16 + g + 8 * hh;
-            if (r >= kv_rows) continue;
-#pragma unroll
-            for (int i = 0; i < ND; ++i) {
-                const int d = 8 * i + 2 * t;
-                if (d >= p.head_dim) continue;
-                const float k0v = dk[mt][i][2 * hh] * p.scale, k1v = dk[mt][i][2 * hh + 1] * p.scale;
-                const float v0v = dv[mt][i][2 * hh], v1v = dv[mt][i][2 * hh + 1];
-                uint16_t *pk = gdK + r * p.dk_rs + d, *pv = gdV + r * p.dv_rs + d;
-                if (p.vec_out && d + 1 < p.head_dim) {
-                    *reinterpret_cast<uint32_t *>(pk) = pack2<BF16>(k0v, k1v);
-                    *reinterpret_cast<uint32_t *>(pv) = pack2<BF16>(v0v, v1v);
-                } else {
-                    pk[0] = from_float<BF16>(k0v);
-                    pv[0] = from_float<BF16>(v0v);
-                    if (d + 1 < p.head_dim) {
-                        pk[1] = from_float<BF16>(k1v);
-                        pv[1] = from_float<BF16>(v1v);
-                    }
-                }
-            }
-        }
+    bwd_store_dkdv<MT, ND, BF16>(p, s, b, hk, n0, kv_rows, wkey, 0, g, t, dk, dv);
 }
 
 // Tiles per head-dim bucket: BM query rows per step, BN keys per block, NW warps (16 * MT keys each), MINB
