@@ -119,13 +119,7 @@ __global__ void __launch_bounds__(256, 1) fwd_d256_kernel(const FwdParams p) {
 
     float acc[MT][NTO][4];
     float row_m[MT][2], row_l[MT][2]; // running max (log2 units, shared by the pair) and own-half partial sum
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int j = 0; j < NTO; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
-        row_m[mt][0] = row_m[mt][1] = -INFINITY;
-        row_l[mt][0] = row_l[mt][1] = 0.f;
-    }
+    fwd_init_rows(acc, row_m, row_l);
 
     if (n_max > n_min) {
         // This thread's copy chunk: row lr, column chunk lc of every tile, then every NT / CH = 8 rows.
@@ -192,22 +186,7 @@ __global__ void __launch_bounds__(256, 1) fwd_d256_kernel(const FwdParams p) {
 
             // Mask only tiles that cross some row's range edge (or the key tail).
             if (!(n0 >= max_lo && n0 + BC <= min_hi)) {
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int hh = 0; hh < 2; ++hh) {
-                        int lo, hi; // this row's visible keys, as columns of this warp's key half
-                        key_range(p, m0 + wrow + mt * 16 + g + 8 * hh, s.sq, s.sk, lo, hi);
-                        lo -= n0 + wc * KH + 2 * t;
-                        hi -= n0 + wc * KH + 2 * t;
-#pragma unroll
-                        for (int j = 0; j < NTS; ++j)
-#pragma unroll
-                            for (int e = 0; e < 2; ++e) {
-                                const int col = j * 8 + e;
-                                if (col < lo || col >= hi) sc[mt][j][2 * hh + e] = -INFINITY;
-                            }
-                    }
+                mask_tile(p, s, m0 + wrow, n0 + wc * KH, g, t, sc); // this warp's key half
             }
 
             // Row maxima of this half -> sMax; the pair's barrier; the row max over both halves. Both warps
@@ -233,35 +212,9 @@ __global__ void __launch_bounds__(256, 1) fwd_d256_kernel(const FwdParams p) {
 #pragma unroll
                 for (int hh = 0; hh < 2; ++hh) {
                     const float mx    = fmaxf(mx_own[mt][hh], max_ld[mt * 16 + 8 * hh]) * kscale; // kscale > 0
-                    const float m_old = row_m[mt][hh];
-                    const bool  grow  = mx > m_old + 8.f; // also true for the first visible key (m_old = -inf)
-                    alpha[mt][hh]     = grow ? fast_exp2(m_old - mx) : 1.f;
-                    moved |= grow;
-                    const float m_cur = grow ? mx : m_old;
-                    row_m[mt][hh]     = m_cur;
-                    const float m_use = m_cur == -INFINITY ? 0.f : m_cur; // a row with nothing visible yet
-                    float       sum   = 0.f;
-#pragma unroll
-                    for (int j = 0; j < NTS; ++j) {
-                        const float p0 = fast_exp2(fmaf(sc[mt][j][2 * hh], kscale, -m_use));
-                        const float p1 = fast_exp2(fmaf(sc[mt][j][2 * hh + 1], kscale, -m_use));
-                        sc[mt][j][2 * hh]     = p0;
-                        sc[mt][j][2 * hh + 1] = p1;
-                        sum += p0 + p1;
-                    }
-                    row_l[mt][hh] = row_l[mt][hh] * alpha[mt][hh] + sum;
+                    softmax_row_step(sc, mt, hh, mx, kscale, row_m, row_l, alpha, moved);
                 }
-            if (__any_sync(0xffffffffu, moved)) {
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int j = 0; j < NTO; ++j) {
-                        acc[mt][j][0] *= alpha[mt][0];
-                        acc[mt][j][1] *= alpha[mt][0];
-                        acc[mt][j][2] *= alpha[mt][1];
-                        acc[mt][j][3] *= alpha[mt][1];
-                    }
-            }
+            if (__any_sync(0xffffffffu, moved)) rescale_acc(acc, alpha);
 
             // P of this half as A operands (k-step kk = score n-tiles 2kk, 2kk+1), and a copy in sP for the partner.
             uint32_t pa[MT][KS_OWN][4];

@@ -166,6 +166,87 @@ template <int D, int BR, int BC, int NW, int PIPE = 0> struct TcShape {
     static_assert(BR % (16 * NW) == 0 && BC % 16 == 0 && D % 16 == 0, "tile shape");
 };
 
+// Per-warp tile steps shared by fwd_tc_kernel and fwd_d256_kernel (attn_fwd_d256.cuh). Accumulator layout
+// (mma m16n8k16): x[mt][j][e] is row 16 mt + g + 8 (e >> 1), column 8 j + 2 t + (e & 1) of the warp's tile.
+
+// O = 0; running max -inf (log2 units) and partial sum 0 for every row of the warp.
+template <int MT, int NTO>
+__device__ __forceinline__ void fwd_init_rows(float (&acc)[MT][NTO][4], float (&row_m)[MT][2], float (&row_l)[MT][2]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int j = 0; j < NTO; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+        row_m[mt][0] = row_m[mt][1] = -INFINITY;
+        row_l[mt][0] = row_l[mt][1] = 0.f;
+    }
+}
+
+// Scores outside each row's visible keys -> -inf. row0: the warp's first query row (sequence-relative); key0: the
+// key of the warp's score column 0.
+template <int MT, int NTS>
+__device__ __forceinline__ void mask_tile(const FwdParams &p, const SeqInfo &s, int row0, int key0, int g, int t,
+                                          float (&sc)[MT][NTS][4]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            int lo, hi; // this row's visible keys, as columns of the warp's scores
+            key_range(p, row0 + mt * 16 + g + 8 * hh, s.sq, s.sk, lo, hi);
+            lo -= key0 + 2 * t;
+            hi -= key0 + 2 * t;
+#pragma unroll
+            for (int j = 0; j < NTS; ++j)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int col = j * 8 + e;
+                    if (col < lo || col >= hi) sc[mt][j][2 * hh + e] = -INFINITY;
+                }
+        }
+}
+
+// Online softmax of row (mt, hh) of the warp given its tile max mx (log2 units, over the whole row): P =
+// exp2(s * kscale - m) overwrites S, row_l takes the rescaled old sum plus this tile's, alpha[mt][hh] the factor O
+// must be rescaled by. Lazy rescaling: a row keeps its old max unless the tile's max exceeds it by more than 8 (log2
+// units), so P <= 2^8 (exact enough in fp32 sums and in bf16/fp16 operands); `moved` records that some max moved.
+// mx by reference: taken by value, nvcc emitted the max test with its operands swapped (setp.gt a, b -> setp.lt
+// b, a), the same code but not the same PTX as before the helper existed.
+template <int MT, int NTS>
+__device__ __forceinline__ void softmax_row_step(float (&sc)[MT][NTS][4], int mt, int hh, const float &mx,
+                                                 float kscale, float (&row_m)[MT][2], float (&row_l)[MT][2],
+                                                 float (&alpha)[MT][2], bool &moved) {
+    const float m_old = row_m[mt][hh];
+    const bool  grow  = mx > m_old + 8.f; // also true for the first visible key (m_old = -inf)
+    alpha[mt][hh]     = grow ? fast_exp2(m_old - mx) : 1.f;
+    moved |= grow;
+    const float m_cur = grow ? mx : m_old;
+    row_m[mt][hh]     = m_cur;
+    const float m_use = m_cur == -INFINITY ? 0.f : m_cur; // a row with nothing visible yet
+    float       sum   = 0.f;
+#pragma unroll
+    for (int j = 0; j < NTS; ++j) {
+        const float p0 = fast_exp2(fmaf(sc[mt][j][2 * hh], kscale, -m_use));
+        const float p1 = fast_exp2(fmaf(sc[mt][j][2 * hh + 1], kscale, -m_use));
+        sc[mt][j][2 * hh]     = p0;
+        sc[mt][j][2 * hh + 1] = p1;
+        sum += p0 + p1;
+    }
+    row_l[mt][hh] = row_l[mt][hh] * alpha[mt][hh] + sum;
+}
+
+// O *= alpha per row (alpha[mt][hh]: the factor of row 16 mt + g + 8 hh).
+template <int MT, int NTO>
+__device__ __forceinline__ void rescale_acc(float (&acc)[MT][NTO][4], const float (&alpha)[MT][2]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NTO; ++j) {
+            acc[mt][j][0] *= alpha[mt][0];
+            acc[mt][j][1] *= alpha[mt][0];
+            acc[mt][j][2] *= alpha[mt][1];
+            acc[mt][j][3] *= alpha[mt][1];
+        }
+}
+
 // PLAIN: compiled for the common case only (no softcap, no ALiBi, scale > 0, head_dim == D, 16-byte aligned
 // q/k/v/o): no general score path, no element loads or stores, per-thread copy offsets computed once. This
 // frees the registers that 64-key tiles at D = 128 and 128-key tiles at D = 64 need.
@@ -201,13 +282,7 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
 
     float acc[MT][NTO][4];
     float row_m[MT][2], row_l[MT][2]; // running max (log2 units) and this lane's partial sum
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int j = 0; j < NTO; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
-        row_m[mt][0] = row_m[mt][1] = -INFINITY;
-        row_l[mt][0] = row_l[mt][1] = 0.f;
-    }
+    fwd_init_rows(acc, row_m, row_l);
 
     if (n_max > n_min) {
         // This thread's copy chunk (PLAIN): row lr, column chunk lc of every tile, then every RSTEP rows.
@@ -355,22 +430,7 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
             }
             // Mask only tiles that cross some row's range edge (or the key tail).
             if (!(n0 >= max_lo && n0 + BC <= min_hi)) {
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int hh = 0; hh < 2; ++hh) {
-                        int lo, hi; // this row's visible keys, as columns of this tile
-                        key_range(p, m0 + wrow + mt * 16 + g + 8 * hh, s.sq, s.sk, lo, hi);
-                        lo -= n0 + 2 * t;
-                        hi -= n0 + 2 * t;
-#pragma unroll
-                        for (int j = 0; j < NTS; ++j)
-#pragma unroll
-                            for (int e = 0; e < 2; ++e) {
-                                const int col = j * 8 + e;
-                                if (col < lo || col >= hi) sc[mt][j][2 * hh + e] = -INFINITY;
-                            }
-                    }
+                mask_tile(p, s, m0 + wrow, n0, g, t, sc);
             }
 
             // Online softmax per row; P = exp2(s * kscale - m) overwrites S. Lazy rescaling: a row keeps its
@@ -387,35 +447,9 @@ __global__ void __launch_bounds__(NW * 32, 1) fwd_tc_kernel(const FwdParams p) {
 #pragma unroll
                     for (int j = 0; j < NTS; ++j) mx = fmaxf(mx, fmaxf(sc[mt][j][2 * hh], sc[mt][j][2 * hh + 1]));
                     mx                = quad_max(mx) * kscale; // kscale > 0, so max commutes with it
-                    const float m_old = row_m[mt][hh];
-                    const bool  grow  = mx > m_old + 8.f;   // also true for the first visible key (m_old = -inf)
-                    alpha[mt][hh]     = grow ? fast_exp2(m_old - mx) : 1.f;
-                    moved |= grow;
-                    const float m_cur = grow ? mx : m_old;
-                    row_m[mt][hh]     = m_cur;
-                    const float m_use = m_cur == -INFINITY ? 0.f : m_cur; // a row with nothing visible yet
-                    float       sum   = 0.f;
-#pragma unroll
-                    for (int j = 0; j < NTS; ++j) {
-                        const float p0 = fast_exp2(fmaf(sc[mt][j][2 * hh], kscale, -m_use));
-                        const float p1 = fast_exp2(fmaf(sc[mt][j][2 * hh + 1], kscale, -m_use));
-                        sc[mt][j][2 * hh]     = p0;
-                        sc[mt][j][2 * hh + 1] = p1;
-                        sum += p0 + p1;
-                    }
-                    row_l[mt][hh] = row_l[mt][hh] * alpha[mt][hh] + sum;
+                    softmax_row_step(sc, mt, hh, mx, kscale, row_m, row_l, alpha, moved);
                 }
-            if (__any_sync(0xffffffffu, moved)) {
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int j = 0; j < NTO; ++j) {
-                        acc[mt][j][0] *= alpha[mt][0];
-                        acc[mt][j][1] *= alpha[mt][0];
-                        acc[mt][j][2] *= alpha[mt][1];
-                        acc[mt][j][3] *= alpha[mt][1];
-                    }
-            }
+            if (__any_sync(0xffffffffu, moved)) rescale_acc(acc, alpha);
             // P as the A operand of P V: k-step ks covers score n-tiles 2ks and 2ks+1.
             uint32_t pa[MT][BC / 16][4];
 #pragma unroll
