@@ -625,7 +625,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
         const int rows = min(BM, s.sq - m0);
         float    *gacc = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wn * (D / S::WN) + 2 * t;
         const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
-        if (!p.deterministic) {
+        // Each (row r < rows, n-tile i) pair of this warp's dQ part: the same walk for both adds below.
+        auto each_dq = [&](auto &&add) {
 #pragma unroll
             for (int mq = 0; mq < S::MQ; ++mq)
 #pragma unroll
@@ -633,35 +634,29 @@ __global__ void __launch_bounds__(NW * 32, MINB) bwd_tc_kernel(const BwdParams p
                     const int r = wm * (BM / S::WM) + mq * 16 + g + 8 * hh;
                     if (r < rows) {
 #pragma unroll
-                        for (int i = 0; i < S::NQ; ++i) {
-                            float *dst = gacc + r * rstride + 8 * i;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-                            atomicAdd(reinterpret_cast<float2 *>(dst), make_float2(acc[mq][i][2 * hh], acc[mq][i][2 * hh + 1]));
-#else
-                            atomicAdd(dst, acc[mq][i][2 * hh]);
-                            atomicAdd(dst + 1, acc[mq][i][2 * hh + 1]);
-#endif
-                        }
+                        for (int i = 0; i < S::NQ; ++i)
+                            add(gacc + r * rstride + 8 * i, acc[mq][i][2 * hh], acc[mq][i][2 * hh + 1]);
                     }
                 }
+        };
+        if (!p.deterministic) {
+            each_dq([](float *dst, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                atomicAdd(reinterpret_cast<float2 *>(dst), make_float2(x, y));
+#else
+                atomicAdd(dst, x);
+                atomicAdd(dst + 1, y);
+#endif
+            });
         } else {
             int *sem = bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // our turn: key blocks before j have added
-#pragma unroll
-            for (int mq = 0; mq < S::MQ; ++mq)
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const int r = wm * (BM / S::WM) + mq * 16 + g + 8 * hh;
-                    if (r < rows) {
-#pragma unroll
-                        for (int i = 0; i < S::NQ; ++i) {
-                            float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * i);
-                            float2  v   = __ldcg(dst);
-                            v.x += acc[mq][i][2 * hh];
-                            v.y += acc[mq][i][2 * hh + 1];
-                            __stcg(dst, v);
-                        }
-                    }
-                }
+            each_dq([](float *dst, float x, float y) {
+                float2 *d2 = reinterpret_cast<float2 *>(dst);
+                float2  v  = __ldcg(d2);
+                v.x += x;
+                v.y += y;
+                __stcg(d2, v);
+            });
             bwd_det_release(sem);
         }
     }
