@@ -11,6 +11,9 @@
 #   ops     bench/bench_ops.py: RMSNorm / RoPE / SwiGLU vs eager and torch.compile, fraction of copy          [240]
 #   ncu     ncu WarpStateStats + SpeedOfLight of one main-kernel launch, flashkit beside FA2: the backward at
 #           D = 128 and the forward at D = 256, S = 2048 non-causal ($NCU_CASES)                             [200]
+#   wgbwd   dev/cuda/wgmma_bwd_run.sh: the Hopper backward's checks, sanitizers and D = 64 candidates' times [240]
+#   wgfwd   dev/cuda/wgmma_run.sh without sanitizers: the Hopper forward's checks and tile alternatives     [120]
+#   ncuops  ncu of the RMSNorm forward, flashkit beside torch.compile's kernel, hidden 8192 and 4096       [200]
 # Usage: bench/gpu_session.sh step...   (e.g. one call "build ctest san fwd", the next "bwd ops ncu")
 # Logs go into $OUT/session_logs.tgz (the device tool returns at most 8 files); each step's short table is
 # printed at the end, then one summary line per step.
@@ -69,7 +72,8 @@ s_ncu() {
       # flashkit's bwd bench class runs one probe call first: skip that launch
       skip=0
       if [ $who = fk ]; then
-        if [ $what = bwd ]; then k="regex:bwd_tc_kernel|bwd_split_tc_kernel"; skip=1; else k="regex:fwd_tc_kernel|fwd_d256_kernel"; fi
+        if [ $what = bwd ]; then k="regex:bwd_tc_kernel|bwd_split_tc_kernel|bwd_wgmma_kernel"; skip=1
+        else k="regex:fwd_tc_kernel|fwd_d256_kernel|fwd_wgmma_kernel"; fi
       else k=$([ $what = bwd ] && echo "regex:flash_bwd_dq_dk_dv" || echo "regex:flash_fwd_kernel"); fi
       echo "#### $who $what D=$d S=2048 causal=0 (kernel $k)"
       ncu $(printf -- '--section %s ' $NCU_SECTIONS) \
@@ -81,16 +85,32 @@ s_ncu() {
   # the stall reasons above 0.3 cycles per issued instruction, per profiled kernel
   awk '/^####/{print; next} /issue_stalled/ && $NF+0 > 0.3 {sub("smsp__average_warps_issue_stalled_",""); sub("_per_issue_active.ratio",""); print "   ", $1, $NF}' "$L/ncu.log"
 }
+s_wgbwd() { OUT=$L/wgbwd bash dev/cuda/wgmma_bwd_run.sh; }
+s_wgfwd() { OUT=$L/wgfwd SKIP_SAN=1 bash dev/cuda/wgmma_run.sh; }
+# RMSNorm forward under ncu, flashkit beside torch.compile's kernel (docs/GPU_QUEUE.md: where the time goes)
+s_ncuops() {
+  local who h
+  for who in fk compile; do
+    for h in 8192 4096; do
+      echo "#### $who rmsnorm fwd 16384 x $h"
+      ncu -k "regex:rms_fwd|triton" -s 2 -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+        --section WarpStateStats --section Occupancy --section LaunchStats \
+        python3 dev/cuda/prof_ops.py $who $h "$NCU_LIB" 2>&1 | grep -vE "^==PROF==|^ *-+ *$" | cut -c1-150
+    done
+  done > "$L/ncuops.log"
+  grep -E "^####|  [a-zA-Z_:]*(kernel|triton)|Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Block Size|Grid Size|Dynamic Shared|Stall" "$L/ncuops.log" | cut -c1-150
+}
 for s in "$@"; do
   case $s in
     build) run_step build 300 s_build ;; ctest) run_step ctest 240 s_ctest ;; san) run_step san 200 s_san ;;
     fwd) run_step fwd 240 s_fwd ;; bwd) run_step bwd 200 s_bwd ;; ops) run_step ops 240 s_ops ;;
     ncu) run_step ncu 200 s_ncu ;; extra) run_step extra 120 s_extra ;; lineinfo) run_step lineinfo 200 s_lineinfo ;;
-    *) echo "unknown step $s (build lineinfo extra ctest san fwd bwd ops ncu)"; exit 2 ;;
+    wgbwd) run_step wgbwd 240 s_wgbwd ;; wgfwd) run_step wgfwd 120 s_wgfwd ;; ncuops) run_step ncuops 200 s_ncuops ;;
+    *) echo "unknown step $s (build lineinfo extra ctest san fwd bwd ops ncu wgbwd wgfwd ncuops)"; exit 2 ;;
   esac
 done
 tar czf "$FINAL/session_logs.tgz" -C "$L" . 2>/dev/null
 cp build-gpu/Testing/Temporary/LastTest.log "$FINAL/" 2>/dev/null
-for s in "$@"; do echo; echo "===== $s"; tail -60 "$L/$s.txt"; done
+for s in "$@"; do echo; echo "===== $s"; tail -$([ $s = wgbwd ] && echo 170 || echo 60) "$L/$s.txt"; done
 echo; echo "== gpu_session summary ($(head -1 "$L/gpu.txt"); $(tail -1 "$L/gpu.txt"))"
 printf '%s\n' "${summary[@]}"
