@@ -30,7 +30,8 @@
  *     dQ (64 x D/2: warpgroup w owns the head-dim columns [w D/2, (w+1) D/2)) = dS K over all 128 keys:
  *          wgmma m64n(D/2), A = dS (smem, MN-major: imm-trans-a = 1), B = K (smem, MN-major: columns col0..)
  *     dQ added into the fp32 accumulator: float2 atomics, or the counter-ordered read-add-write when deterministic.
- *   The next step's S^T waits behind the step's barrier (no intra-warpgroup overlap yet).
+ *   The next step's S^T waits behind the step's barrier (no intra-warpgroup overlap) in schedules 0-2; schedule 3
+ *   (below) overlaps it with the dQ wait and atomics.
  *   K at D = 64 uses the 64-B swizzle: a warpgroup's dQ columns start at 32, and an MN-major operand whose first
  *   column is not a whole swizzle row (64 elements at 128 B) is untested territory, while 32-column blocks of the
  *   64-B swizzle are ordinary (wgmma_check covers both K-major and MN-major 64-B swizzle, and col0 = 32 now).
@@ -42,6 +43,13 @@
  *     V = 2: S^T alone, P, pack P^T; then issue dP^T and dV together, wait for dP^T, dS while dV runs, issue dK:
  *            S^T's and dP^T's 64 accumulators are never live at once (the tensor cores idle through P unless the
  *            SM's other block fills them).
+ *   and one software-pipelined candidate for both head dims (dev only, UNTESTED ON HARDWARE; "v3" in
+ *   attn_bwd_wgmma_check, which checks it on every case and times it beside v1; bwd_wgmma_main's V = 3 branch has
+ *   the schedule and its ordering argument):
+ *     V = 3: per loop trip, issue dQ(it-1) and then S^T(it) and dP^T(it); wait for dQ(it-1) only and add it into
+ *            the accumulator while S^T / dP^T run; then V 1's middle; dS^T to a second dS^T buffer, wait for dV /
+ *            dK, ONE block barrier a step (V 0-2: two); Q / dO / rows in a ring of 3 loaded two steps ahead.
+ *            ptxas: 198 (D = 64) / 255 (D = 128) registers, no spills, no C75xx notes.
  *
  *   D = 64 tile / occupancy candidates (dev only, UNTESTED ON HARDWARE; BwdWgShape<64, C> says why each exists;
  *   attn_bwd_wgmma_check checks them on every D = 64 case and times them beside production; its own kernel name,
@@ -62,9 +70,9 @@
  * Shared memory: K, V (BN x D each) + 2 x (Q, dO) (BM x D) + dS^T (BN x BM) + 2 x LSE / D rows:
  *   D = 64: 81 KB, D = 128: 146 KB (one block per SM either way: the registers decide).
  *
- * Missing versus FA3 (next, once this is correct and timed): TMA + mbarrier producer warp with setmaxnreg, the
- * S^T of step it+1 issued before the dQ of step it, dQ through an smem tile + TMA reduce-add instead of atomics,
- * per-warpgroup skipping of fully masked causal steps.
+ * Missing versus FA3 (next, once this is correct and timed): TMA + mbarrier producer warp with setmaxnreg, (V 3
+ * tries the next step's S^T before this step's dQ add), dQ through an smem tile + TMA reduce-add instead of
+ * atomics, per-warpgroup skipping of fully masked causal steps.
  */
 #ifndef FK_CUDA_ATTN_BWD_WGMMA_CUH
 #define FK_CUDA_ATTN_BWD_WGMMA_CUH
@@ -96,9 +104,15 @@ using fk_cuda::BwdParams;
 //   C = 4 "n64m3": as 3 with __launch_bounds__(128, 3) (168 registers) and C = 2's packed P: 3 blocks (12 warps).
 // BM = 128 query rows a step (fewer steps, barriers and atomics) does not fit: S^T and dP^T alone would be 128
 // fp32 registers a thread beside dV + dK's 64 (a 255-register kernel before any address or operand).
-template <int D, int C = 0> struct BwdWgShape {
+// PIPE: schedule variant 3's buffers (bwd_wgmma_main, "V = 3"): Q / dO / LSE / D rows in a ring of 3 (a step's
+// loads are issued two steps ahead, and must land one step ahead) and dS^T in a ring of 2 (one block barrier a
+// step instead of two); production's (PIPE false) offsets are unchanged. D = 64: 115 KB, D = 128: 195 KB of
+// shared memory (production: 82 / 146 KB; one block an SM either way).
+template <int D, int C = 0, bool PIPE = false> struct BwdWgShape {
     static_assert(D == 64 || D == 128, "head dims of this kernel");
     static_assert(C == 0 || (D == 64 && C >= 1 && C <= 4), "candidates exist at D = 64 only");
+    static_assert(!PIPE || C == 0, "schedule variant 3 runs on the production tile only");
+    static constexpr int NQB = PIPE ? 3 : 2, NDS = PIPE ? 2 : 1; // Q / dO / rows buffers, dS^T buffers
     static constexpr int  NWG = (C == 3 || C == 4) ? 1 : 2;
     static constexpr int  BM = 64, BN = 64 * NWG, NT = 128 * NWG;
     static constexpr int  MINB = C == 0 ? 1 : C == 4 ? 3 : 2; // __launch_bounds__' blocks an SM
@@ -108,9 +122,10 @@ template <int D, int C = 0> struct BwdWgShape {
     static constexpr int KSW = (D == 64 && NWG == 2) ? 64 : 128;
     static constexpr int DQN = D / NWG; // dQ columns per warpgroup
     static constexpr int KV_BYTES = BN * D * 2, QT_BYTES = BM * D * 2, DS_BYTES = BN * BM * 2;
-    static constexpr int OFF_K = 0, OFF_V = KV_BYTES, OFF_Q = 2 * KV_BYTES, OFF_DO = OFF_Q + 2 * QT_BYTES;
-    static constexpr int OFF_DS = OFF_DO + 2 * QT_BYTES, OFF_L = OFF_DS + DS_BYTES, OFF_DD = OFF_L + 2 * BM * 4;
-    static constexpr int SMEM = OFF_DD + 2 * BM * 4 + 1024; // + slack to align the window to 1024 bytes
+    static constexpr int OFF_K = 0, OFF_V = KV_BYTES, OFF_Q = 2 * KV_BYTES, OFF_DO = OFF_Q + NQB * QT_BYTES;
+    static constexpr int OFF_DS = OFF_DO + NQB * QT_BYTES, OFF_L = OFF_DS + NDS * DS_BYTES;
+    static constexpr int OFF_DD = OFF_L + NQB * BM * 4;
+    static constexpr int SMEM = OFF_DD + NQB * BM * 4 + 1024; // + slack to align the window to 1024 bytes
     static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "tile alignment");
     static_assert(MINB * SMEM <= 228 * 1024, "the blocks an SM asked for fit in shared memory");
 };
@@ -222,7 +237,7 @@ __device__ __forceinline__ void bwd_wg_ds_packed(int t, const float *dd, const u
 template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wgmma_main(const BwdParams &p) {
     // wgmma exists only in the sm_90a image (see attn_fwd_wgmma.cuh); other images get an empty body.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using S           = BwdWgShape<D, C>;
+    using S           = BwdWgShape<D, C, V == 3>;
     constexpr int BM  = S::BM, BN = S::BN, NT = S::NT, KSW = S::KSW;
     constexpr int NS  = BM / 8;  // S^T n8 blocks (queries) per warp
     constexpr int DQN = S::DQN;  // dQ columns per warpgroup
@@ -281,98 +296,246 @@ template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wg
     const uint64_t dsA  = desc_mnmajor<128>(sDS, 0, BN);        // dQ:   A = dS, MN-major (stored [keys][queries])
     const uint64_t kBt  = desc_mnmajor<KSW>(sK, 0, BN, wg * DQN); // dQ: B = K columns [wg D/2, +D/2), MN-major
 
-    for (int it = 0; it < total; ++it) {
-        const int buf = it & 1;
-        const int h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
-        cp_async_wait<0>();
-        fence_proxy_async(); // this thread's cp.async writes (Q, dO, K, V) -> visible to wgmma
-        __syncthreads();     // ... every thread's; and every warpgroup is done with step it-1 (buffer buf^1, dS^T)
-        if (it + 1 < total) load_step(it + 1, buf ^ 1);
-        cp_async_commit();
-        const uint32_t qo = (uint32_t)(buf * S::QT_BYTES);
+    if constexpr (V != 3) {
+        for (int it = 0; it < total; ++it) {
+            const int buf = it & 1;
+            const int h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
+            cp_async_wait<0>();
+            fence_proxy_async(); // this thread's cp.async writes (Q, dO, K, V) -> visible to wgmma
+            __syncthreads();     // ... every thread's; and every warpgroup is done with step it-1 (buffer buf^1, dS^T)
+            if (it + 1 < total) load_step(it + 1, buf ^ 1);
+            cp_async_commit();
+            const uint32_t qo = (uint32_t)(buf * S::QT_BYTES);
 
-        // S^T = K Q^T and dP^T = V dO^T: [64 keys x BM queries] per warpgroup; k-step 0 overwrites (scale-d 0).
-        float st[1][NS][4], dp[1][NS][4];
-        float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks)
-            wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
-                                  bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-        wgmma_commit(); // group: S^T
-        if constexpr (V != 2) {
+            // S^T = K Q^T and dP^T = V dO^T: [64 keys x BM queries] per warpgroup; k-step 0 overwrites (scale-d 0).
+            float st[1][NS][4], dp[1][NS][4];
+            float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
+            wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < D / 16; ++ks)
-                wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
-                                      bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-            wgmma_commit(); // group: dP^T
-        }
-
-        // P^T, dS^T as A fragments (k-step ks = queries 16 ks ..); dS^T also to shared memory for dQ:
-        // da[ks] = {(key g, queries 16 ks + 2t..), (key g + 8, same), (key g, 16 ks + 8 + 2t..), (key g + 8, ...)}.
-        uint32_t pa[BM / 16][4], da[BM / 16][4];
-        if constexpr (V == 0) {
-            wgmma_wait<0>();
+                wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
+                                      bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+            wgmma_commit(); // group: S^T
+            if constexpr (V != 2) {
 #pragma unroll
-            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]), fence_operand(dpf[i]);
-            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
-            if constexpr (S::PLP) {
+                for (int ks = 0; ks < D / 16; ++ks)
+                    wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
+                                          bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+                wgmma_commit(); // group: dP^T
+            }
+
+            // P^T, dS^T as A fragments (k-step ks = queries 16 ks ..); dS^T also to shared memory for dQ:
+            // da[ks] = {(key g, queries 16 ks + 2t..), (key g + 8, same), (key g, 16 ks + 8 + 2t..), (key g + 8, ...)}.
+            uint32_t pa[BM / 16][4], da[BM / 16][4];
+            if constexpr (V == 0) {
+                wgmma_wait<0>();
+#pragma unroll
+                for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]), fence_operand(dpf[i]);
+                bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+                if constexpr (S::PLP) {
+#pragma unroll
+                    for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+                    bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+#pragma unroll
+                    for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+                } else {
+                    bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+                    for (int ks = 0; ks < BM / 16; ++ks) {
+                        acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+                        acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+                    }
+                }
+                // dV += P^T dO, dK += dS^T Q (A from registers, B MN-major).
+                fence_operands(dv);
+                fence_operands(dk);
+                wgmma_fence(); // pa, da written by ordinary instructions
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+                wgmma_commit();
+            } else if constexpr (V == 2) {
+                wgmma_wait<0>(); // S^T landed (dP^T not issued yet: its 32 accumulators not yet live)
+#pragma unroll
+                for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
+                bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
 #pragma unroll
                 for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-                bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+                fence_operands(dv);
+                wgmma_fence(); // pa written by ordinary instructions
+#pragma unroll
+                for (int ks = 0; ks < D / 16; ++ks)
+                    wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
+                                          bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+                wgmma_commit(); // group: dP^T (first, so that waiting for it leaves dV running)
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+                wgmma_commit(); // group: dV
+                wgmma_wait<1>(); // dP^T landed; dV may still run
+#pragma unroll
+                for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
+                if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+                else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
 #pragma unroll
                 for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
-            } else {
-                bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+                fence_operands(dk);
+                wgmma_fence(); // da written by ordinary instructions
 #pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) {
-                    acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-                    acc_to_a<BF16>(da[ks], dpf + 8 * ks);
-                }
+                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+                wgmma_commit(); // group: dK
+            } else {
+                wgmma_wait<1>(); // S^T landed; dP^T may still run
+#pragma unroll
+                for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
+                bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+                fence_operands(dv);
+                wgmma_fence(); // pa written by ordinary instructions (dP^T's registers are not touched)
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+                wgmma_commit(); // group: dV
+                wgmma_wait<1>(); // dP^T landed; dV may still run
+#pragma unroll
+                for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
+                if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+                else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+                fence_operands(dk);
+                wgmma_fence(); // da written by ordinary instructions
+#pragma unroll
+                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+                wgmma_commit(); // group: dK
             }
-            // dV += P^T dO, dK += dS^T Q (A from registers, B MN-major).
+            // dS^T -> shared memory for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled chunks).
+#pragma unroll
+            for (int ks = 0; ks < BM / 16; ++ks)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
+                    *reinterpret_cast<uint32_t *>(pDS + tile_off<128>(key, q, BN)) = da[ks][e];
+                }
+
+            fence_proxy_async(); // this thread's dS^T stores -> visible to wgmma
+            __syncthreads();     // both warpgroups' dS^T in shared memory
+
+            // dQ (this step's part, this warpgroup's D/2 columns) = dS K over the block's 128 keys.
+            float dq[DQN / 2];
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < BN / 16; ++ks)
+                wgmma_ss<DQN, BF16, 1, 1>(dq, bwd_desc_add(dsA, mnmajor_step<128>(ks)), bwd_desc_add(kBt, mnmajor_step<KSW>(ks)),
+                                          ks > 0 ? 1 : 0);
+            wgmma_commit();
+            wgmma_wait<0>(); // dV, dK and dQ complete
+            fence_operands(dq);
             fence_operands(dv);
             fence_operands(dk);
-            wgmma_fence(); // pa, da written by ordinary instructions
+            fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
+            fence_regs(da);
+
+            // dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column wg D/2 + 8 jj + 2 t + (e & 1).
+            const int     rows    = min(BM, s.sq - m0);
+            float        *gacc    = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wg * DQN + 2 * t;
+            const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
+            if (!p.deterministic) {
 #pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int r = warp * 16 + g + 8 * hh;
+                    if (r < rows) {
 #pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
-            wgmma_commit();
-        } else if constexpr (V == 2) {
-            wgmma_wait<0>(); // S^T landed (dP^T not issued yet: its 32 accumulators not yet live)
+                        for (int jj = 0; jj < DQN / 8; ++jj)
+                            atomicAdd(reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj),
+                                      make_float2(dq[4 * jj + 2 * hh], dq[4 * jj + 2 * hh + 1]));
+                    }
+                }
+            } else {
+                int *sem = fk_cuda::bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // bwd_tc_kernel's protocol
 #pragma unroll
-            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
-            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int r = warp * 16 + g + 8 * hh;
+                    if (r < rows) {
 #pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-            fence_operands(dv);
-            wgmma_fence(); // pa written by ordinary instructions
+                        for (int jj = 0; jj < DQN / 8; ++jj) {
+                            float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj);
+                            float2  v   = __ldcg(dst);
+                            v.x += dq[4 * jj + 2 * hh];
+                            v.y += dq[4 * jj + 2 * hh + 1];
+                            __stcg(dst, v);
+                        }
+                    }
+                }
+                fk_cuda::bwd_det_release(sem);
+            }
+        }
+    } else {
+        // Schedule 3, software-pipelined steps (UNTESTED ON HARDWARE; a candidate: attn_bwd_wgmma_check checks and
+        // times it as "v3"). One trip of the loop below, for step it:
+        //   A  issue dQ(it-1) (dS^T of step it-1 from sDS[(it-1) % 2]; at it = 0 a dummy on the unused sDS[1])
+        //   B  issue S^T(it) [and dP^T(it) when DPA]                    -- tensor cores: dQ(it-1), then S^T(it)
+        //   C  wait for dQ(it-1) only; add it into the accumulator (atomics; skipped at it = 0)
+        //   D  [issue dP^T(it)]; schedule 1's middle (p_dv_ds_dk): P while dP^T runs, dV, dS while dV runs, dK
+        //   E  dS^T(it) -> sDS[it % 2]; wait for step it+1's loads and for dV(it) / dK(it); fence.proxy.async;
+        //      barrier B(it); issue step it+3's loads
+        // and after the loop dQ(total-1) and its add. Versus schedule 1: the tensor cores get S^T(it) (and dP^T(it))
+        // while the warps do dQ(it-1)'s atomics and wait for it, and there is ONE block barrier a step, not two.
+        // The price: dK(it) is waited for before the barrier (schedule 1 lets it run into dQ's issue), and one
+        // dummy dQ a block.
+        // Nothing is in flight across the loop's back edge: the first form of this schedule issued S^T(it+1) at the end
+        // of trip it, and ptxas (13.0) serialized every wgmma of the kernel for it (C7514: it does not follow
+        // wait_group counts around a loop; FlashAttention-3's overlap also retires every group inside its loop body).
+        // DPA (dP^T issued at B too, so S^T's and dP^T's 64 accumulators live through C): on at both head dims. ptxas
+        // (13.0, sm_90a), no spills and no C75xx notes either way: DPA 198 (D = 64) / 255 (D = 128) registers; without
+        // DPA (dP^T issued after C, as schedule 1 issues it after S^T) 192 / 246, the fallback if 255 hurts at D = 128.
+        //
+        // Ordering. Buffers: Q / dO / LSE / D rows in a ring of 3 (slot it % 3, loaded two steps ahead: the loads of
+        // step it+3 are issued after B(it) and must land by E(it+2)); dS^T in a ring of 2; K, V never rewritten.
+        //   1. Step it+3's loads (cp.async into slot it % 3, after B(it)): that slot's readers are step it's wgmmas
+        //      (S^T / dP^T retired in D, dV / dK by E's wait_group 0, both before each warpgroup's B(it)) and its LSE /
+        //      D reads (ordinary loads in D): all done in every warpgroup before any thread passes B(it).
+        //   2. Step it+1's S^T / dP^T (B of trip it+1, after B(it)), dV / dK and LSE / D reads read slot (it+1) % 3:
+        //      every thread waited for that cp.async group in E(it) (cp_async_wait<1>: only step it+2's may still be
+        //      pending), then fence.proxy.async, then B(it).
+        //   3. dS^T(it) stores into sDS[it % 2] (E(it)): the last reader was dQ(it-2), issued in A(it-1) and retired in
+        //      C(it-1) by each warpgroup, before its B(it-1); the storing thread is past B(it-1). dQ(it) (A(it+1))
+        //      reads it after every thread's stores, fence.proxy.async and B(it). A single dS^T buffer would need a
+        //      second barrier: the other warpgroup's dQ(it-1) may still be reading it when this one stores dS^T(it).
+        //      The dummy dQ(-1) reads sDS[1], first written in E(1), after B(0); it retires in C(0), before B(0).
+        //   4. Registers: S^T(it)'s accumulators (dP^T's when DPA) are written by the tensor cores from B to D's
+        //      first wait; C reads only dq (its wait retires dQ(it-1), issued before them). pa / da (A of dV / dK)
+        //      stay pinned until E's wait_group 0. wgmma_fence precedes A (dq, st, dp last touched by ordinary
+        //      instructions in the trip before).
+        //   5. wgmma groups pending at D's entry: S^T(it) then dP^T(it), as in schedule 1, so p_dv_ds_dk's two
+        //      wait_group 1 mean what they mean there; C's wait_group 1 (2 when DPA) leaves exactly those.
+        // The phases of a step, as lambdas for this loop only. The middle (p_dv_ds_dk), the dS^T stores, dQ's issue
+        // and add are copies of schedule 1's code above: sharing them with schedules 0-2 through these lambdas renumbered
+        // the production kernel's PTX registers (it must stay byte-identical while schedule 3 is a candidate).
+        // S^T = K Q^T, dP^T = V dO^T: [64 keys x BM queries] per warpgroup from the Q / dO tiles at byte offset qo;
+        // k-step 0 overwrites (scale-d 0). The caller fences and commits.
+        auto issue_st = [&](float *stf, uint32_t qo) {
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks)
+                wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
+                                      bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+        };
+        auto issue_dp = [&](float *dpf, uint32_t qo) {
 #pragma unroll
             for (int ks = 0; ks < D / 16; ++ks)
                 wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
                                       bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-            wgmma_commit(); // group: dP^T (first, so that waiting for it leaves dV running)
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
-            wgmma_commit(); // group: dV
-            wgmma_wait<1>(); // dP^T landed; dV may still run
-#pragma unroll
-            for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
-            if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
-            else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
-            fence_operands(dk);
-            wgmma_fence(); // da written by ordinary instructions
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
-            wgmma_commit(); // group: dK
-        } else {
+        };
+        // Schedule 1's middle, entered with S^T's group and then dP^T's the two newest pending:
+        // wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK. Leaves dV's and
+        // dK's groups pending (pa, da are their A registers: untouched until they complete) and dS^T packed in da.
+        auto p_dv_ds_dk = [&](float (&st)[1][NS][4], float (&dp)[1][NS][4], uint32_t (&pa)[BM / 16][4],
+                              uint32_t (&da)[BM / 16][4], int m0, int rbuf, uint32_t qo) {
+            float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
             wgmma_wait<1>(); // S^T landed; dP^T may still run
 #pragma unroll
             for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
-            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
+            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + rbuf * BM, st);
 #pragma unroll
             for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
             fence_operands(dv);
@@ -383,8 +546,8 @@ template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wg
             wgmma_wait<1>(); // dP^T landed; dV may still run
 #pragma unroll
             for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
-            if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
-            else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+            if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + rbuf * BM, pa, dp);
+            else bwd_wg_ds<NS>(t, sDd + rbuf * BM, st, dp);
 #pragma unroll
             for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
             fence_operands(dk);
@@ -392,66 +555,130 @@ template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wg
 #pragma unroll
             for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
             wgmma_commit(); // group: dK
-        }
-        // dS^T -> shared memory for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled chunks).
+        };
+        // dS^T -> shared memory at pds for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled
+        // chunks). The caller fences (proxy) and synchronizes.
+        auto store_ds = [&](uint8_t *pds, const uint32_t (&da)[BM / 16][4]) {
 #pragma unroll
-        for (int ks = 0; ks < BM / 16; ++ks)
+            for (int ks = 0; ks < BM / 16; ++ks)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
-                *reinterpret_cast<uint32_t *>(pDS + tile_off<128>(key, q, BN)) = da[ks][e];
-            }
-
-        fence_proxy_async(); // this thread's dS^T stores -> visible to wgmma
-        __syncthreads();     // both warpgroups' dS^T in shared memory
-
-        // dQ (this step's part, this warpgroup's D/2 columns) = dS K over the block's 128 keys.
-        float dq[DQN / 2];
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < BN / 16; ++ks)
-            wgmma_ss<DQN, BF16, 1, 1>(dq, bwd_desc_add(dsA, mnmajor_step<128>(ks)), bwd_desc_add(kBt, mnmajor_step<KSW>(ks)),
-                                      ks > 0 ? 1 : 0);
-        wgmma_commit();
-        wgmma_wait<0>(); // dV, dK and dQ complete
-        fence_operands(dq);
-        fence_operands(dv);
-        fence_operands(dk);
-        fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
-        fence_regs(da);
-
-        // dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column wg D/2 + 8 jj + 2 t + (e & 1).
-        const int     rows    = min(BM, s.sq - m0);
-        float        *gacc    = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wg * DQN + 2 * t;
-        const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
-        if (!p.deterministic) {
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-                const int r = warp * 16 + g + 8 * hh;
-                if (r < rows) {
-#pragma unroll
-                    for (int jj = 0; jj < DQN / 8; ++jj)
-                        atomicAdd(reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj),
-                                  make_float2(dq[4 * jj + 2 * hh], dq[4 * jj + 2 * hh + 1]));
+                for (int e = 0; e < 4; ++e) {
+                    const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
+                    *reinterpret_cast<uint32_t *>(pds + tile_off<128>(key, q, BN)) = da[ks][e];
                 }
-            }
-        } else {
-            int *sem = fk_cuda::bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // bwd_tc_kernel's protocol
+        };
+        // dQ (this step's part, this warpgroup's D/2 columns) = dS K over the block's 128 keys; dS^T at byte offset dso
+        // of the dS^T region. The caller fences and commits.
+        auto issue_dq = [&](float (&dq)[DQN / 2], uint32_t dso) {
 #pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-                const int r = warp * 16 + g + 8 * hh;
-                if (r < rows) {
+            for (int ks = 0; ks < BN / 16; ++ks)
+                wgmma_ss<DQN, BF16, 1, 1>(dq, bwd_desc_add(dsA, dso + mnmajor_step<128>(ks)), bwd_desc_add(kBt, mnmajor_step<KSW>(ks)),
+                                          ks > 0 ? 1 : 0);
+        };
+        // dQ added into the fp32 accumulator; dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column
+        // wg D/2 + 8 jj + 2 t + (e & 1).
+        auto add_dq = [&](const float (&dq)[DQN / 2], int h, int mb, int m0) {
+            const int     rows    = min(BM, s.sq - m0);
+            float        *gacc    = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wg * DQN + 2 * t;
+            const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
+            if (!p.deterministic) {
 #pragma unroll
-                    for (int jj = 0; jj < DQN / 8; ++jj) {
-                        float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj);
-                        float2  v   = __ldcg(dst);
-                        v.x += dq[4 * jj + 2 * hh];
-                        v.y += dq[4 * jj + 2 * hh + 1];
-                        __stcg(dst, v);
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int r = warp * 16 + g + 8 * hh;
+                    if (r < rows) {
+#pragma unroll
+                        for (int jj = 0; jj < DQN / 8; ++jj)
+                            atomicAdd(reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj),
+                                      make_float2(dq[4 * jj + 2 * hh], dq[4 * jj + 2 * hh + 1]));
                     }
                 }
+            } else {
+                int *sem = fk_cuda::bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // bwd_tc_kernel's protocol
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int r = warp * 16 + g + 8 * hh;
+                    if (r < rows) {
+#pragma unroll
+                        for (int jj = 0; jj < DQN / 8; ++jj) {
+                            float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj);
+                            float2  v   = __ldcg(dst);
+                            v.x += dq[4 * jj + 2 * hh];
+                            v.y += dq[4 * jj + 2 * hh + 1];
+                            __stcg(dst, v);
+                        }
+                    }
+                }
+                fk_cuda::bwd_det_release(sem);
             }
-            fk_cuda::bwd_det_release(sem);
+        };
+
+        constexpr bool DPA = true;
+        if (total > 1) load_step(1, 1);
+        cp_async_commit(); // group: step 1's loads (empty when there is none)
+        if (total > 2) load_step(2, 2);
+        cp_async_commit(); // group: step 2's
+        if (total > 0) {
+            cp_async_wait<2>(); // K, V and step 0's loads
+            fence_proxy_async();
+            __syncthreads();
+        }
+        int buf = 0; // it % 3
+        for (int it = 0; it < total; ++it) {
+            const int      m0 = (m_begin + it % nm) * BM;
+            const uint32_t qo = (uint32_t)(buf * S::QT_BYTES);
+            // A, B
+            float st[1][NS][4], dp[1][NS][4], dq[DQN / 2];
+            float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
+            wgmma_fence();
+            issue_dq(dq, (uint32_t)(((it & 1) ^ 1) * S::DS_BYTES));
+            wgmma_commit(); // group: dQ(it-1)
+            issue_st(stf, qo);
+            wgmma_commit(); // group: S^T(it)
+            if constexpr (DPA) {
+                issue_dp(dpf, qo);
+                wgmma_commit();  // group: dP^T(it)
+                wgmma_wait<2>(); // C: dQ(it-1) complete; S^T(it), dP^T(it) may run
+            } else {
+                wgmma_wait<1>(); // C: dQ(it-1) complete; S^T(it) may run
+            }
+            fence_operands(dq);
+            if (it > 0) {
+                const int ip = it - 1;
+                const int hp = hk * p.group + ip / nm, mbp = m_begin + ip % nm;
+                add_dq(dq, hp, mbp, mbp * BM);
+            }
+            // D
+            if constexpr (!DPA) {
+                wgmma_fence(); // (A's fence covers dp already; without this one ptxas injects its own, C7519)
+                issue_dp(dpf, qo);
+                wgmma_commit(); // group: dP^T(it)
+            }
+            uint32_t pa[BM / 16][4], da[BM / 16][4];
+            p_dv_ds_dk(st, dp, pa, da, m0, buf, qo);
+            // E
+            store_ds(pDS + (it & 1) * S::DS_BYTES, da);
+            cp_async_wait<1>(); // step it+1's loads (step it+2's may still be in flight)
+            wgmma_wait<0>();    // dV(it), dK(it)
+            fence_operands(dv);
+            fence_operands(dk);
+            fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
+            fence_regs(da);
+            fence_proxy_async(); // this thread's dS^T stores and cp.async writes -> visible to wgmma
+            __syncthreads();     // B(it): see the ordering argument above
+            if (it + 3 < total) load_step(it + 3, buf);
+            cp_async_commit();
+            buf = buf == 2 ? 0 : buf + 1;
+        }
+        if (total > 0) { // dQ of the last step
+            const int ip = total - 1;
+            const int hp = hk * p.group + ip / nm, mbp = m_begin + ip % nm;
+            float dq[DQN / 2];
+            wgmma_fence();
+            issue_dq(dq, (uint32_t)((ip & 1) * S::DS_BYTES));
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_operands(dq);
+            add_dq(dq, hp, mbp, mbp * BM);
         }
     }
     cp_async_wait<0>(); // a block with no query tile still issued K, V
@@ -483,9 +710,10 @@ template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wg
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-// V (schedule variant, both checked and timed by attn_bwd_wgmma_check): 0 = S^T and dP^T waited together, then
+// V (schedule variant, all checked and timed by attn_bwd_wgmma_check): 0 = S^T and dP^T waited together, then
 // P, dS, then dV and dK issued; 1 = P computed while dP^T runs and dV issued before dS is computed (the tensor
-// cores work through the softmax's ALU phase).
+// cores work through the softmax's ALU phase); 3 = 1 software-pipelined (candidate; S^T, dP^T of a step run
+// while the previous step's dQ is added; one barrier a step; its own shared-memory map, BwdWgShape<D, 0, true>).
 template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
     bwd_wgmma_main<D, BF16, V, 0>(p);
 }
@@ -500,7 +728,7 @@ __global__ void __launch_bounds__(BwdWgShape<D, C>::NT, BwdWgShape<D, C>::MINB) 
 // C: BwdWgShape's configuration (0 = production; 1..4 the dev-only D = 64 candidates).
 template <int D, bool BF16, int V = 1, int C = 0>
 cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
-    using S = BwdWgShape<D, C>;
+    using S = BwdWgShape<D, C, V == 3>;
     if (p.head_dim != D || !p.vec_in || p.transform || p.acc_d < D || !p.dq_acc) return cudaErrorNotSupported;
     if (p.deterministic && (!p.sem || p.n_mblocks < (p.seqlen_q + S::BM - 1) / S::BM)) return cudaErrorNotSupported;
     if (p.seqlen_k <= 0) return cudaSuccess;
