@@ -6,12 +6,19 @@
  *
  *   attn_fwd_wgmma_check check [filter]  every case (D 64/128/256, bf16/fp16, causal or not, seqlen_q and
  *                                        seqlen_k in {1, 17, 128, 1000, 2048} incl. sq != sk both ways, GQA 4:1
- *                                        on half) against a float64 reference computed on the GPU; PASS/FAIL each
+ *                                        on half) against a float64 reference computed on the GPU; PASS/FAIL each,
+ *                                        for production's tile ("prod") and each schedule candidate ("pp1" ..
+ *                                        "pp4", fwd_wgmma_main in attn_fwd_wgmma.cuh, UNTESTED ON HARDWARE; built
+ *                                        from attn_fwd_wgmma_pp.cu), which also says whether its O is bitwise
+ *                                        production's (expected: same arithmetic in the same order)
  *   attn_fwd_wgmma_check time [D]        bf16 TFLOP/s (4 B H Sq Sk D, halved when causal; median of 30, CUDA
  *                                        events), B*S = 32768, H = 16, S = 2048/4096/8192, causal and not; with
  *                                        the library linked (built with -DFK_WGMMA_PROD), the production forward
- *                                        (fk_cuda_attn_fwd) on the same inputs and the ratio prototype / production
- *   attn_fwd_wgmma_check small           one small case per kernel instance (for compute-sanitizer)
+ *                                        (fk_cuda_attn_fwd) on the same inputs and the ratio prototype / production;
+ *                                        then the tile alternatives (D 64, 128) and the candidates pp1 .. pp4 (every
+ *                                        D), each with its ratio to the bucket's tile
+ *   attn_fwd_wgmma_check small           one small case per kernel instance, every kernel of `check`, plus one
+ *                                        multi-tile case per D (for compute-sanitizer)
  *
  * Tolerance (docs/HELPERS_COMMON.md): max_abs(O) <= 2 * max_abs of the naive same-dtype computation (P and O
  * rounded to the dtype) + 1e-4; LSE |err| <= 1e-4, -inf exactly where a row sees no key. Outputs are poisoned
@@ -25,10 +32,12 @@
 #endif
 
 #include <algorithm>
+#include <functional>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <string>
 #include <vector>
 
 using fk_wg::FwdParams;
@@ -143,6 +152,15 @@ static FwdParams make_params(const Case &c, const void *q, const void *k, const 
     return f;
 }
 
+// The schedule candidates (fwd_wgmma_main's PP 1 .. 4 at the bucket's tile; dev/cuda/attn_fwd_wgmma_pp.cu, its
+// own translation unit so that ptxas runs on it in parallel).
+cudaError_t fwd_wgmma_pp_launch(int pp, int d, bool bf16, const FwdParams &f, int batch, int nheads, cudaStream_t st);
+static const int  N_PP               = 4;
+static const char *const PP_NAME[]  = {"prod", "pp1", "pp2", "pp3", "pp4"}; // kernel 0 = production's tile
+
+// Kernel k of the check list: 0 = the bucket's production tile, 1 .. N_PP = schedule candidate PP k.
+static cudaError_t launch_kernel(int k, const Case &c, const FwdParams &f, cudaStream_t st);
+
 static cudaError_t launch_proto(const Case &c, const FwdParams &f, cudaStream_t st) {
     if (c.bf16) {
         if (c.D == 64) return fk_wg::launch_fwd_wgmma<64, true>(f, c.B, c.Hq, st);
@@ -154,6 +172,44 @@ static cudaError_t launch_proto(const Case &c, const FwdParams &f, cudaStream_t 
         if (c.D == 256) return fk_wg::launch_fwd_wgmma<256, false>(f, c.B, c.Hq, st);
     }
     return cudaErrorNotSupported;
+}
+
+static cudaError_t launch_kernel(int k, const Case &c, const FwdParams &f, cudaStream_t st) {
+    return k == 0 ? launch_proto(c, f, st) : fwd_wgmma_pp_launch(k, c.D, c.bf16, f, c.B, c.Hq, st);
+}
+
+// max |a - b| over n 16-bit values of the dtype (NaN anywhere: NaN), and how many differ bitwise: dv[0] holds the
+// max as float bits (non-negative floats order as their bits), dv[1] the count.
+__global__ void diff_kernel(const uint16_t *a, const uint16_t *b, int64_t n, bool bf16, unsigned long long *dv) {
+    float              md  = 0.f;
+    unsigned long long cnt = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        if (a[i] == b[i]) continue;
+        ++cnt;
+        const float x = bf16 ? __bfloat162float(__ushort_as_bfloat16(a[i])) : __half2float(__ushort_as_half(a[i]));
+        const float y = bf16 ? __bfloat162float(__ushort_as_bfloat16(b[i])) : __half2float(__ushort_as_half(b[i]));
+        const float d = fabsf(x - y);
+        md            = d != d ? INFINITY : fmaxf(md, d);
+    }
+    atomicMax(dv, (unsigned long long)__float_as_uint(md));
+    atomicAdd(dv + 1, cnt);
+}
+struct Diff {
+    double  max_abs;
+    int64_t nbits;
+};
+static Diff diff16(const uint16_t *a, const uint16_t *b, int64_t n, bool bf16) {
+    static unsigned long long *dv = nullptr;
+    if (!dv) CK(cudaMalloc(&dv, 16));
+    CK(cudaMemset(dv, 0, 16));
+    diff_kernel<<<1024, 256>>>(a, b, n, bf16, dv);
+    CK(cudaGetLastError());
+    unsigned long long h[2];
+    CK(cudaMemcpy(h, dv, 16, cudaMemcpyDeviceToHost));
+    float m;
+    const uint32_t mb = (uint32_t)h[0];
+    memcpy(&m, &mb, 4);
+    return Diff{(double)m, (int64_t)h[1]};
 }
 
 #ifdef FK_WGMMA_PROD
@@ -207,68 +263,89 @@ static void sig(const Case &c, char *s, size_t n) {
              c.causal);
 }
 
-static int run_check(const Case &c, uint64_t seed) {
+// Every kernel of the check list on case c against one float64 reference: a PASS / FAIL line each (kernel name
+// first); the candidates also say whether their O is bitwise production's (same arithmetic in the same order:
+// "bits=prod" is expected, a difference points at a race). Returns the number of failed kernels; *ndiff counts
+// candidates whose O differs bitwise.
+static int run_check(const Case &c, uint64_t seed, int *ndiff = nullptr) {
     char name[128];
     sig(c, name, sizeof name);
     Bufs b = alloc_inputs(c, seed);
-    CK(cudaMemset(b.o, 0xff, b.nq * 2)); // NaN in both dtypes
-    CK(cudaMemset(b.lse, 0xff, b.nl * 4));
-    const FwdParams f = make_params(c, b.q, b.k, b.v, b.o, b.lse);
-    cudaError_t     e = launch_proto(c, f, 0);
-    if (e == cudaSuccess) e = cudaDeviceSynchronize();
-    if (e != cudaSuccess) {
-        printf("FAIL %-40s launch: %s\n", name, cudaGetErrorString(e));
-        exit(3); // a sticky error would fail every later case anyway
-    }
+    const FwdParams f0 = make_params(c, b.q, b.k, b.v, b.o, b.lse);
     double *ro, *rlp, *rl;
     CK(cudaMalloc(&ro, b.nq * 8));
     CK(cudaMalloc(&rlp, b.nq * 8));
     CK(cudaMalloc(&rl, b.nl * 8));
-    RefArgs a{c, b.q, b.k, b.v, ro, rlp, rl, f.scale};
+    RefArgs a{c, b.q, b.k, b.v, ro, rlp, rl, f0.scale};
     const int64_t rows = (int64_t)c.B * c.Sq * c.Hq;
     ref_kernel<<<(unsigned)((rows + 127) / 128), 128>>>(a);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-
-    std::vector<uint16_t> ho(b.nq);
-    std::vector<float>    hl(b.nl);
-    std::vector<double>   hro(b.nq), hrlp(b.nq), hrl(b.nl);
-    CK(cudaMemcpy(ho.data(), b.o, b.nq * 2, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(hl.data(), b.lse, b.nl * 4, cudaMemcpyDeviceToHost));
+    std::vector<double> hro(b.nq), hrlp(b.nq), hrl(b.nl);
     CK(cudaMemcpy(hro.data(), ro, b.nq * 8, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(hrlp.data(), rlp, b.nq * 8, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(hrl.data(), rl, b.nl * 8, cudaMemcpyDeviceToHost));
-    double err = 0, naive = 0, lse_err = 0;
-    int64_t bad = 0, lse_bad = 0;
-    for (int64_t i = 0; i < b.nq; ++i) {
-        const double g = h16(ho[i], c.bf16);
-        if (!std::isfinite(g)) {
-            ++bad;
-            continue;
-        }
-        err   = std::max(err, fabs(g - hro[i]));
-        naive = std::max(naive, fabs(hrlp[i] - hro[i]));
-    }
-    for (int64_t i = 0; i < b.nl; ++i) {
-        if (std::isinf(hrl[i]) || std::isinf(hl[i])) {
-            lse_bad += !(std::isinf(hrl[i]) && std::isinf(hl[i]) && hl[i] < 0);
-            continue;
-        }
-        if (!std::isfinite(hl[i])) {
-            ++lse_bad;
-            continue;
-        }
-        lse_err = std::max(lse_err, fabs(hl[i] - hrl[i]));
-    }
+    double naive = 0;
+    for (int64_t i = 0; i < b.nq; ++i) naive = std::max(naive, fabs(hrlp[i] - hro[i]));
     const double tol = 2 * naive + 1e-4;
-    const bool   ok  = bad == 0 && lse_bad == 0 && err <= tol && lse_err <= 1e-4;
-    printf("%s %-40s max_abs %.3e tol %.3e (naive %.3e) lse_err %.2e%s%s\n", ok ? "PASS" : "FAIL", name, err, tol,
-           naive, lse_err, bad ? " NaN/Inf in O" : "", lse_bad ? " bad LSE (NaN, or -inf mismatch)" : "");
+
+    uint16_t *o_prod;
+    CK(cudaMalloc(&o_prod, b.nq * 2));
+    int fails = 0;
+    for (int k = 0; k <= N_PP; ++k) {
+        CK(cudaMemset(b.o, 0xff, b.nq * 2)); // NaN in both dtypes
+        CK(cudaMemset(b.lse, 0xff, b.nl * 4));
+        cudaError_t e = launch_kernel(k, c, f0, 0);
+        if (e == cudaSuccess) e = cudaDeviceSynchronize();
+        if (e != cudaSuccess) {
+            printf("FAIL %-4s %-40s launch: %s\n", PP_NAME[k], name, cudaGetErrorString(e));
+            exit(3); // a sticky error would fail every later case anyway
+        }
+        std::vector<uint16_t> ho(b.nq);
+        std::vector<float>    hl(b.nl);
+        CK(cudaMemcpy(ho.data(), b.o, b.nq * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(hl.data(), b.lse, b.nl * 4, cudaMemcpyDeviceToHost));
+        double  err = 0, lse_err = 0;
+        int64_t bad = 0, lse_bad = 0;
+        for (int64_t i = 0; i < b.nq; ++i) {
+            const double g = h16(ho[i], c.bf16);
+            if (!std::isfinite(g)) {
+                ++bad;
+                continue;
+            }
+            err = std::max(err, fabs(g - hro[i]));
+        }
+        for (int64_t i = 0; i < b.nl; ++i) {
+            if (std::isinf(hrl[i]) || std::isinf(hl[i])) {
+                lse_bad += !(std::isinf(hrl[i]) && std::isinf(hl[i]) && hl[i] < 0);
+                continue;
+            }
+            if (!std::isfinite(hl[i])) {
+                ++lse_bad;
+                continue;
+            }
+            lse_err = std::max(lse_err, fabs(hl[i] - hrl[i]));
+        }
+        char same[48] = "";
+        if (k == 0) CK(cudaMemcpy(o_prod, b.o, b.nq * 2, cudaMemcpyDeviceToDevice));
+        else {
+            const Diff d = diff16(o_prod, b.o, b.nq, c.bf16);
+            if (d.nbits == 0) snprintf(same, sizeof same, " bits=prod");
+            else snprintf(same, sizeof same, " bits!=prod (%lld, max %.2e)", (long long)d.nbits, d.max_abs);
+            if (d.nbits && ndiff) ++*ndiff;
+        }
+        const bool ok = bad == 0 && lse_bad == 0 && err <= tol && lse_err <= 1e-4;
+        printf("%s %-4s %-40s max_abs %.3e tol %.3e (naive %.3e) lse_err %.2e%s%s%s\n", ok ? "PASS" : "FAIL",
+               PP_NAME[k], name, err, tol, naive, lse_err, bad ? " NaN/Inf in O" : "",
+               lse_bad ? " bad LSE (NaN, or -inf mismatch)" : "", same);
+        fails += !ok;
+    }
+    CK(cudaFree(o_prod));
     CK(cudaFree(ro));
     CK(cudaFree(rlp));
     CK(cudaFree(rl));
     free_bufs(b);
-    return ok ? 0 : 1;
+    return fails;
 }
 
 static std::vector<Case> check_cases() {
@@ -290,24 +367,29 @@ static std::vector<Case> check_cases() {
 }
 
 static int cmd_check(const char *filter) {
-    int fails = 0, n = 0;
+    int fails = 0, n = 0, ndiff = 0;
     uint64_t seed = 1;
     for (const Case &c : check_cases()) {
         char s[128];
         sig(c, s, sizeof s);
         if (filter && !strstr(s, filter)) continue;
-        fails += run_check(c, seed++);
+        fails += run_check(c, seed++, &ndiff);
         ++n;
     }
-    printf("check: %d cases, %d failed\n", n, fails);
+    printf("check: %d cases x %d kernels (%s", n, N_PP + 1, PP_NAME[0]);
+    for (int k = 1; k <= N_PP; ++k) printf(" %s", PP_NAME[k]);
+    printf("), %d failed; %d candidate outputs not bitwise production's\n", fails, ndiff);
     return fails ? 1 : 0;
 }
 
+// One small case per instance, every kernel of the check list (for compute-sanitizer); plus a two-tile case and a
+// long causal one for the ping-pong handshakes (first / last tile, n_min > 0 rows).
 static int cmd_small() {
-    int fails = 0;
+    int fails = 0, ndiff = 0;
     for (int D : {64, 128, 256})
-        for (int bf : {1, 0}) fails += run_check(Case{bf != 0, 1, 150, 200, 2, 1, D, 1}, 7); // tails, causal, GQA
-    printf("small: %d failed\n", fails);
+        for (int bf : {1, 0}) fails += run_check(Case{bf != 0, 1, 150, 200, 2, 1, D, 1}, 7, &ndiff); // tails, causal, GQA
+    for (int D : {64, 128, 256}) fails += run_check(Case{true, 1, 300, 700, 2, 2, D, 0}, 8, &ndiff);
+    printf("small: %d failed, %d candidate outputs not bitwise production's\n", fails, ndiff);
     return fails ? 1 : 0;
 }
 
@@ -357,37 +439,42 @@ static int cmd_time(int only_d) {
                 snprintf(s, sizeof s, "D%d S%d B%d c%d", D, S, c.B, causal);
                 if (tr > 0) printf("%-34s %10.1f %10.1f %8.3f\n", s, tp, tr, tp / tr);
                 else printf("%-34s %10.1f %10s %8s\n", s, tp, "-", "-");
-                // D = 64 / 128 tile alternatives (D = 64: the 1-block tile of the first run, BN 64; D = 128: BN 64): time, and max |O - O_tile|
-                // against the bucket's tile on this case (a different key tiling only moves the rescale points).
-                if (D == 64 || D == 128) {
-                    const size_t       no = (size_t)c.B * S * c.Hq * D;
-                    std::vector<uint16_t> ref(no), got(no);
+                // Alternatives beside the bucket's tile: D = 64: the 1-block tile of the first run, BN 64; D = 128: BN 64
+                // at 1 and 2 blocks an SM; every D: the schedule candidates pp1 .. pp4 (fwd_wgmma_main). Each: TF/s, the
+                // ratio to the tile, and max |O - O_tile| on this case (a different key tiling only moves the rescale
+                // points; a schedule candidate computes the same arithmetic: "bits=" says whether O is bitwise equal).
+                {
+                    const int64_t no = (int64_t)c.B * S * c.Hq * D;
+                    uint16_t     *ref;
+                    CK(cudaMalloc(&ref, no * 2));
                     launch_proto(c, f, 0);
                     CK(cudaDeviceSynchronize());
-                    CK(cudaMemcpy(ref.data(), b.o, no * 2, cudaMemcpyDeviceToHost));
+                    CK(cudaMemcpy(ref, b.o, no * 2, cudaMemcpyDeviceToDevice));
                     struct Alt {
-                        const char *name;
-                        cudaError_t (*fn)(const FwdParams &, int, int, cudaStream_t);
+                        std::string                  name;
+                        std::function<cudaError_t()> fn;
                     };
-                    const Alt alts64[]  = {{"BN128 minb1", &fk_wg::launch_fwd_wgmma_tile<64, 128, 2, 1, true>},
-                                           {"BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<64, 64, 2, 2, true>}};
-                    const Alt alts128[] = {{"BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 2, true>},
-                                           {"BN64 minb1", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 1, true>}};
-                    for (const Alt &a : D == 64 ? alts64 : alts128) {
-                        CK(cudaMemset(b.o, 0xff, no * 2));
-                        const double ta = time_it([&] { return a.fn(f, c.B, c.Hq, 0) == cudaSuccess; });
-                        CK(cudaMemcpy(got.data(), b.o, no * 2, cudaMemcpyDeviceToHost));
-                        double md = 0;
-                        for (size_t i = 0; i < no; i++) {
-                            uint32_t x = (uint32_t)ref[i] << 16, y = (uint32_t)got[i] << 16;
-                            float    fx, fy;
-                            memcpy(&fx, &x, 4), memcpy(&fy, &y, 4);
-                            const double d = fabs((double)fx - (double)fy);
-                            md = (d > md || d != d) ? d : md;
-                        }
-                        printf("  alt %-12s %10.1f TF/s  %.3fx the tile  max|dO| %.2e %s\n", a.name, ta, ta / tp, md,
-                               md <= 2e-2 ? "ok" : "MISMATCH");
+                    std::vector<Alt> alts;
+                    auto tile = [&](const char *nm, cudaError_t (*fn)(const FwdParams &, int, int, cudaStream_t)) {
+                        alts.push_back(Alt{nm, [&, fn] { return fn(f, c.B, c.Hq, 0); }});
+                    };
+                    if (D == 64) {
+                        tile("BN128 minb1", &fk_wg::launch_fwd_wgmma_tile<64, 128, 2, 1, true>);
+                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<64, 64, 2, 2, true>);
+                    } else if (D == 128) {
+                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 2, true>);
+                        tile("BN64 minb1", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 1, true>);
                     }
+                    for (int k = 1; k <= N_PP; ++k)
+                        alts.push_back(Alt{PP_NAME[k], [&, k] { return launch_kernel(k, c, f, 0); }});
+                    for (const Alt &a : alts) {
+                        CK(cudaMemset(b.o, 0xff, no * 2));
+                        const double ta = time_it([&] { return a.fn() == cudaSuccess; });
+                        const Diff   d  = diff16(ref, b.o, no, true);
+                        printf("  alt %-12s %10.1f TF/s  %.3fx the tile  max|dO| %.2e bits=%s %s\n", a.name.c_str(), ta,
+                               ta / tp, d.max_abs, d.nbits ? "differ" : "same", d.max_abs <= 2e-2 ? "ok" : "MISMATCH");
+                    }
+                    CK(cudaFree(ref));
                 }
                 fflush(stdout);
                 free_bufs(b);

@@ -34,12 +34,17 @@ if [ "$PROD" = 1 ]; then
   done
   if [ "$PROD" = 1 ]; then PROD_DEF="-DFK_WGMMA_PROD -DFK_WITH_CUDA"; PROD_OBJ=$(ls $B/obj/*.o); fi
 fi
-nvcc $FLAGS $ARCH_A $PROD_DEF -Xptxas -v dev/cuda/attn_fwd_wgmma_check.cu $PROD_OBJ -o $B/attn_fwd_wgmma_check 2> $LOG/build_attn.log || { build_ok=0; cat $LOG/build_attn.log | grep -v "ptxas info" | head -40; }
+# The forward's schedule candidates (attn_fwd_wgmma_pp.cu: fwd_wgmma_pp_kernel) in their own object, in parallel.
+nvcc $FLAGS $ARCH_A -Xptxas -v -c dev/cuda/attn_fwd_wgmma_pp.cu -o $B/attn_fwd_wgmma_pp.o 2> $LOG/build_attn_pp.log &
+p2=$!
+nvcc $FLAGS $ARCH_A $PROD_DEF -Xptxas -v -c dev/cuda/attn_fwd_wgmma_check.cu -o $B/attn_fwd_wgmma_check.o 2> $LOG/build_attn.log || { build_ok=0; cat $LOG/build_attn.log | grep -v "ptxas info" | head -40; }
+wait $p2 || { build_ok=0; grep -v "ptxas info" $LOG/build_attn_pp.log | head -40; }
+[ $build_ok = 1 ] && { nvcc $ARCH_A $B/attn_fwd_wgmma_check.o $B/attn_fwd_wgmma_pp.o $PROD_OBJ -o $B/attn_fwd_wgmma_check >> $LOG/build_attn.log 2>&1 || { build_ok=0; tail -20 $LOG/build_attn.log; }; }
 wait $p1 || { build_ok=0; grep -v "ptxas info" $LOG/build_wgmma_check.log | head -40; }
 # Registers / spills of the new kernels (ptxas -v), and any wgmma serialization note (C7515-type) or injected arrive.
-ptxas_regs 'ss_kernel\|rs_kernel\|wait1_kernel\|fwd_wgmma_kernel' $LOG/build_wgmma_check.log $LOG/build_attn.log
-cat $LOG/build_attn.log.regs
-ptxas_notes $LOG/build_wgmma_check.log $LOG/build_attn.log
+ptxas_regs 'ss_kernel\|rs_kernel\|wait1_kernel\|fwd_wgmma_kernel\|fwd_wgmma_pp_kernel' $LOG/build_wgmma_check.log $LOG/build_attn.log $LOG/build_attn_pp.log
+cat $LOG/build_attn.log.regs $LOG/build_attn_pp.log.regs
+ptxas_notes $LOG/build_wgmma_check.log $LOG/build_attn.log $LOG/build_attn_pp.log
 spills=$(cat $LOG/*.regs | grep -vc "[^0-9]0 bytes spill stores, 0 bytes spill loads")
 note "build: ok=$build_ok prod=$PROD, $(cat $LOG/*.regs | wc -l) kernels, $spills with spills, $(( $(date +%s) - t0 )) s"
 if command -v cuobjdump > /dev/null; then
@@ -54,9 +59,9 @@ cat $LOG/wgmma_check.log
 step attn_check 150 $B/attn_fwd_wgmma_check check
 grep "FAIL\|check:" $LOG/attn_check.log | head -30
 if [ "${SKIP_SAN:-0}" != 1 ]; then
-  step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 $B/attn_fwd_wgmma_check small
+  step memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 $B/attn_fwd_wgmma_check small
   tail -3 $LOG/memcheck.log
-  step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 $B/attn_fwd_wgmma_check small
+  step racecheck 240 compute-sanitizer --tool racecheck --error-exitcode 9 $B/attn_fwd_wgmma_check small
   tail -3 $LOG/racecheck.log
 fi
 if [ "${SKIP_TIME:-0}" != 1 ]; then
@@ -65,4 +70,4 @@ if [ "${SKIP_TIME:-0}" != 1 ]; then
 fi
 echo "---- summary ($(( $(date +%s) - t0 )) s) ----"
 summary
-cat $LOG/build_attn.log.regs
+cat $LOG/build_attn.log.regs $LOG/build_attn_pp.log.regs

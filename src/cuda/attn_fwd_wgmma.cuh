@@ -29,6 +29,23 @@
  * Missing versus FA3 (the next steps): a producer warp with TMA + mbarriers and setmaxnreg,
  * intra-warpgroup overlap of softmax(n) with Q K^T(n+1) (two S accumulators), ping-pong scheduling of the two
  * warpgroups, separate K and V waits, skipping per warpgroup the key tiles that are fully masked for its rows.
+ *
+ * Schedule candidates (dev only, UNTESTED ON HARDWARE; fwd_wgmma_main's PP, its comment has the handshakes and
+ * their ordering argument; kernel fwd_wgmma_pp_kernel, so production's fwd_wgmma_kernel PTX is byte-identical;
+ * checked and timed by dev/cuda/attn_fwd_wgmma_check.cu through attn_fwd_wgmma_pp.cu):
+ *   PP 1: warpgroup ping-pong with named barriers (S0 < S1 < PV0 < PV1 issued in turn), block barrier kept;
+ *   PP 2: ping-pong with no block barrier in the loop (K loaded by WG 0, V by WG 1, the turn barriers carry the
+ *         data), so WG 1 may trail WG 0 by half a tile across tiles;
+ *   PP 3: production's schedule with rolled K / V load loops; PP 4: PP 1 with them.
+ *   ptxas (nvcc 13.0, sm_90a; bf16 = fp16), registers / spill stores, production tile per D:
+ *             D = 64 (cap 128)   D = 128     D = 256
+ *     prod    128 / 80 B         233 / 0     248 / 0
+ *     PP 1    128 / 80 B         234 / 0     249 / 0
+ *     PP 2    128 / 0            194 / 0     210 / 0
+ *     PP 3    123 / 0            166 / 0     209 / 0
+ *     PP 4    127 / 0            167 / 0     209 / 0
+ *   no C75xx notes. The unrolled load loops hold their per-copy addresses in registers across the key loop; rolled,
+ *   D = 64 stops spilling, which PP 3 alone measures.
  */
 #ifndef FK_CUDA_ATTN_FWD_WGMMA_CUH
 #define FK_CUDA_ATTN_FWD_WGMMA_CUH
@@ -79,11 +96,100 @@ __device__ __forceinline__ void load_tile_sw(uint32_t s, const uint16_t *g, int6
     }
 }
 
-template <int D, int BN, int NWG, bool BF16, int MINB = 1>
-__global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdParams p) {
+// The same with the thread index given, as a rolled loop (PP 2: each warpgroup's 128 threads load one of K, V;
+// PP 3: all threads, production's schedule). Rolled because ptxas keeps the unrolled loop's per-copy addresses
+// live across the key loop: at D = 128 the PP 2 kernel took 255 registers and 128 B of spill unrolled, 194 and
+// none rolled (nvcc 13.0).
+template <int ROWS, int D, int NT>
+__device__ __forceinline__ void load_tile_sw_by(uint32_t s, const uint16_t *g, int64_t rs, int rows_valid, int tid) {
+    constexpr int CH = D / 8, TOTAL = ROWS * CH;
+#pragma unroll 1
+    for (int it = 0; it < (TOTAL + NT - 1) / NT; ++it) {
+        const int idx = it * NT + tid;
+        if (TOTAL % NT == 0 || idx < TOTAL) {
+            const int  r = idx / CH, c = idx % CH;
+            const bool ok = r < rows_valid;
+            cp_async_16(s + tile_off<128>(r, c * 8, ROWS), ok ? g + r * rs + c * 8 : g, ok ? 16 : 0);
+        }
+    }
+}
+
+template <bool ROLLED, int ROWS, int D, int NT>
+__device__ __forceinline__ void load_tile_kv(uint32_t s, const uint16_t *g, int64_t rs, int rows_valid) {
+    if constexpr (ROLLED) load_tile_sw_by<ROWS, D, NT>(s, g, rs, rows_valid, (int)threadIdx.x);
+    else load_tile_sw<ROWS, D, NT>(s, g, rs, rows_valid);
+}
+
+// Named barrier ids of the ping-pong schedules (PP > 0; 0 is __syncthreads, 1 and 2 the epilogue's per-warpgroup
+// barriers). S1 .. S0 join both warpgroups (256 threads): one side bar.arrive, the other bar.sync; they order the
+// GEMM issues (S0, S1, PV0, PV1 of a tile, then S0 of the next) and, in PP 2, carry the K / V data as well.
+enum : int {
+    PP_BAR_S1   = 3, // WG 1 may issue S(n): WG 0 issued its S(n) [PP 2: and K(n) is visible]
+    PP_BAR_PV0  = 4, // WG 0 may issue PV(n): WG 1 issued its S(n) [PP 2: and V(n) is visible]
+    PP_BAR_PV1  = 5, // WG 1 may issue PV(n): WG 0 issued its PV(n)
+    PP_BAR_S0   = 6, // PP 2: WG 0 may issue S(n - 1): WG 1 issued its PV(n)
+    PP_BAR_KLD  = 7, // PP 2: warpgroup 0 only (128 threads): its cp.async writes of K(n) landed and fenced
+};
+
+// Schedule PP (template; 0 = production, 1 .. 4 the dev-only candidates of fwd_wgmma_pp_kernel, UNTESTED ON
+// HARDWARE). The body of both kernels. Sw(n), PVw(n): warpgroup w's S = Q K^T and O += P V of tile n.
+//   PP 1: ping-pong, block barrier kept; PP 2: ping-pong, no block barrier in the loop (K by WG 0, V by WG 1);
+//   PP 3: production's schedule with rolled load loops (load_tile_sw_by), the control for PP 2's registers;
+//   PP 4: PP 1 with rolled load loops.
+//
+// PP = 1: warpgroup ping-pong, block barrier kept. Per tile n the tensor-core issue order is forced to
+//   S0(n) < S1(n) < PV0(n) < PV1(n):
+//     top:  wait own cp.async, fence, __syncthreads, cp.async of tile n - 1 (as production)
+//     WG 0: issue S, arrive(S1)            | wait S, softmax | sync(PV0), issue PV, arrive(PV1) | wait PV
+//     WG 1: sync(S1), issue S, arrive(PV0) | wait S, softmax | sync(PV1), issue PV              | wait PV
+//   so WG 0's softmax runs while the tensor cores work on S1, and WG 1's while they work on PV0 (production: both
+//   S run together, then both softmaxes with the tensor cores idle, then both PV). Every id is arrived once and
+//   waited once per tile, by all 256 threads, and every use of a tile precedes the next tile's __syncthreads, so
+//   no barrier generation can overlap the next. Both warpgroups walk the same tiles (a tile whose keys one
+//   warpgroup's rows cannot see is masked in registers, never skipped), so the counts always match: the first
+//   and last tiles need nothing special. (A later per-warpgroup skip of fully masked tiles must still do the
+//   skipped tile's barrier operations.)
+//
+// PP = 2: ping-pong across tiles, no block barrier in the loop. The per-tile __syncthreads served two purposes:
+//   (RAW) every thread's cp.async of K, V(n) landed before either warpgroup's S(n) / PV(n); (WAR) both
+//   warpgroups' reads of buffer buf(n + 1) completed before any thread overwrites it with tile n - 1. Here
+//   warpgroup 0 loads every K tile and warpgroup 1 every V tile (the same 16-byte copies a thread as production),
+//   and the turn barriers carry both conditions, so warpgroup 1 may trail warpgroup 0 by half a tile: its
+//   softmax(n) runs under PV0(n) and WG 0's softmax(n - 1) under PV1(n) and S1(n - 1) (production and PP 1
+//   realign the warpgroups at every tile). Per tile n (K(n), V(n) in buffer buf(n); tile n - 1 goes to buf(n + 1)):
+//     WG 0: cp.async wait 0, fence.proxy.async, sync(KLD, 128)     K(n) visible to WG 0's wgmma
+//           if n < n_max - 1: sync(S0)                              WG 1 issued PV1(n + 1), so S1(n + 1) completed
+//           if n > n_min: cp.async K(n - 1), commit                 WAR: S0(n + 1) and S1(n + 1) completed
+//           issue S0(n); arrive(S1)                                 K(n) writes (fenced) released to WG 1
+//           wait S0(n), softmax; sync(PV0); issue PV0(n); arrive(PV1); wait PV0(n)
+//     WG 1: sync(S1)                                                K(n) visible; WG 0's PV0(n + 1) completed
+//           if n > n_min: cp.async V(n - 1); commit (always)        WAR: PV0(n + 1), own PV1(n + 1) completed
+//           issue S1(n); cp.async wait 1 (V(n), not V(n - 1)), fence.proxy.async; arrive(PV0)
+//           wait S1(n), softmax; sync(PV1); issue PV1(n); if n > n_min: arrive(S0); wait PV1(n)
+//   V(n) reaches WG 1's own PV1(n) through the chain arrive(PV0) -> WG 0's sync(PV0), arrive(PV1) -> sync(PV1):
+//   every WG 1 thread's fenced writes precede its arrive(PV0), and barrier completion orders them before every
+//   thread that passes the later barrier (the same release / acquire chain a __syncthreads gives).
+//   Matching: S1, PV0, PV1 are arrived and waited once every tile; S0 is waited at tiles n_max - 2 .. n_min and
+//   arrived at tiles n_max - 1 .. n_min + 1 (one tile earlier: the previous tile's PV1). The first tile's loads
+//   go to the fresh buffer 1, the last loads nothing; a one-tile block uses no S0. KLD is warpgroup 0's own.
+//   No generation overlap: a side arrives on an id again only after waiting on an id that the other side arrives
+//   after its wait on the first (WG 0: arrive(S1) again after sync(S0), which WG 1 arrives after sync(S1);
+//   arrive(PV1) again after sync(PV0) of the next tile, which WG 1 arrives after sync(S1) of it, after its
+//   sync(PV1) of this one. WG 1: arrive(PV0) again after sync(S1), which WG 0 arrives after sync(S0), after
+//   sync(PV0) of this tile; arrive(S0) again after sync(PV1), which WG 0 arrives after sync(S0) of the tile).
+//   No deadlock: WG 0's waits: S0 <- WG 1's PV1(n + 1) issue <- sync(PV1) <- WG 0's arrive(PV1) in tile n + 1;
+//   PV0 <- WG 1's S1(n) issue <- sync(S1) <- WG 0's arrive(S1) earlier in tile n. WG 1's: S1 <- WG 0 in tile n
+//   after sync(S0) (above); PV1 <- WG 0's PV0(n) issue. No cycle.
+//   Q is loaded by all 256 threads before the loop (one __syncthreads); the epilogue writes each warpgroup's own
+//   Q rows, which the other warpgroup's wgmma never read, so WG 0 may finish while WG 1 still computes.
+//   Tensor-core order by issue: S0(n) < S1(n) < PV0(n) < PV1(n) < S0(n - 1).
+template <int D, int BN, int NWG, bool BF16, int PP> __device__ __forceinline__ void fwd_wgmma_main(const FwdParams &p) {
     // wgmma exists only in the sm_90a image; the other images of a multi-architecture build get an empty body,
     // and the host side launches this kernel only on a 9.0 device of a build that has sm_90a (FK_HAVE_SM90A).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    // PING: the turn barriers (PP 1, 2, 4); PP 2: no block barrier in the loop; ROLLED: rolled K / V load loops.
+    constexpr bool PING = PP == 1 || PP == 2 || PP == 4, ROLLED = PP >= 2;
+    static_assert(PP >= 0 && PP <= 4 && (!PING || NWG == 2), "schedule");
     using S           = WgShape<D, BN, NWG>;
     constexpr int BM  = S::BM, NT = S::NT;
     constexpr int KVB = S::KV_BYTES;
@@ -118,12 +224,21 @@ __global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdPar
 
     if (n_max > n_min) {
         load_tile_sw<BM, D, NT>(sQ, gQ, p.q_rs, rows);
-        {
+        if constexpr (PP != 2) {
             const int n = n_max - 1;
-            load_tile_sw<BN, D, NT>(sKV, gK + (int64_t)n * BN * p.k_rs, p.k_rs, s.sk - n * BN);
-            load_tile_sw<BN, D, NT>(sKV + KVB, gV + (int64_t)n * BN * p.v_rs, p.v_rs, s.sk - n * BN);
+            load_tile_kv<ROLLED, BN, D, NT>(sKV, gK + (int64_t)n * BN * p.k_rs, p.k_rs, s.sk - n * BN);
+            load_tile_kv<ROLLED, BN, D, NT>(sKV + KVB, gV + (int64_t)n * BN * p.v_rs, p.v_rs, s.sk - n * BN);
+        } else {
+            const int n = n_max - 1;
+            if (wg == 0) load_tile_sw_by<BN, D, 128>(sKV, gK + (int64_t)n * BN * p.k_rs, p.k_rs, s.sk - n * BN, tid);
+            else load_tile_sw_by<BN, D, 128>(sKV + KVB, gV + (int64_t)n * BN * p.v_rs, p.v_rs, s.sk - n * BN, tid - 128);
         }
         cp_async_commit();
+        if constexpr (PP == 2) { // Q (all threads' writes) visible to both warpgroups: the loop has no block barrier
+            cp_async_wait<0>();
+            fence_proxy_async();
+            __syncthreads();
+        }
 
         // Descriptors of k-step 0; k-step ks adds a compile-time byte offset (desc_add).
         const uint64_t dq0 = desc_kmajor<128>(sQ, wg * 64, 0, BM);
@@ -134,14 +249,36 @@ __global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdPar
         int buf = 0;
         for (int n = n_max - 1; n >= n_min; --n, buf ^= 1) {
             const int n0 = n * BN;
-            cp_async_wait<0>();
-            fence_proxy_async(); // this thread's cp.async writes -> visible to wgmma (async proxy)
-            __syncthreads();     // every thread's K, V(n) landed; every warpgroup is done with buffer buf ^ 1
-            if (n > n_min) {
-                const uint32_t nb = sKV + (uint32_t)((buf ^ 1) * 2 * KVB);
-                load_tile_sw<BN, D, NT>(nb, gK + (int64_t)(n - 1) * BN * p.k_rs, p.k_rs, s.sk - (n - 1) * BN);
-                load_tile_sw<BN, D, NT>(nb + KVB, gV + (int64_t)(n - 1) * BN * p.v_rs, p.v_rs, s.sk - (n - 1) * BN);
-                cp_async_commit();
+            if constexpr (PP != 2) {
+                cp_async_wait<0>();
+                fence_proxy_async(); // this thread's cp.async writes -> visible to wgmma (async proxy)
+                __syncthreads();     // every thread's K, V(n) landed; every warpgroup is done with buffer buf ^ 1
+                if (n > n_min) {
+                    const uint32_t nb = sKV + (uint32_t)((buf ^ 1) * 2 * KVB);
+                    load_tile_kv<ROLLED, BN, D, NT>(nb, gK + (int64_t)(n - 1) * BN * p.k_rs, p.k_rs,
+                                                     s.sk - (n - 1) * BN);
+                    load_tile_kv<ROLLED, BN, D, NT>(nb + KVB, gV + (int64_t)(n - 1) * BN * p.v_rs, p.v_rs,
+                                                     s.sk - (n - 1) * BN);
+                    cp_async_commit();
+                }
+                if (PING && wg == 1) named_bar_sync(PP_BAR_S1, 256);
+            } else if (wg == 0) {
+                cp_async_wait<0>();
+                fence_proxy_async();
+                named_bar_sync(PP_BAR_KLD, 128); // K(n): every WG 0 thread's writes landed and fenced
+                if (n < n_max - 1) named_bar_sync(PP_BAR_S0, 256);
+                if (n > n_min) {
+                    load_tile_sw_by<BN, D, 128>(sKV + (uint32_t)((buf ^ 1) * 2 * KVB), gK + (int64_t)(n - 1) * BN * p.k_rs,
+                                                p.k_rs, s.sk - (n - 1) * BN, tid);
+                    cp_async_commit();
+                }
+            } else {
+                named_bar_sync(PP_BAR_S1, 256);
+                if (n > n_min)
+                    load_tile_sw_by<BN, D, 128>(sKV + (uint32_t)((buf ^ 1) * 2 * KVB) + KVB,
+                                                gV + (int64_t)(n - 1) * BN * p.v_rs, p.v_rs, s.sk - (n - 1) * BN,
+                                                tid - 128);
+                cp_async_commit(); // possibly empty: the wait below always leaves exactly this group pending
             }
             const uint32_t boff = (uint32_t)(buf * 2 * KVB);
 
@@ -153,6 +290,13 @@ __global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdPar
                 wgmma_ss<BN, BF16, 0>(sacc, desc_add(dq0, (ks / 4) * BM * 128 + (ks % 4) * 32),
                                       desc_add(dk0, boff + (ks / 4) * BN * 128 + (ks % 4) * 32), ks > 0 ? 1 : 0);
             wgmma_commit();
+            if constexpr (PP == 2) {
+                if (wg == 1) { // V(n) (this thread's copies) landed, fenced, then released to WG 0 by arrive(PV0)
+                    cp_async_wait<1>();
+                    fence_proxy_async();
+                }
+            }
+            if constexpr (PING) named_bar_arrive(wg == 0 ? PP_BAR_S1 : PP_BAR_PV0, 256);
             wgmma_wait<0>();
             fence_operands(sacc);
 
@@ -217,11 +361,16 @@ __global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdPar
 #pragma unroll
             for (int ks = 0; ks < BN / 16; ++ks) acc_to_a<BF16>(pa[ks], sacc + 8 * ks);
             fence_operands(oacc);
+            if constexpr (PING) named_bar_sync(wg == 0 ? PP_BAR_PV0 : PP_BAR_PV1, 256);
             wgmma_fence(); // oacc (rescale) and pa were written by ordinary instructions
 #pragma unroll
             for (int ks = 0; ks < BN / 16; ++ks)
                 wgmma_rs<D, BF16, 1>(oacc, pa[ks], desc_add(dv0, boff + ks * 16 * 128), 1);
             wgmma_commit();
+            if constexpr (PING) {
+                if (wg == 0) named_bar_arrive(PP_BAR_PV1, 256);
+                else if (PP == 2 && n > n_min) named_bar_arrive(PP_BAR_S0, 256);
+            }
             wgmma_wait<0>();
             fence_operands(oacc);
         }
@@ -255,13 +404,26 @@ __global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdPar
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
+template <int D, int BN, int NWG, bool BF16, int MINB = 1>
+__global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdParams p) {
+    fwd_wgmma_main<D, BN, NWG, BF16, 0>(p);
+}
+// The ping-pong candidates (PP 1, 2; dev only): their own kernel name, so that production's PTX is untouched.
+template <int D, int BN, int NWG, bool BF16, int MINB, int PP>
+__global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_pp_kernel(const FwdParams p) {
+    fwd_wgmma_main<D, BN, NWG, BF16, PP>(p);
+}
+
 // Launch of one tile (BN keys a step, NWG warpgroups, MINB blocks an SM asked of the register allocator) for a
-// PLAIN problem (see the header); anything else answers cudaErrorNotSupported.
-template <int D, int BN, int NWG, int MINB, bool BF16>
+// PLAIN problem (see the header); anything else answers cudaErrorNotSupported. PP: schedule (fwd_wgmma_main;
+// 0 = production, 1 / 2 the dev-only ping-pong candidates).
+template <int D, int BN, int NWG, int MINB, bool BF16, int PP = 0>
 cudaError_t launch_fwd_wgmma_tile(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
     if (!p.plain || p.head_dim != D) return cudaErrorNotSupported;
-    using S     = WgShape<D, BN, NWG>;
-    auto kernel = fwd_wgmma_kernel<D, BN, NWG, BF16, MINB>;
+    using S = WgShape<D, BN, NWG>;
+    void (*kernel)(const FwdParams);
+    if constexpr (PP == 0) kernel = fwd_wgmma_kernel<D, BN, NWG, BF16, MINB>; // production: no candidate instantiated
+    else kernel = fwd_wgmma_pp_kernel<D, BN, NWG, BF16, MINB, PP>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_q + S::BM - 1) / S::BM, nheads, batch);

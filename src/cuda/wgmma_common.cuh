@@ -127,6 +127,12 @@ template <int N> __device__ __forceinline__ void fence_operands(float (&x)[N]) {
 __device__ __forceinline__ void named_bar_sync(int id, int nt) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(nt) : "memory");
 }
+// Arrive on named barrier id without waiting (the producer side of a bar.arrive / bar.sync pair): the barrier
+// completes when nt threads have arrived (bar.sync counts its threads too); the arriving thread's prior memory
+// accesses are performed relative to the threads that wait on that completion.
+__device__ __forceinline__ void named_bar_arrive(int id, int nt) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(nt) : "memory");
+}
 
 // cp.async and 16-bit packing: the Ampere path's (common.cuh), under the names this file's users call.
 using fk_cuda::cp_async_16;
