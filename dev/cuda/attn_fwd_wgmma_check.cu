@@ -387,7 +387,8 @@ static int cmd_check(const char *filter) {
 static int cmd_small() {
     int fails = 0, ndiff = 0;
     for (int D : {64, 128, 256})
-        for (int bf : {1, 0}) fails += run_check(Case{bf != 0, 1, 150, 200, 2, 1, D, 1}, 7, &ndiff); // tails, causal, GQA
+        for (int bf : {1, 0}) // tails, causal, GQA
+            fails += run_check(Case{bf != 0, 1, 150, 200, 2, 1, D, 1}, 7, &ndiff);
     for (int D : {64, 128, 256}) fails += run_check(Case{true, 1, 300, 700, 2, 2, D, 0}, 8, &ndiff);
     printf("small: %d failed, %d candidate outputs not bitwise production's\n", fails, ndiff);
     return fails ? 1 : 0;
@@ -439,10 +440,11 @@ static int cmd_time(int only_d) {
                 snprintf(s, sizeof s, "D%d S%d B%d c%d", D, S, c.B, causal);
                 if (tr > 0) printf("%-34s %10.1f %10.1f %8.3f\n", s, tp, tr, tp / tr);
                 else printf("%-34s %10.1f %10s %8s\n", s, tp, "-", "-");
-                // Alternatives beside the bucket's tile: D = 64: the 1-block tile of the first run, BN 64; D = 128: BN 64
-                // at 1 and 2 blocks an SM; every D: the schedule candidates pp1 .. pp4 (fwd_wgmma_main). Each: TF/s, the
-                // ratio to the tile, and max |O - O_tile| on this case (a different key tiling only moves the rescale
-                // points; a schedule candidate computes the same arithmetic: "bits=" says whether O is bitwise equal).
+                // Alternatives beside the bucket's tile: D = 64: the 1-block tile of the first run, BN 64;
+                // D = 128: BN 64 at 1 and 2 blocks an SM; every D: the schedule candidates pp1 .. pp4
+                // (fwd_wgmma_main). Each: TF/s, the ratio to the tile, and max |O - O_tile| on this case (a
+                // different key tiling only moves the rescale points; a schedule candidate computes the same
+                // arithmetic: "bits=" says whether O is bitwise equal).
                 {
                     const int64_t no = (int64_t)c.B * S * c.Hq * D;
                     uint16_t     *ref;

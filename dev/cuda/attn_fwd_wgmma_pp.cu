@@ -1,7 +1,8 @@
 /*
  * attn_fwd_wgmma_pp.cu — dev only: the schedule candidates of the wgmma forward (fwd_wgmma_main's PP 1 .. 4 in
- * src/cuda/attn_fwd_wgmma.cuh: warpgroup ping-pong and rolled load loops; UNTESTED ON HARDWARE), instantiated in their own translation unit so that
- * dev/cuda/wgmma_run.sh compiles them beside attn_fwd_wgmma_check.cu (ptxas time) and links them in.
+ * src/cuda/attn_fwd_wgmma.cuh: warpgroup ping-pong and rolled load loops; UNTESTED ON HARDWARE), instantiated in
+ * their own translation unit so that dev/cuda/wgmma_run.sh compiles them beside attn_fwd_wgmma_check.cu (ptxas
+ * time) and links them in.
  * Production's tile per head dim (WgTile), both dtypes.
  */
 #include "../../src/cuda/attn_fwd_wgmma.cuh"

@@ -183,7 +183,8 @@ enum : int {
 //   Q is loaded by all 256 threads before the loop (one __syncthreads); the epilogue writes each warpgroup's own
 //   Q rows, which the other warpgroup's wgmma never read, so WG 0 may finish while WG 1 still computes.
 //   Tensor-core order by issue: S0(n) < S1(n) < PV0(n) < PV1(n) < S0(n - 1).
-template <int D, int BN, int NWG, bool BF16, int PP> __device__ __forceinline__ void fwd_wgmma_main(const FwdParams &p) {
+template <int D, int BN, int NWG, bool BF16, int PP>
+__device__ __forceinline__ void fwd_wgmma_main(const FwdParams &p) {
     // wgmma exists only in the sm_90a image; the other images of a multi-architecture build get an empty body,
     // and the host side launches this kernel only on a 9.0 device of a build that has sm_90a (FK_HAVE_SM90A).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -231,7 +232,9 @@ template <int D, int BN, int NWG, bool BF16, int PP> __device__ __forceinline__ 
         } else {
             const int n = n_max - 1;
             if (wg == 0) load_tile_sw_by<BN, D, 128>(sKV, gK + (int64_t)n * BN * p.k_rs, p.k_rs, s.sk - n * BN, tid);
-            else load_tile_sw_by<BN, D, 128>(sKV + KVB, gV + (int64_t)n * BN * p.v_rs, p.v_rs, s.sk - n * BN, tid - 128);
+            else
+                load_tile_sw_by<BN, D, 128>(sKV + KVB, gV + (int64_t)n * BN * p.v_rs, p.v_rs, s.sk - n * BN,
+                                            tid - 128);
         }
         cp_async_commit();
         if constexpr (PP == 2) { // Q (all threads' writes) visible to both warpgroups: the loop has no block barrier
@@ -268,8 +271,8 @@ template <int D, int BN, int NWG, bool BF16, int PP> __device__ __forceinline__ 
                 named_bar_sync(PP_BAR_KLD, 128); // K(n): every WG 0 thread's writes landed and fenced
                 if (n < n_max - 1) named_bar_sync(PP_BAR_S0, 256);
                 if (n > n_min) {
-                    load_tile_sw_by<BN, D, 128>(sKV + (uint32_t)((buf ^ 1) * 2 * KVB), gK + (int64_t)(n - 1) * BN * p.k_rs,
-                                                p.k_rs, s.sk - (n - 1) * BN, tid);
+                    load_tile_sw_by<BN, D, 128>(sKV + (uint32_t)((buf ^ 1) * 2 * KVB),
+                                                gK + (int64_t)(n - 1) * BN * p.k_rs, p.k_rs, s.sk - (n - 1) * BN, tid);
                     cp_async_commit();
                 }
             } else {
