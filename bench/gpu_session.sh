@@ -12,7 +12,7 @@
 #   ncu     ncu WarpStateStats + SpeedOfLight of one main-kernel launch, flashkit beside FA2: the backward at
 #           D = 128 and the forward at D = 256, S = 2048 non-causal ($NCU_CASES)                             [200]
 #   wgbwd   dev/cuda/wgmma_bwd_run.sh: the Hopper backward's checks, sanitizers and D = 64 candidates' times [240]
-#   wgfwd   dev/cuda/wgmma_run.sh without sanitizers: the Hopper forward's checks and tile alternatives     [120]
+#   wgfwd   dev/cuda/wgmma_run.sh without sanitizers: the Hopper forward's checks, tiles and ping-pong     [180]
 #   ncuops  ncu of the RMSNorm forward, flashkit beside torch.compile's kernel, hidden 8192 and 4096       [200]
 # Usage: bench/gpu_session.sh step...   (e.g. one call "build ctest san fwd", the next "bwd ops ncu")
 # Logs go into $OUT/session_logs.tgz (the device tool returns at most 8 files); each step's short table is
@@ -105,7 +105,7 @@ for s in "$@"; do
     build) run_step build 300 s_build ;; ctest) run_step ctest 240 s_ctest ;; san) run_step san 200 s_san ;;
     fwd) run_step fwd 240 s_fwd ;; bwd) run_step bwd 200 s_bwd ;; ops) run_step ops 240 s_ops ;;
     ncu) run_step ncu 200 s_ncu ;; extra) run_step extra 120 s_extra ;; lineinfo) run_step lineinfo 200 s_lineinfo ;;
-    wgbwd) run_step wgbwd 240 s_wgbwd ;; wgfwd) run_step wgfwd 120 s_wgfwd ;; ncuops) run_step ncuops 200 s_ncuops ;;
+    wgbwd) run_step wgbwd 240 s_wgbwd ;; wgfwd) run_step wgfwd 180 s_wgfwd ;; ncuops) run_step ncuops 200 s_ncuops ;;
     *) echo "unknown step $s (build lineinfo extra ctest san fwd bwd ops ncu wgbwd wgfwd ncuops)"; exit 2 ;;
   esac
 done
