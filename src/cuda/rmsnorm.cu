@@ -709,8 +709,9 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
 __host__ __device__ inline size_t ring_offset(int64_t nvec, int n, int threads) {
     return (rows_smem(nvec, n, threads) + 15) / 16 * 16;
 }
-inline size_t ring_bytes(int stages, int nops, int vpl, int threads, bool bwd) {
-    return (size_t)stages * nops * vpl * threads * 16 + (bwd ? (size_t)stages * threads * sizeof(float) : 0);
+// The ring of rms_bwd_ring_kernel: stages x nops x VPL uint4 a thread, then the rows' rstd ([stages][threads]).
+inline size_t ring_bytes(int stages, int nops, int vpl, int threads) {
+    return (size_t)stages * nops * vpl * threads * 16 + (size_t)stages * threads * sizeof(float);
 }
 
 template <typename T, int N, int VPL>
@@ -933,11 +934,11 @@ const void *pick_kernel(fk_dtype dt, const Plan &pl, bool bwd) {
     }
 }
 
-// Turns a row-group plan into its ring form with `stages` rows (the ring kernels); nops: operands a row
-// (forward: x, + residual; backward: h, dy, + dresidual_out).
-void set_ring(Plan *pl, int stages, int nops, bool bwd) {
+// Turns a backward row-group plan into its ring form with `stages` rows (rms_bwd_ring_kernel; the forward has no
+// ring: it lost at every width). Operands a row: h, dy, and dresidual_out when given.
+void set_ring(Plan *pl, int stages, bool dres) {
     pl->stages = stages;
-    pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, nops, pl->vpt, pl->threads, bwd);
+    pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, dres ? 3 : 2, pl->vpt, pl->threads);
 }
 
 // A row stride that matters only when there is more than one row.
@@ -976,7 +977,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
         pl->ex   = p->hidden == fk_rms_rows_cap(rs) * pl->n;
         pl->smem = rows_smem(pl->nvec, pl->n, pl->threads);
         if (rs.stages > 0) {
-            set_ring(pl, rs.stages, p->dresidual_out ? 3 : 2, bwd);
+            set_ring(pl, rs.stages, p->dresidual_out != nullptr); // rs.stages > 0: backward only (fk_rms_rows_valid)
             if (pl->smem > (size_t)ctx->max_smem_optin) pl->stages = 0, pl->smem = rows_smem(pl->nvec, pl->n, pl->threads);
         }
         if (pl->smem <= (size_t)ctx->max_smem_optin) return FK_STATUS_SUCCESS;
