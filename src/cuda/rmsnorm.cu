@@ -502,8 +502,8 @@ template <typename T, int VPL, bool EX, bool BWD> constexpr bool rows_prefetch()
 }
 
 // Forward. The row stays in registers as VPL packs (vectors gt, gt + 32W, ...): hidden <= VPL x 32 W x N.
-template <typename T, int N, int W, int VPL, bool EX>
-__global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
+// The body is a device function so that dev/cuda/ops_tune can launch it under other launch bounds.
+template <typename T, int N, int W, int VPL, bool EX> __device__ __forceinline__ void rms_fwd_rows_body(const RmsArgs &a) {
     extern __shared__ float4 rows_sm4[];
     constexpr bool PF     = rows_prefetch<T, VPL, EX, false>();
     const int      hidden = (int)a.hidden, nvec = (int)a.nvec; // at most 1024 x 8 (fk_rms_rows_pick)
@@ -566,6 +566,10 @@ __global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
         if (own_tail) store_pack_n<T, N>(row.y + nfull * N, scale_row<T, N>(ht, ws, nvec, nfull, rstd), tailn);
         if (PF) cur = nxt;
     }
+}
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
+    rms_fwd_rows_body<T, N, W, VPL, EX>(a);
 }
 
 // The backward group's dweight partial: one [hidden] fp32 row of the workspace per (block, group), written straight
