@@ -71,6 +71,32 @@ static void rms_rules(void) {
           "rms_rows_valid ring stages", "");
 }
 
+// One row a block (forward): 256..1024 vectors, every vector covered by 2 x threads, threads a multiple of 32 and at
+// most 512 (the launch bound), fewer than 32 threads idle past the row; the measured widths take the measured
+// block sizes and register caps.
+static void rms_row1_rules(void) {
+    int  bad = 0, t, m;
+    char msg[160] = "";
+    for (int64_t nvec = 1; nvec <= 1100; nvec++)
+        for (int res = 0; res < 2; res++) {
+            const int got = fk_rms_row1_pick(nvec, res, &t, &m);
+            if (got != (nvec >= 256 && nvec <= 1024)) {
+                if (!bad++) snprintf(msg, sizeof msg, "nvec %lld res %d: pick %d", (long long)nvec, res, got);
+                continue;
+            }
+            if (got && (t % 32 != 0 || t > 512 || 2 * (int64_t)t < nvec || 2 * (int64_t)(t - 32) >= nvec || (m != 3 && m != 4)))
+                if (!bad++) snprintf(msg, sizeof msg, "nvec %lld res %d: %d threads, minb %d", (long long)nvec, res, t, m);
+        }
+    check(!bad, "rms_row1_pick 1..1100 vectors", msg);
+    static const int meas[4][4] = {{256, 128, 3, 3}, {512, 256, 3, 3}, {640, 320, 4, 3}, {1024, 512, 4, 3}};
+    int ok = 1;
+    for (int i = 0; i < 4; i++)
+        for (int res = 0; res < 2; res++)
+            ok &= fk_rms_row1_pick(meas[i][0], res, &t, &m) && t == meas[i][1] && m == meas[i][2 + res];
+    ok &= fk_rms_row1_pick(1000, 0, &t, &m) && t == 512 && m == 3; // idle vectors: 40 registers
+    check(ok, "rms_row1_pick measured widths", "");
+}
+
 static void rope_rules(void) {
     static char buf[4096] __attribute__((aligned(16)));
     fk_rope_problem p;
@@ -118,6 +144,7 @@ int main(int argc, char **argv) {
     if (!fk_version_string()) return 1;
     fk_test_init(argc, argv, "test_ops_select");
     rms_rules();
+    rms_row1_rules();
     rope_rules();
     swiglu_rules();
     return fk_test_finish();

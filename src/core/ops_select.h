@@ -92,6 +92,26 @@ static inline int fk_rms_rows_pick(int64_t nvec, int bwd, int residual, fk_rms_r
     return 1;
 }
 
+// --- RMSNorm forward: one row a block ------------------------------------------------------------------
+// rms_fwd_row_kernel: rows of 256..1024 16-byte vectors (bf16: hidden 2048..8192) whose weight has x's dtype,
+// two vectors a thread in a block of round_up(nvec / 2, 32) threads, one row a block; *minb: the launch bound's
+// blocks of 512 threads (4: 32 registers, 3: 40). H200, 2026-11-30 fourth session, bench/next_ops.sh (ops_tune
+// next, bf16, 16384 rows, GB/s against the row groups of fk_rms_rows_fwd / _fwd_res; docs/PERF.md):
+//   vectors  threads  forward                        with the residual add
+//   256      128      40 regs 3689 (32 regs 3657; 3377)  40 regs 3871 (3697)
+//   512      256      40 regs 3871 (32 regs 3787; 3551)  40 regs 4060 (3703)
+//   640      320      32 regs 3943 (39 regs 3756; 3675)  43 regs, 4 blocks 4086 (32, spilling: 3700; 3797)
+//   1024     512      32 regs 3973 (40 regs 3894; 3800)  40 regs 4076 (32 regs, spilling: 3675; 3804)
+// (Each figure: the candidate under __launch_bounds__(threads, blocks an SM); production caps at 512 threads, so
+// 640 with the residual add gets 40 registers and 5 blocks, not the 4 measured.) The residual add needs 40 (at
+// 32 it spills); without it 40 where a block has at most 256 threads or the row leaves vectors idle, else 32.
+// Outside 256..1024 vectors the row groups (fk_rms_rows_pick) or the block-per-row kernels run; 0 then.
+static inline int fk_rms_row1_pick(int64_t nvec, int residual, int *threads, int *minb) {
+    if (nvec < 256 || nvec > 1024) return 0;
+    *threads = (int)((nvec + 1) / 2 + 31) / 32 * 32;
+    *minb    = residual || *threads <= 256 || nvec != 2 * (int64_t)*threads ? 3 : 4;
+    return 1;
+}
 // --- RoPE: the per-token kernel --------------------------------------------------------------------------
 // rope_tok_kernel covers: half-split, fp32 tables or computed angles, 16-byte vectors everywhere (every
 // pointer aligned, every stride and half and the unrotated tail multiples of the vector), half <= 256 (the

@@ -502,8 +502,8 @@ template <typename T, int VPL, bool EX, bool BWD> constexpr bool rows_prefetch()
 }
 
 // Forward. The row stays in registers as VPL packs (vectors gt, gt + 32W, ...): hidden <= VPL x 32 W x N.
-// The body is a device function so that dev/cuda/ops_tune can launch it under other launch bounds.
-template <typename T, int N, int W, int VPL, bool EX> __device__ __forceinline__ void rms_fwd_rows_body(const RmsArgs &a) {
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
     extern __shared__ float4 rows_sm4[];
     constexpr bool PF     = rows_prefetch<T, VPL, EX, false>();
     const int      hidden = (int)a.hidden, nvec = (int)a.nvec; // at most 1024 x 8 (fk_rms_rows_pick)
@@ -567,9 +567,59 @@ template <typename T, int N, int W, int VPL, bool EX> __device__ __forceinline__
         if (PF) cur = nxt;
     }
 }
-template <typename T, int N, int W, int VPL, bool EX>
-__global__ void __launch_bounds__(512) rms_fwd_rows_kernel(const RmsArgs a) {
-    rms_fwd_rows_body<T, N, W, VPL, EX>(a);
+
+// Forward, one row a block (fk_rms_row1_pick, src/core/ops_select.h): no loop and nothing kept from row to row,
+// two vectors a thread (vectors tid and tid + blockDim), x, the residual and the weight (of x's dtype, 16-byte
+// aligned) all loaded before the one-barrier reduction. The registers stay under the launch bound's cap (MINB
+// blocks of 512 threads: 32 or 40), so 3-12 blocks share an SM and more bytes are in flight per SM than with the
+// persistent row groups, which keep the next row's packs live (60 registers, 2 blocks an SM). ncu of the
+// forward at hidden 8192 (docs/PERF.md, 2026-11-30 fourth session): torch.compile's kernel, one block a row at
+// 4 blocks an SM, 85% of DRAM peak; the row groups 76%. Whole vectors only (hidden a multiple of N: a partial
+// last vector's element-wise code spilled at these caps); EX: the row is exactly 2 x blockDim vectors. ptxas
+// (sm_90a): no spills, except the bf16 rows with idle vectors (!EX) at 40 registers: 6 bytes (the same rows at 32
+// spilled 26 / 112 bytes, so they run at 40).
+template <typename T, int N, bool RES, bool EX, int MINB>
+__global__ void __launch_bounds__(512, MINB) rms_fwd_row_kernel(const RmsArgs a) {
+    constexpr int VPT = 2;
+    __shared__ float red[16]; // one per warp
+    const int       nvec = (int)a.nvec;
+    const FwdRow<T> row(a, blockIdx.x);
+    const T        *wt = static_cast<const T *>(a.weight);
+    Pack<T, N>      h[VPT], w[VPT];
+    float           ss = 0.f;
+#pragma unroll
+    for (int v = 0; v < VPT; v++) {
+        const int idx = threadIdx.x + v * blockDim.x;
+        if (EX || idx < nvec) {
+            h[v] = load_pack<T, N>(row.x + idx * N);
+            if (RES) {
+                h[v] = add_round<T, N>(h[v], load_pack<T, N>(row.res + idx * N));
+                store_pack<T, N>(row.rout + idx * N, h[v]);
+            }
+            w[v] = load_pack<T, N>(wt + idx * N);
+        }
+    }
+#pragma unroll
+    for (int v = 0; v < VPT; v++)
+        if (EX || threadIdx.x + v * blockDim.x < nvec) ss += sumsq<T, N>(h[v]);
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    ss = 0.f;
+    for (int k = 0; k < (int)(blockDim.x >> 5); k++) ss += red[k]; // warp order: reproducible
+    const float rstd = 1.0f / sqrtf(ss / (float)a.hidden + a.eps);
+    if (a.rstd && threadIdx.x == 0) a.rstd[blockIdx.x] = rstd;
+#pragma unroll
+    for (int v = 0; v < VPT; v++) {
+        const int idx = threadIdx.x + v * blockDim.x;
+        if (!EX && idx >= nvec) continue;
+        float hf[N], wf[N], o[N];
+        unpack<T, N>(h[v], hf);
+        unpack<T, N>(w[v], wf);
+#pragma unroll
+        for (int k = 0; k < N; k++) o[k] = hf[k] * rstd * (a.off + wf[k]);
+        store_pack<T, N>(row.y + idx * N, pack<T, N>(o));
+    }
 }
 
 // The backward group's dweight partial: one [hidden] fp32 row of the workspace per (block, group), written straight
@@ -851,6 +901,8 @@ struct Plan {
     size_t  ws;      // workspace bytes (backward)
     size_t  smem;    // dynamic shared memory (row groups: the staged weight; backward block per row: + dweight)
     int     stages;  // row groups: 0 = rows kernels (register prefetch), >= 2 = ring kernels with that many rows
+    int     row1;    // forward one row a block (rms_fwd_row_kernel): its MINB (3 or 4), 0 = not that kernel
+    bool    res;     // row1: with the residual add
 };
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
@@ -909,7 +961,15 @@ template <typename T, bool BWD> const void *rows_kernel_for(const Plan &pl) {
     }
 }
 
+template <typename T> const void *row1_kernel_for(const Plan &pl) {
+    constexpr int N = kVec<T>;
+    if (pl.res) return pl.ex ? (const void *)rms_fwd_row_kernel<T, N, true, true, 3> : (const void *)rms_fwd_row_kernel<T, N, true, false, 3>;
+    if (pl.row1 == 4) return pl.ex ? (const void *)rms_fwd_row_kernel<T, N, false, true, 4> : nullptr; // exact rows only
+    return pl.ex ? (const void *)rms_fwd_row_kernel<T, N, false, true, 3> : (const void *)rms_fwd_row_kernel<T, N, false, false, 3>;
+}
+
 template <typename T, bool BWD> const void *kernel_for(const Plan &pl) {
+    if (!BWD && pl.row1) return pl.vec ? row1_kernel_for<T>(pl) : nullptr;
     if (pl.w > 0) return pl.vec ? rows_kernel_for<T, BWD>(pl) : nullptr;
 #define FK_RMS_K(NN, V) (BWD ? (const void *)rms_bwd_kernel<T, NN, V> : (const void *)rms_fwd_kernel<T, NN, V>)
 #define FK_RMS_PICK(NN)                                                                                        \
@@ -974,7 +1034,14 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->nvec = ceil_div(p->hidden, pl->n);
     pl->ld   = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
-    pl->w = 0, pl->ex = false, pl->stages = 0;
+    pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false;
+    int r1_threads, r1_minb;
+    if (allow_rows && !bwd && vec && p->hidden % pl->n == 0 && p->weight_dtype == p->dtype && (uintptr_t)p->weight % 16 == 0 &&
+        p->rows <= 0x7fffffff && fk_rms_row1_pick(pl->nvec, p->residual != nullptr, &r1_threads, &r1_minb)) {
+        pl->row1 = r1_minb, pl->res = p->residual != nullptr, pl->vpt = 2, pl->threads = r1_threads, pl->smem = 0;
+        pl->ex = p->hidden == (int64_t)2 * r1_threads * pl->n;
+        return FK_STATUS_SUCCESS;
+    }
     fk_rms_rows_shape rs;
     if (allow_rows && vec && fk_rms_rows_pick(pl->nvec, bwd, p->residual != nullptr, &rs)) {
         pl->w = rs.w, pl->vpt = rs.vpl, pl->threads = rs.threads;
@@ -1058,7 +1125,7 @@ extern "C" fk_status fk_cuda_rmsnorm_fwd(const struct fk_context *ctx, const fk_
     Plan pl;
     FK_TRY(make_plan(op, ctx, p, false, &pl));
     RmsArgs a = make_args(p, pl);
-    return launch_result(op, pl.w ? "rms_fwd_rows_kernel" : "rms_fwd_kernel", launch(pick_kernel(p->dtype, pl, false), pl, a, (cudaStream_t)stream));
+    return launch_result(op, pl.row1 ? "rms_fwd_row_kernel" : pl.w ? "rms_fwd_rows_kernel" : "rms_fwd_kernel", launch(pick_kernel(p->dtype, pl, false), pl, a, (cudaStream_t)stream));
 }
 
 extern "C" fk_status fk_cuda_rmsnorm_bwd_select(const struct fk_context *ctx, const fk_rmsnorm_problem *p,
