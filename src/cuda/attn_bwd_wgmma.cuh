@@ -36,7 +36,8 @@
  *   column is not a whole swizzle row (64 elements at 128 B) is untested territory, while 32-column blocks of the
  *   64-B swizzle are ordinary (wgmma_check covers both K-major and MN-major 64-B swizzle, and col0 = 32 now).
  *
- *   Two schedule variants (template V; attn_bwd_wgmma_check checks and times both; launch_bwd_wgmma defaults to 1):
+ *   Two schedule variants (template V; attn_bwd_wgmma_check checks and times both; launch_bwd_wgmma defaulted to 1
+ *   until V = 3 below won on the H200 and became its default):
  *     V = 0: wait for S^T and dP^T together, then P, dS, then issue dV and dK;
  *     V = 1: wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK.
  *   and one for the register-capped D = 64 candidates (mb2s below):
@@ -725,15 +726,16 @@ __global__ void __launch_bounds__(BwdWgShape<D, C>::NT, BwdWgShape<D, C>::MINB) 
 
 // Launch the main kernel (prep and convert are production's, around it). cudaErrorNotSupported for what the
 // kernel does not cover (see the header), so that a caller can fall back to bwd_tc_kernel.
+// V: schedule variant (3 = production at both head dims, on its own shared-memory map BwdWgShape<D, 0, true>);
 // C: BwdWgShape's configuration (0 = production; 1..4 the dev-only D = 64 candidates).
-template <int D, bool BF16, int V = 1, int C = 0>
+template <int D, bool BF16, int V = 3, int C = 0>
 cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
     using S = BwdWgShape<D, C, V == 3>;
     if (p.head_dim != D || !p.vec_in || p.transform || p.acc_d < D || !p.dq_acc) return cudaErrorNotSupported;
     if (p.deterministic && (!p.sem || p.n_mblocks < (p.seqlen_q + S::BM - 1) / S::BM)) return cudaErrorNotSupported;
     if (p.seqlen_k <= 0) return cudaSuccess;
     void (*kernel)(const BwdParams);
-    if constexpr (C == 0) kernel = bwd_wgmma_kernel<D, BF16, V>; // production: no candidate instantiated
+    if constexpr (C == 0) kernel = bwd_wgmma_kernel<D, BF16, V>; // no candidate instantiated
     else kernel = bwd_wgmma_cand_kernel<D, BF16, V, C>;
     cudaError_t e      = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
