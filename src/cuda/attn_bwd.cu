@@ -68,7 +68,7 @@ struct Choice {
 };
 
 int block_m(const Choice &c) {
-    if (c.wgmma) return fk_wg::BwdWgShape<64, 0, true>::BM; // 64 at both head dims
+    if (c.wgmma) return fk_wg::BwdWgShape<64>::BM; // 64 at both head dims
     if (c.split) return BwdSplitTile<256>::BM;
     switch (c.bucket) {
     case 64: return BwdTile<64>::BM;
@@ -80,7 +80,7 @@ int block_m(const Choice &c) {
 
 size_t smem_bytes(const struct fk_context *ctx, const fk_attn_problem *p, const Choice &c) {
     if (p->dtype == FK_DTYPE_F32) return bf32_smem_bytes((int)p->head_dim);
-    if (c.wgmma) return (size_t)(c.bucket == 64 ? fk_wg::BwdWgShape<64, 0, true>::SMEM : fk_wg::BwdWgShape<128, 0, true>::SMEM);
+    if (c.wgmma) return (size_t)(c.bucket == 64 ? fk_wg::BwdWgShape<64>::SMEM : fk_wg::BwdWgShape<128>::SMEM);
     if (c.split) {
         using T = BwdSplitTile<256>;
         return (size_t)BwdSplitShape<256, T::BM, T::BN, T::NW, T::SPLIT>::SMEM;
@@ -113,7 +113,7 @@ bool use_wgmma(const struct fk_context *ctx, const fk_attn_problem *p) {
     if (!aligned16(p->q, p->q_bs, p->q_rs, p->q_hs) || !aligned16(p->k, p->k_bs, p->k_rs, p->k_hs) ||
         !aligned16(p->v, p->v_bs, p->v_rs, p->v_hs) || !aligned16(p->do_, p->do_bs, p->do_rs, p->do_hs))
         return false;
-    const size_t smem = p->head_dim == 64 ? fk_wg::BwdWgShape<64, 0, true>::SMEM : fk_wg::BwdWgShape<128, 0, true>::SMEM;
+    const size_t smem = p->head_dim == 64 ? fk_wg::BwdWgShape<64>::SMEM : fk_wg::BwdWgShape<128>::SMEM;
     return smem <= (size_t)ctx->max_smem_optin;
 #else
     (void)ctx, (void)p;
