@@ -11,7 +11,7 @@
 #   ops     bench/bench_ops.py: RMSNorm / RoPE / SwiGLU vs eager and torch.compile, fraction of copy          [240]
 #   ncu     ncu WarpStateStats + SpeedOfLight of one main-kernel launch, flashkit beside FA2: the backward at
 #           D = 128 and the forward at D = 256, S = 2048 non-causal ($NCU_CASES)                             [200]
-#   wgbwd   dev/cuda/wgmma_bwd_run.sh: the Hopper backward's checks, sanitizers and D = 64 candidates' times [240]
+#   wgbwd   dev/cuda/wgmma_bwd_run.sh: the Hopper backward's checks, sanitizers and times beside bwd_tc     [240]
 #   wgfwd   dev/cuda/wgmma_run.sh without sanitizers: the Hopper forward's checks, tiles and ping-pong     [180]
 #   ncuops  ncu of the RMSNorm forward, flashkit beside torch.compile's kernel, hidden 8192 and 4096       [200]
 # Usage: bench/gpu_session.sh step...   (e.g. one call "build ctest san fwd", the next "bwd ops ncu")

@@ -1,30 +1,25 @@
 /*
  * attn_bwd_wgmma_check.cu — dev only: correctness, determinism and timing of the Hopper wgmma backward main
- * kernel (src/cuda/attn_bwd_wgmma.cuh) between production's prep and convert kernels.
+ * kernel (src/cuda/attn_bwd_wgmma.cuh, the instances attn_bwd.cu launches) between production's prep and convert
+ * kernels, beside the Ampere-path kernel bwd_tc_kernel.
  *
- * Verdicts (H200, 2026-11-30, third session, docs/PERF.md): v0 and v1 pass all 256 checks, memcheck and
- * racecheck clean; v1 is production at D = 64/128. The D = 64 candidates (mb2, mb2s, n64, n64m3) and schedule
- * variant 3 ("v3", software-pipelined steps, D = 64 and 128) have not run yet (docs/GPU_QUEUE.md). Run by
- * dev/cuda/wgmma_bwd_run.sh.
+ * Verdict on the kernel's current schedule (H200, 2026-11-30, dev/cuda/wgmma_bwd_run.sh): every check passes,
+ * memcheck and racecheck clean. Run by dev/cuda/wgmma_bwd_run.sh.
  *
  *   attn_bwd_wgmma_check check [filter]  D 64/128 x bf16/fp16 x causal or not x (Sq, Sk) in {(1,1), (17,17),
  *                                        (128,128), (1000,1000), (300,1000), (1000,300), (2048,2048)} x GQA 1:1
  *                                        and 4:1 (batch 2, 1 at 2048), plus local windows and deterministic
  *                                        cases (deterministic: a second run must be bit-identical); dQ, dK, dV
- *                                        against a float64 GPU reference; one PASS/FAIL line per case and path
- *   attn_bwd_wgmma_check small           the v1 / v3 instances on 2 small cases each (D x dtype), and one small
- *                                        D = 64 case per candidate (for compute-sanitizer)
- *   attn_bwd_wgmma_check time [skip] [v0] bf16, D 64/128, S 2048/4096/8192, H 16, B*S = 32768, causal and not:
- *                                        per path ms and TFLOP/s (2.5 x 4 B H S^2 D, halved when causal; median
- *                                        of 20, CUDA events around prep + main + convert), speedups over this
- *                                        kernel's production instance ("x v1") and over production's bwd_tc_kernel
- *                                        (launch_bwd_tc with BwdTile<D>, "x tc"), and the largest difference from
- *                                        bwd_tc (a sanity check at sizes `check` does not reach); then a table
- *                                        per head dim of each path's geometric-mean "x v1" (v0 only with "v0")
- * Paths (one PASS/FAIL line each): "v0" / "v1" / "v3" = the schedule variants of the production tile (v1 is what
- * attn_bwd.cu launches; v3 the software-pipelined candidate); at D = 64 also the tile / occupancy candidates of
- * g_cands below ("mb2", "mb2s", "n64", "n64m3"; attn_bwd_wgmma.cuh, BwdWgShape, says what each is). All of them
- * support every case here, the deterministic ones included; one that did not would print "SKIP ... not supported".
+ *                                        against a float64 GPU reference; one PASS/FAIL line per case
+ *   attn_bwd_wgmma_check small           2 small cases per D x dtype (for compute-sanitizer)
+ *   attn_bwd_wgmma_check time            bf16, D 64/128, S 2048/4096/8192, H 16, B*S = 32768, causal and not:
+ *                                        ms and TFLOP/s of bwd_tc and of this kernel (2.5 x 4 B H S^2 D, halved
+ *                                        when causal; median of 20, CUDA events around prep + main + convert),
+ *                                        the speedup over bwd_tc (launch_bwd_tc with BwdTile<D>, "x tc"), and
+ *                                        the largest difference from bwd_tc (a sanity check at sizes `check`
+ *                                        does not reach); then a line per head dim: the geometric-mean "x tc"
+ * Paths: "wgmma" (launch_bwd_wgmma, what attn_bwd.cu launches; the only one `check` and `small` run) and "bwd_tc"
+ * (the reference of `time`, bf16 only). A case the kernel did not support would print "SKIP ... not supported".
  *
  * The float64 reference (ref_run, compare, lp_tol) is attn_bwd_ref.cuh, shared with dev/cuda/attn_bwd_check.cu; o
  * and lse come from the reference forward. Tolerance (docs/HELPERS_COMMON.md): max_abs <= 2 * max_abs of the naive
@@ -127,50 +122,10 @@ template <int D, bool BF16> static cudaError_t launch_prod(const BwdParams &f, i
     return fk_cuda::launch_bwd_tc<D, T::BM, T::BN, T::NW, T::MINB, BF16>(f, hkv, st);
 }
 
-// The schedule variants of the production tile (attn_bwd_wgmma.cuh), run_bwd's variants 0 .. NSCHED - 1, both
-// head dims: "v0", "v1" (production) and "v3" (software-pipelined steps, the candidate of this change).
-static constexpr int NSCHED = 3;
-static const char *const g_sched_names[NSCHED] = {"v0", "v1", "v3"};
-template <int D, bool BF16> static cudaError_t launch_wg(int variant, const BwdParams &f, int hkv, cudaStream_t st) {
-    switch (variant) {
-    case 0: return fk_wg::launch_bwd_wgmma<D, BF16, 0>(f, hkv, st);
-    case 1: return fk_wg::launch_bwd_wgmma<D, BF16, 1>(f, hkv, st);
-    case 2: return fk_wg::launch_bwd_wgmma<D, BF16, 3>(f, hkv, st);
-    }
-    return cudaErrorNotSupported;
-}
+static const char *path_name(bool tc) { return tc ? "bwd_tc" : "wgmma"; }
 
-// The D = 64 tile / occupancy candidates (attn_bwd_wgmma.cuh, BwdWgShape<64, C>), each a (C, V) pair; variant
-// NSCHED + k of run_bwd below is g_cands[k]. Production at D = 64 is (C 0, V 1) = variant 1 ("v1").
-struct Cand {
-    const char *name;
-    int         C, V;
-    const char *what;
-};
-static constexpr Cand g_cands[] = {
-    {"mb2", 1, 1, "production tile + schedule, __launch_bounds__(256, 2): 128 regs, spills"},
-    {"mb2s", 2, 2, "__launch_bounds__(256, 2), dP^T issued after P (V 2), dS from packed P: 128 regs, small spill"},
-    {"n64", 3, 1, "BN 64 keys, 1 warpgroup (128 threads), 2 blocks/SM, no spill"},
-    {"n64m3", 4, 1, "BN 64, 1 warpgroup, __launch_bounds__(128, 3), dS from packed P: 168 regs"},
-};
-static constexpr int NCAND = (int)(sizeof g_cands / sizeof g_cands[0]);
-static_assert(NCAND == 4, "launch_cand and cmd_time list every candidate by index");
-static const char *variant_name(int variant) {
-    return variant < 0 ? "bwd_tc" : variant < NSCHED ? g_sched_names[variant] : g_cands[variant - NSCHED].name;
-}
-template <bool BF16> static cudaError_t launch_cand(int k, const BwdParams &f, int hkv, cudaStream_t st) {
-    switch (k) { // template arguments: one case per g_cands entry
-    case 0: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[0].V, g_cands[0].C>(f, hkv, st);
-    case 1: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[1].V, g_cands[1].C>(f, hkv, st);
-    case 2: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[2].V, g_cands[2].C>(f, hkv, st);
-    case 3: return fk_wg::launch_bwd_wgmma<64, BF16, g_cands[3].V, g_cands[3].C>(f, hkv, st);
-    }
-    return cudaErrorNotSupported;
-}
-
-// prep -> main (variant 0 .. NSCHED - 1: this kernel's schedule variants; NSCHED + k: candidate g_cands[k], D = 64 only; -1:
-// production's bwd_tc_kernel, bf16 only) -> convert; attn_bwd.cu's launch().
-static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const Ws &l, int variant, cudaStream_t st) {
+// prep -> main (launch_bwd_wgmma, or with tc production's bwd_tc_kernel, bf16 only) -> convert; attn_bwd.cu's launch().
+static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const Ws &l, bool tc, cudaStream_t st) {
     const bool bf16 = p.dtype == FK_DTYPE_BF16;
     cudaError_t e;
     if (p.total_q > 0) {
@@ -181,12 +136,9 @@ static cudaError_t run_bwd(const fk_attn_problem &p, const BwdParams &f, const W
     }
     if (f.sem && (e = cudaMemsetAsync(f.sem, 0, l.total - l.sem, st)) != cudaSuccess) return e;
     const int hkv = (int)p.nheads_kv;
-    if (variant >= NSCHED) {
-        e = p.head_dim != 64 ? cudaErrorNotSupported
-            : bf16 ? launch_cand<true>(variant - NSCHED, f, hkv, st) : launch_cand<false>(variant - NSCHED, f, hkv, st);
-    } else if (variant >= 0) {
-        if (p.head_dim == 64) e = bf16 ? launch_wg<64, true>(variant, f, hkv, st) : launch_wg<64, false>(variant, f, hkv, st);
-        else if (p.head_dim == 128) e = bf16 ? launch_wg<128, true>(variant, f, hkv, st) : launch_wg<128, false>(variant, f, hkv, st);
+    if (!tc) {
+        if (p.head_dim == 64) e = bf16 ? fk_wg::launch_bwd_wgmma<64, true>(f, hkv, st) : fk_wg::launch_bwd_wgmma<64, false>(f, hkv, st);
+        else if (p.head_dim == 128) e = bf16 ? fk_wg::launch_bwd_wgmma<128, true>(f, hkv, st) : fk_wg::launch_bwd_wgmma<128, false>(f, hkv, st);
         else e = cudaErrorNotSupported;
     } else {
         e = !bf16 ? cudaErrorNotSupported
@@ -215,9 +167,8 @@ static void sig(const Case &c, char *s, size_t n) {
              c.Hkv, c.causal, c.wl, c.wr, c.det);
 }
 
-// Every variant selected by `mask` (bit v: run_bwd's variant v; candidates only at D = 64) against one reference.
-static const unsigned ALL_VARIANTS = ~0u;
-static int run_case(const Case &c, uint64_t seed, bool verbose, unsigned mask = ALL_VARIANTS) {
+// The wgmma kernel on one case against the float64 reference (twice when deterministic: bit-identical).
+static int run_case(const Case &c, uint64_t seed, bool verbose) {
     char s[200];
     sig(c, s, sizeof s);
     const fk_dtype dt = c.bf16 ? FK_DTYPE_BF16 : FK_DTYPE_F16;
@@ -270,35 +221,30 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, unsigned mask = 
     void *outs[3] = {dq, dk, dv};
     const int64_t counts[3] = {nq, nk, nk};
     int bad = 0;
-    const int nvar = c.D == 64 ? NSCHED + NCAND : NSCHED;
-    for (int variant = 0; variant < nvar; ++variant) { // schedule variants and candidates, one reference
-        if (!(mask >> variant & 1)) continue;
-        std::vector<uint8_t> got[3];
-        int         runs = c.det ? 2 : 1, differ = 0;
-        cudaError_t e = cudaSuccess;
-        for (int run = 0; run < runs && e == cudaSuccess; ++run) {
-            for (int t = 0; t < 3; ++t) fill_bytes<<<256, 256>>>((uint8_t *)outs[t], counts[t] * es, 0xff);
-            fill_bytes<<<256, 256>>>((uint8_t *)w, (int64_t)l.total, 0xff); // the kernels must not trust the workspace
-            e = run_bwd(p, f, l, variant, 0);
-            if (e == cudaSuccess) e = cudaDeviceSynchronize();
-            if (e != cudaSuccess) break;
-            for (int t = 0; t < 3; ++t) {
-                std::vector<uint8_t> cur(counts[t] * es);
-                CK(cudaMemcpy(cur.data(), outs[t], cur.size(), cudaMemcpyDeviceToHost));
-                if (run == 0) got[t].swap(cur);
-                else differ += memcmp(cur.data(), got[t].data(), cur.size()) != 0;
-            }
+    std::vector<uint8_t> got[3];
+    int         runs = c.det ? 2 : 1, differ = 0;
+    cudaError_t e = cudaSuccess;
+    for (int run = 0; run < runs && e == cudaSuccess; ++run) {
+        for (int t = 0; t < 3; ++t) fill_bytes<<<256, 256>>>((uint8_t *)outs[t], counts[t] * es, 0xff);
+        fill_bytes<<<256, 256>>>((uint8_t *)w, (int64_t)l.total, 0xff); // the kernels must not trust the workspace
+        e = run_bwd(p, f, l, false, 0);
+        if (e == cudaSuccess) e = cudaDeviceSynchronize();
+        if (e != cudaSuccess) break;
+        for (int t = 0; t < 3; ++t) {
+            std::vector<uint8_t> cur(counts[t] * es);
+            CK(cudaMemcpy(cur.data(), outs[t], cur.size(), cudaMemcpyDeviceToHost));
+            if (run == 0) got[t].swap(cur);
+            else differ += memcmp(cur.data(), got[t].data(), cur.size()) != 0;
         }
-        if (e == cudaErrorNotSupported) {
-            printf("SKIP %s %s: not supported by this kernel / candidate (cudaErrorNotSupported)\n", s, variant_name(variant));
-            cudaGetLastError();
-            continue;
-        }
-        if (e != cudaSuccess) {
-            printf("FAIL %s %s: CUDA error %s\n", s, variant_name(variant), cudaGetErrorString(e));
-            fflush(stdout);
-            exit(3); // a sticky error (illegal address, ...): nothing after it can be trusted
-        }
+    }
+    if (e == cudaErrorNotSupported) {
+        printf("SKIP %s %s: not supported by this kernel (cudaErrorNotSupported)\n", s, path_name(false));
+        cudaGetLastError();
+    } else if (e != cudaSuccess) {
+        printf("FAIL %s %s: CUDA error %s\n", s, path_name(false), cudaGetErrorString(e));
+        fflush(stdout);
+        exit(3); // a sticky error (illegal address, ...): nothing after it can be trusted
+    } else {
         std::vector<double> h(std::max(nrq, nrk)), hl(std::max(nrq, nrk));
         const char *names[3] = {"dq", "dk", "dv"};
         double     *refs[3] = {r.dq, r.dk, r.dv}, *lps[3] = {r.dq_lp, r.dk_lp, r.dv_lp};
@@ -319,9 +265,9 @@ static int run_case(const Case &c, uint64_t seed, bool verbose, unsigned mask = 
             line += buf;
         }
         if (c.det) line += differ ? " !second run differs bitwise" : " second run bit-identical";
-        if (!ok_all || verbose) printf("%s %s %s:%s\n", ok_all ? "PASS" : "FAIL", s, variant_name(variant), line.c_str());
-        else printf("PASS %s %s\n", s, variant_name(variant));
-        bad += !ok_all;
+        if (!ok_all || verbose) printf("%s %s %s:%s\n", ok_all ? "PASS" : "FAIL", s, path_name(false), line.c_str());
+        else printf("PASS %s %s\n", s, path_name(false));
+        bad = !ok_all;
     }
     ref_free(r);
     for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
@@ -369,20 +315,12 @@ static int cmd_check(const char *filter, bool verbose) {
 static int cmd_small() {
     int      bad  = 0;
     uint64_t seed = 100;
-    // v1 and v3 (v0, unchanged since its clean sanitizer runs in run 7, is left out for the sanitizers' time). The
-    // walks are 4 and up to 6 steps long: v3's ring of 3 Q / dO slots is reloaded (step it + 3) in both.
-    const unsigned v1v3 = 1u << 1 | 1u << 2;
+    // Walks of 4 and up to 6 steps: the ring of 3 Q / dO slots is reloaded (step it + 3) in both.
     for (int D : {64, 128})
         for (bool bf16 : {true, false}) {
-            bad += run_case({bf16, 2, 70, 150, 4, 2, D, 1, -1, -1, 0}, seed++, true, v1v3);
-            bad += run_case({bf16, 1, 150, 140, 2, 1, D, 1, -1, -1, 1}, seed++, true, v1v3);
+            bad += run_case({bf16, 2, 70, 150, 4, 2, D, 1, -1, -1, 0}, seed++, true);
+            bad += run_case({bf16, 1, 150, 140, 2, 1, D, 1, -1, -1, 1}, seed++, true);
         }
-    // One case per D = 64 candidate (sanitizers are slow): dtypes alternate, the even ones deterministic.
-    for (int k = 0; k < NCAND; ++k) {
-        const bool bf16 = k % 2 == 0;
-        const Case c    = k % 2 == 0 ? Case{bf16, 1, 150, 140, 2, 1, 64, 1, -1, -1, 1} : Case{bf16, 2, 70, 150, 4, 2, 64, 1, -1, -1, 0};
-        bad += run_case(c, seed++, true, 1u << (NSCHED + k));
-    }
     printf("small: %d failed\n", bad);
     return bad ? 1 : 0;
 }
@@ -400,55 +338,33 @@ static float bf2f(uint16_t x) {
     return f;
 }
 
-// Random inputs (o random, lse = log S: finite, roughly normalised rows); every path on the same problem, then
-// the largest |path - bwd_tc| of each gradient relative to bwd_tc's largest |value| (a sanity check at sizes
-// that `check` does not reach; the paths differ by rounding only). Paths: bwd_tc (production's mma.sync kernel),
-// v1 (this kernel's production instance), v3 (schedule 3), v0 only when asked (`time <skip> v0`: it lost to v1
-// when v1 became production and is left out to keep wgmma_bwd_run.sh within its budget), and at D = 64 every
-// candidate of g_cands. One line per path: "x v1" = v1 ms / path ms and "x tc" = bwd_tc ms / path ms (above 1:
-// the path is faster). Closing tables give each path's geometric mean, min and max of "x v1" over the six shapes
-// of each head dim.
-// Registers, local memory and blocks an SM of one bf16 instance as the device sees them (the candidates exist for
-// the blocks-an-SM number; the driver picks the shared-memory carveout, so it is checked, not assumed).
-template <int D, int V, int C> static void occupancy_line(const char *name) {
-    using S = fk_wg::BwdWgShape<D, C, V == 3>;
-    void (*k)(const BwdParams);
-    if constexpr (C == 0) k = fk_wg::bwd_wgmma_kernel<D, true, V>;
-    else k = fk_wg::bwd_wgmma_cand_kernel<D, true, V, C>;
+// Random inputs (o random, lse = log S: finite, roughly normalised rows); bwd_tc (production's mma.sync kernel)
+// and then this kernel on the same problem, and the largest |wgmma - bwd_tc| of each gradient relative to bwd_tc's
+// largest |value| (a sanity check at sizes that `check` does not reach; the two differ by rounding only). One line
+// per path: "x tc" = bwd_tc ms / path ms (above 1: the path is faster). A closing line per head dim gives the
+// geometric mean, min and max of the wgmma kernel's "x tc" over its six shapes.
+// Registers, local memory and blocks an SM of the bf16 instance as the device sees them (the driver picks the
+// shared-memory carveout, so it is checked, not assumed).
+template <int D> static void occupancy_line() {
+    using S = fk_wg::BwdWgShape<D>;
+    void (*k)(const BwdParams) = fk_wg::bwd_wgmma_kernel<D, true>;
     CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM));
     int nb = 0;
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, S::NT, S::SMEM));
     cudaFuncAttributes a;
     CK(cudaFuncGetAttributes(&a, k));
-    printf("  D %3d %-6s C %d V %d: %3d threads, %3d registers, %4zu B local, %3d KB smem -> %d blocks/SM (%2d warps)%s\n", D,
-           name, C, V, S::NT, a.numRegs, a.localSizeBytes, S::SMEM / 1024, nb, nb * S::NT / 32,
-           nb < S::MINB ? "  FEWER THAN __launch_bounds__ ASKED" : "");
+    printf("  D %3d: %3d threads, %3d registers, %4zu B local, %3d KB smem -> %d blocks/SM (%2d warps)%s\n", D, S::NT,
+           a.numRegs, a.localSizeBytes, S::SMEM / 1024, nb, nb * S::NT / 32, nb < 1 ? "  DOES NOT FIT" : "");
 }
 
-// skip: comma-separated path names not to run (wgmma_bwd_run.sh passes the paths whose `check` hit a CUDA
-// error: a sticky error would end this process and the rest of the table with it); bwd_tc and v1 always run.
-// extra: "v0" adds schedule variant 0 to the paths.
-static int cmd_time(const char *skip, const char *extra) {
-    const bool with_v0 = extra && !strcmp(extra, "v0");
-    auto skipped = [&](int path) {
-        if (!skip || path == -1 || path == 1) return false;
-        const std::string list = std::string(",") + skip + ",", name = std::string(",") + variant_name(path) + ",";
-        return list.find(name) != std::string::npos;
-    };
+static int cmd_time() {
     printf("bf16 instances (cudaFuncGetAttributes, cudaOccupancyMaxActiveBlocksPerMultiprocessor):\n");
-    occupancy_line<64, 0, 0>("v0");
-    occupancy_line<64, 1, 0>("v1");
-    occupancy_line<64, 3, 0>("v3");
-    occupancy_line<64, g_cands[0].V, g_cands[0].C>(g_cands[0].name);
-    occupancy_line<64, g_cands[1].V, g_cands[1].C>(g_cands[1].name);
-    occupancy_line<64, g_cands[2].V, g_cands[2].C>(g_cands[2].name);
-    occupancy_line<64, g_cands[3].V, g_cands[3].C>(g_cands[3].name);
-    occupancy_line<128, 1, 0>("v1");
-    occupancy_line<128, 3, 0>("v3");
-    printf("%-4s %-5s %-5s %-2s %-6s | %8s %7s | %6s %6s | %s\n", "D", "S", "BxH", "c", "path", "ms", "TFLOP/s", "x v1",
-           "x tc", "max|path - bwd_tc|/max|bwd_tc| dq dk dv");
+    occupancy_line<64>();
+    occupancy_line<128>();
+    printf("%-4s %-5s %-5s %-2s %-6s | %8s %7s | %6s | %s\n", "D", "S", "BxH", "c", "path", "ms", "TFLOP/s", "x tc",
+           "max|path - bwd_tc|/max|bwd_tc| dq dk dv");
     int                 bad = 0;
-    std::vector<double> lg[2][NSCHED + NCAND]; // [D = 64, 128]: log(x v1) per variant
+    std::vector<double> lg[2]; // [D = 64, 128]: log(x tc) of the wgmma kernel
     for (int D : {64, 128})
         for (int S : {2048, 4096, 8192})
             for (int causal : {0, 1}) {
@@ -479,21 +395,16 @@ static int cmd_time(const char *skip, const char *extra) {
                 CK(cudaMalloc(&w, l.total));
                 const BwdParams f = make_params(&p, l, w);
                 const double flops = 2.5 * 4.0 * B * H * (double)S * S * D / (causal ? 2 : 1);
-                std::vector<int> paths = {-1, 1, 2}; // bwd_tc first: every other path is compared with it; v1, v3
-                if (with_v0) paths.push_back(0);
-                if (D == 64)
-                    for (int c = 0; c < NCAND; ++c) paths.push_back(NSCHED + c);
                 std::vector<uint16_t> tc[3], cur(n);
-                float                 ms_tc = 0, ms_v1 = 0;
-                for (int path : paths) {
-                    if (skipped(path)) continue;
+                float                 ms_tc = 0;
+                for (bool path_tc : {true, false}) { // bwd_tc first: the wgmma kernel is compared with it
                     cudaError_t e  = cudaSuccess;
                     const float ms = time_ms([&] {
-                        if (e == cudaSuccess) e = run_bwd(p, f, l, path, 0);
+                        if (e == cudaSuccess) e = run_bwd(p, f, l, path_tc, 0);
                     }, 20);
                     const std::string shape = std::to_string(B) + "x" + std::to_string(H);
                     if (e != cudaSuccess) {
-                        printf("%-4d %-5d %-5s %-2d %-6s | FAILED: %s\n", D, S, shape.c_str(), causal, variant_name(path),
+                        printf("%-4d %-5d %-5s %-2d %-6s | FAILED: %s\n", D, S, shape.c_str(), causal, path_name(path_tc),
                                cudaGetErrorString(e));
                         if (e != cudaErrorNotSupported) return 1; // a sticky error: nothing after it is trustworthy
                         cudaGetLastError();
@@ -501,13 +412,12 @@ static int cmd_time(const char *skip, const char *extra) {
                         continue;
                     }
                     CK(cudaDeviceSynchronize());
-                    if (path == -1) ms_tc = ms;
-                    if (path == 1) ms_v1 = ms;
+                    if (path_tc) ms_tc = ms;
                     void  *outs[3] = {dq, dk, dv};
                     double rel[3]  = {0, 0, 0};
                     bool   ok      = true;
                     for (int t = 0; t < 3; ++t) {
-                        if (path == -1) {
+                        if (path_tc) {
                             tc[t].resize(n);
                             CK(cudaMemcpy(tc[t].data(), outs[t], n * 2, cudaMemcpyDeviceToHost));
                             continue;
@@ -524,31 +434,21 @@ static int cmd_time(const char *skip, const char *extra) {
                     }
                     bad += !ok;
                     char cmp[96] = "(reference)";
-                    if (path != -1) snprintf(cmp, sizeof cmp, "%.1e %.1e %.1e%s", rel[0], rel[1], rel[2], ok ? "" : "  DIFFERS");
-                    const double xv1 = ms_v1 > 0 ? ms_v1 / ms : 0.0;
-                    char xs[16] = "     -"; // bwd_tc runs before v1
-                    if (xv1 > 0) snprintf(xs, sizeof xs, "%6.3f", xv1);
-                    printf("%-4d %-5d %-5s %-2d %-6s | %8.3f %7.1f | %s %6.3f | %s\n", D, S, shape.c_str(), causal,
-                           variant_name(path), ms, flops / ms * 1e-9, xs, ms_tc / ms, cmp);
-                    if (path >= 0 && xv1 > 0) lg[D == 128][path].push_back(log(xv1));
+                    if (!path_tc) snprintf(cmp, sizeof cmp, "%.1e %.1e %.1e%s", rel[0], rel[1], rel[2], ok ? "" : "  DIFFERS");
+                    printf("%-4d %-5d %-5s %-2d %-6s | %8.3f %7.1f | %6.3f | %s\n", D, S, shape.c_str(), causal,
+                           path_name(path_tc), ms, flops / ms * 1e-9, ms_tc / ms, cmp);
+                    if (!path_tc && ms_tc > 0) lg[D == 128].push_back(log(ms_tc / ms));
                     fflush(stdout);
                 }
                 for (void *x : {q, k, v, o, dO, dq, dk, dv, (void *)lse, w}) cudaFree(x);
             }
     for (int di = 0; di < 2; ++di) {
-        printf("D = %d, x v1 (v1 ms / path ms; v1 = the production wgmma instance) over the 6 shapes:\n", di ? 128 : 64);
-        printf("  %-6s %7s %7s %7s  %s\n", "path", "geomean", "min", "max", "what");
-        for (int v = 0; v < NSCHED + NCAND; ++v) {
-            const std::vector<double> &l = lg[di][v];
-            if (l.empty()) continue;
-            double sum = 0, mn = INFINITY, mx = -INFINITY;
-            for (double x : l) sum += x, mn = std::min(mn, x), mx = std::max(mx, x);
-            printf("  %-6s %7.3f %7.3f %7.3f  %s\n", variant_name(v), exp(sum / l.size()), exp(mn), exp(mx),
-                   v == 0   ? "schedule variant 0"
-                   : v == 1 ? "production"
-                   : v == 2 ? "schedule 3: S^T, dP^T issued before dQ(it-1)'s wait and atomics, 1 barrier a step"
-                            : g_cands[v - NSCHED].what);
-        }
+        const std::vector<double> &l = lg[di];
+        if (l.empty()) continue;
+        double sum = 0, mn = INFINITY, mx = -INFINITY;
+        for (double x : l) sum += x, mn = std::min(mn, x), mx = std::max(mx, x);
+        printf("D = %d, wgmma x tc (bwd_tc ms / wgmma ms) over the %zu shapes: geomean %.3f, min %.3f, max %.3f\n",
+               di ? 128 : 64, l.size(), exp(sum / l.size()), exp(mn), exp(mx));
     }
     return bad ? 1 : 0;
 }
@@ -568,7 +468,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "check")) return cmd_check(argc > 2 ? argv[2] : nullptr, false);
     if (!strcmp(cmd, "checkv")) return cmd_check(argc > 2 ? argv[2] : nullptr, true);
     if (!strcmp(cmd, "small")) return cmd_small();
-    if (!strcmp(cmd, "time")) return cmd_time(argc > 2 ? argv[2] : nullptr, argc > 3 ? argv[3] : nullptr);
-    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | small | time [skip,paths|none] [v0]\n", argv[0]);
+    if (!strcmp(cmd, "time")) return cmd_time();
+    fprintf(stderr, "usage: %s check [filter] | checkv [filter] | small | time\n", argv[0]);
     return 2;
 }

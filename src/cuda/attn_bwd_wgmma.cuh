@@ -1,78 +1,54 @@
 /*
  * attn_bwd_wgmma.cuh — the attention backward's main kernel for Hopper (sm_90a) on wgmma.mma_async: the library's
  * kernel for PLAIN fp16/bf16 problems at head dims 64 and 128 on 9.0 devices (attn_bwd.cu, use_wgmma; instances in
- * gen/attn_bwd_wgmma_*.cu), in place of bwd_tc_kernel (attn_bwd_impl.cuh). On the H200 (2026-11-30, third
- * session; docs/PERF.md): 256 dev cases (dev/cuda/wgmma_bwd_run.sh) and the library's test suite pass, memcheck and
- * racecheck are clean, and it runs 1.02-1.07x FlashAttention-2 at D = 128 and 0.83-0.92x at D = 64 (bwd_tc_kernel:
- * 0.73-0.75x and 0.65-0.68x).
+ * gen/attn_bwd_wgmma_*.cu), in place of bwd_tc_kernel (attn_bwd_impl.cuh).
  *
- * Same three launches as production: bwd_prep_kernel (D = rowsum(dO O), LSE copy, dQ accumulator zeroed) ->
+ * Measured (H200, 2026-11-30, dev/cuda/wgmma_bwd_run.sh): every check of dev/cuda/attn_bwd_wgmma_check passes and
+ * memcheck / racecheck are clean; the software-pipelined schedule below runs 1.240x the schedule it replaced at
+ * D = 64 (geometric mean over 6 shapes, min 1.205) and 1.115x at D = 128 (min 1.088). The replaced schedule (the
+ * same products, each step's dQ waited for and added before the next step's S^T, two block barriers a step) ran
+ * 1.02-1.07x FlashAttention-2 at D = 128 and 0.83-0.92x at D = 64 (docs/PERF.md).
+ *
+ * Same three launches as bwd_tc_kernel: bwd_prep_kernel (D = rowsum(dO O), LSE copy, dQ accumulator zeroed) ->
  * bwd_wgmma_kernel (this file) -> bwd_convert_kernel (dQ = scale * accumulator); same BwdParams, same workspace
- * (dq_acc [total_q, Hq, acc_d] fp32), same deterministic protocol (per (batch, head, query block) counters; the
- * counters are indexed with this kernel's BM = 64, which fits the workspace production sizes for its own BM of 32
- * or 64). Supported: head_dim == D (64 or 128), 16-byte aligned q/k/v/do (vec_in), no softcap / ALiBi / scale <= 0
- * (p.transform == 0); causal and local windows, GQA, Sq != Sk, varlen, deterministic. Anything else:
- * cudaErrorNotSupported.
+ * (dq_acc [total_q, Hq, acc_d] fp32), same deterministic protocol (per (batch, head, query block) counters, indexed
+ * with this kernel's BM = 64; attn_bwd.cu sizes them with it). Supported: head_dim == D (64 or 128), 16-byte
+ * aligned q/k/v/do (vec_in), no softcap / ALiBi / scale <= 0 (p.transform == 0); causal and local windows, GQA,
+ * Sq != Sk, varlen, deterministic. Anything else: cudaErrorNotSupported.
  *
  * Schedule (FlashAttention-2's backward, FA3-style operands; no producer warp or TMA yet):
  *   One block = BN = 128 keys of one KV head, 2 warpgroups; warpgroup w owns keys [64 w, 64 w + 64). K and V are
  *   loaded once (cp.async, 128-B swizzled smem; K at D = 64 in the 64-B swizzle, see below). The block walks the
  *   query heads of its GQA group and the query tiles of BM = 64 rows that see its keys (bwd_mblock_range); Q, dO
- *   and the tile's LSE / D rows are double-buffered (cp.async, issued one step ahead). Per step and warpgroup:
+ *   and the tile's LSE / D rows are in a ring of 3 buffers, loaded (cp.async) two steps ahead. Per step and
+ *   warpgroup:
  *     S^T  = K Q^T   wgmma m64n64, A = K rows (smem, K-major over D), B = Q (smem, K-major)    fp32 regs
  *     dP^T = V dO^T  the same with V, dO
- *     P^T, dS^T in registers (bwd_wg_p_ds, bwd_p_ds's plain branch: the wgmma accumulator layout of a warp is the
- *          mma.sync one that bwd_tc_kernel uses with MT = 1: key rows 16 warp + g (+8), query columns 8 i + 2 t (+1);
- *          softcap / ALiBi would be bwd_p_ds's other branch, left out for registers, see bwd_wg_p_ds)
+ *     P^T, dS^T in registers (bwd_wg_p / bwd_wg_ds, bwd_p_ds's plain branch: the wgmma accumulator layout of a
+ *          warp is the mma.sync one that bwd_tc_kernel uses with MT = 1: key rows 16 warp + g (+8), query columns
+ *          8 i + 2 t (+1); softcap / ALiBi would be bwd_p_ds's other branch, left out for registers)
  *     dV += P^T dO   wgmma m64nD, A = P^T from registers (acc_to_a), B = dO (smem, MN-major: K = queries are rows)
  *     dK += dS^T Q   the same with dS^T and Q; dV and dK stay in registers for the whole walk
- *     dS^T -> smem ([128 keys][64 queries], 4-byte stores, 128-B swizzle), fence.proxy.async, block barrier
+ *     dS^T -> smem ([128 keys][64 queries], 4-byte stores, 128-B swizzle; a ring of 2 buffers)
  *     dQ (64 x D/2: warpgroup w owns the head-dim columns [w D/2, (w+1) D/2)) = dS K over all 128 keys:
  *          wgmma m64n(D/2), A = dS (smem, MN-major: imm-trans-a = 1), B = K (smem, MN-major: columns col0..)
  *     dQ added into the fp32 accumulator: float2 atomics, or the counter-ordered read-add-write when deterministic.
- *   The next step's S^T waits behind the step's barrier (no intra-warpgroup overlap) in schedules 0-2; schedule 3
- *   (below) overlaps it with the dQ wait and atomics.
+ *   Software-pipelined: one loop trip issues the previous step's dQ, then this step's S^T and dP^T, and adds the
+ *   previous step's dQ while S^T / dP^T run; then P while dP^T runs, dV issued, dS while dV runs, dK issued; dS^T
+ *   stored; ONE block barrier a step (bwd_wgmma_kernel's loop has the phases and the ordering argument).
  *   K at D = 64 uses the 64-B swizzle: a warpgroup's dQ columns start at 32, and an MN-major operand whose first
  *   column is not a whole swizzle row (64 elements at 128 B) is untested territory, while 32-column blocks of the
  *   64-B swizzle are ordinary (wgmma_check covers both K-major and MN-major 64-B swizzle, and col0 = 32 now).
  *
- *   Two schedule variants (template V; attn_bwd_wgmma_check checks and times both; launch_bwd_wgmma defaults to 1):
- *     V = 0: wait for S^T and dP^T together, then P, dS, then issue dV and dK;
- *     V = 1: wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK.
- *   and one for the register-capped D = 64 candidates (mb2s below):
- *     V = 2: S^T alone, P, pack P^T; then issue dP^T and dV together, wait for dP^T, dS while dV runs, issue dK:
- *            S^T's and dP^T's 64 accumulators are never live at once (the tensor cores idle through P unless the
- *            SM's other block fills them).
- *   and one software-pipelined candidate for both head dims (dev only, UNTESTED ON HARDWARE; "v3" in
- *   attn_bwd_wgmma_check, which checks it on every case and times it beside v1; bwd_wgmma_main's V = 3 branch has
- *   the schedule and its ordering argument):
- *     V = 3: per loop trip, issue dQ(it-1) and then S^T(it) and dP^T(it); wait for dQ(it-1) only and add it into
- *            the accumulator while S^T / dP^T run; then V 1's middle; dS^T to a second dS^T buffer, wait for dV /
- *            dK, ONE block barrier a step (V 0-2: two); Q / dO / rows in a ring of 3 loaded two steps ahead.
- *            ptxas: 198 (D = 64) / 255 (D = 128) registers, no spills, no C75xx notes.
- *
- *   D = 64 tile / occupancy candidates (dev only, UNTESTED ON HARDWARE; BwdWgShape<64, C> says why each exists;
- *   attn_bwd_wgmma_check checks them on every D = 64 case and times them beside production; its own kernel name,
- *   bwd_wgmma_cand_kernel, so that production's bwd_wgmma_kernel PTX is byte-identical to before them).
- *   ptxas (nvcc 13.0, sm_90a), bf16 / fp16:
- *     mb2   (C 1, V 1)  __launch_bounds__(256, 2)               128 / 128 regs, 600 B spill stores / 472 B loads
- *     mb2s  (C 2, V 2)  same + dS from packed P + V 2           128 / 128 regs,  96 / 100 B (fp16 104 / 124 B)
- *     n64   (C 3, V 1)  BN 64, 1 warpgroup, 2 blocks an SM      198 / 198 regs, no spill
- *     n64m3 (C 4, V 1)  BN 64, 1 warpgroup, 3 blocks an SM      168 / 166 regs, no spill
- *   ptxas also reports C7512 ("wgmma.mma_async instructions are serialized due to insufficient register
- *   resources") for mb2 and mb2s, both dtypes: at 128 registers it waits for each wgmma before the next, so those
- *   two are the brief's "accept some spill" probe, and may well lose; waiting for dV / dK before dQ in V 2 (pa, da
- *   dead earlier) was tried: 92 / 96 B of spill, still C7512, so not kept.
- *
  * Registers (255 per thread: 256 threads, one block per SM): dV + dK 2 x D / 2 floats (D = 128: 128), S^T + dP^T
- * 64, then P^T / dS^T packed (32) + the dQ part D / 4. ptxas (nvcc 13.0, sm_90a), no spills in any instance:
- * D = 128: 255 (V 0) / 242 (V 1) registers; D = 64: 191 / 196 (wgmma_bwd_run.sh reports it on every build).
- * Shared memory: K, V (BN x D each) + 2 x (Q, dO) (BM x D) + dS^T (BN x BM) + 2 x LSE / D rows:
- *   D = 64: 81 KB, D = 128: 146 KB (one block per SM either way: the registers decide).
+ * 64 (both live through the previous step's dQ add), then P^T / dS^T packed (32) + the dQ part D / 4. ptxas
+ * (nvcc 13.0, sm_90a): 198 (D = 64) / 255 (D = 128) registers, no spills, no C75xx notes (wgmma_bwd_run.sh
+ * reports them on every build).
+ * Shared memory: K, V (BN x D each) + 3 x (Q, dO) (BM x D) + 2 x dS^T (BN x BM) + 3 x LSE / D rows:
+ *   D = 64: 115 KB, D = 128: 195 KB (one block per SM either way: the registers decide).
  *
- * Missing versus FA3 (next, once this is correct and timed): TMA + mbarrier producer warp with setmaxnreg, (V 3
- * tries the next step's S^T before this step's dQ add), dQ through an smem tile + TMA reduce-add instead of
- * atomics, per-warpgroup skipping of fully masked causal steps.
+ * Missing versus FA3: TMA + mbarrier producer warp with setmaxnreg, dQ through an smem tile + TMA reduce-add
+ * instead of atomics, per-warpgroup skipping of fully masked causal steps.
  */
 #ifndef FK_CUDA_ATTN_BWD_WGMMA_CUH
 #define FK_CUDA_ATTN_BWD_WGMMA_CUH
@@ -86,48 +62,25 @@ namespace fk_wg {
 
 using fk_cuda::BwdParams;
 
-// Tile shape, occupancy and shared-memory map (byte offsets from a 1024-aligned base; every tile on a 1024-byte
-// boundary). C = 0 is production (the only configuration attn_bwd.cu uses; its kernel is bwd_wgmma_kernel, whose
-// PTX the candidates must leave unchanged). C > 0: dev-only D = 64 candidates (bwd_wgmma_cand_kernel), timed by
-// attn_bwd_wgmma_check beside C = 0. Why: at D = 64 the production kernel holds 191 / 196 registers x 256 threads,
-// so one block (8 warps) an SM, and it ran at 0.83-0.92x FlashAttention-2 on the H200; the wgmma forward at D = 64
-// gained 1.30-1.34x from nothing but a second block an SM (its barriers and waits hidden by the other block).
-//   C = 1 "mb2":   the production tile with __launch_bounds__(256, 2): ptxas caps it at 128 registers (it spills;
-//                  the header gives the bytes); 2 blocks (16 warps) an SM, 2 x 81 KB of shared memory.
-//   C = 2 "mb2p":  as 1, and dS^T = P^T (dP^T - D) reads P^T back from its packed 16-bit dV operand (pa) instead of
-//                  keeping the 32 fp32 P^T registers alive across the dP^T wait: 32 fewer live registers, so less
-//                  spill; P rounded to the dtype in dS is what the naive low-precision backward does too.
-//   C = 3 "n64":   BN = 64 keys a block, one warpgroup (128 threads), nothing else changed (fp32 P): the dQ product
-//                  covers all D columns (32 accumulators, not 16), ~200 registers, no spill, 2 blocks an SM
-//                  (8 warps, as production, but two independent barrier domains), 2 x 58 KB of shared memory.
-//                  Cost: every Q / dO tile is loaded and every dQ row added once per 64 keys instead of per 128.
-//   C = 4 "n64m3": as 3 with __launch_bounds__(128, 3) (168 registers) and C = 2's packed P: 3 blocks (12 warps).
+// Tile shape and shared-memory map (byte offsets from a 1024-aligned base; every tile on a 1024-byte boundary).
+// Q / dO / LSE / D rows in a ring of 3 (a step's loads are issued two steps ahead and must land one step ahead),
+// dS^T in a ring of 2 (one block barrier a step): D = 64: 115 KB, D = 128: 195 KB of shared memory.
 // BM = 128 query rows a step (fewer steps, barriers and atomics) does not fit: S^T and dP^T alone would be 128
 // fp32 registers a thread beside dV + dK's 64 (a 255-register kernel before any address or operand).
-// PIPE: schedule variant 3's buffers (bwd_wgmma_main, "V = 3"): Q / dO / LSE / D rows in a ring of 3 (a step's
-// loads are issued two steps ahead, and must land one step ahead) and dS^T in a ring of 2 (one block barrier a
-// step instead of two); production's (PIPE false) offsets are unchanged. D = 64: 115 KB, D = 128: 195 KB of
-// shared memory (production: 82 / 146 KB; one block an SM either way).
-template <int D, int C = 0, bool PIPE = false> struct BwdWgShape {
+template <int D> struct BwdWgShape {
     static_assert(D == 64 || D == 128, "head dims of this kernel");
-    static_assert(C == 0 || (D == 64 && C >= 1 && C <= 4), "candidates exist at D = 64 only");
-    static_assert(!PIPE || C == 0, "schedule variant 3 runs on the production tile only");
-    static constexpr int NQB = PIPE ? 3 : 2, NDS = PIPE ? 2 : 1; // Q / dO / rows buffers, dS^T buffers
-    static constexpr int  NWG = (C == 3 || C == 4) ? 1 : 2;
-    static constexpr int  BM = 64, BN = 64 * NWG, NT = 128 * NWG;
-    static constexpr int  MINB = C == 0 ? 1 : C == 4 ? 3 : 2; // __launch_bounds__' blocks an SM
-    static constexpr bool PLP  = C == 2 || C == 4;             // dS^T from the packed P^T (see above)
-    // K's swizzle: 64 B at D = 64 with 2 warpgroups (the header: the dQ column split starts a warpgroup's K
-    // columns at 32); one warpgroup takes all columns from 0, so the ordinary 128 B.
-    static constexpr int KSW = (D == 64 && NWG == 2) ? 64 : 128;
-    static constexpr int DQN = D / NWG; // dQ columns per warpgroup
+    static constexpr int NQB = 3, NDS = 2; // Q / dO / rows buffers, dS^T buffers
+    static constexpr int BM = 64, BN = 128, NT = 256;
+    // K's swizzle: 64 B at D = 64 (the header: the dQ column split starts a warpgroup's K columns at 32).
+    static constexpr int KSW = D == 64 ? 64 : 128;
+    static constexpr int DQN = D / 2; // dQ columns per warpgroup
     static constexpr int KV_BYTES = BN * D * 2, QT_BYTES = BM * D * 2, DS_BYTES = BN * BM * 2;
     static constexpr int OFF_K = 0, OFF_V = KV_BYTES, OFF_Q = 2 * KV_BYTES, OFF_DO = OFF_Q + NQB * QT_BYTES;
     static constexpr int OFF_DS = OFF_DO + NQB * QT_BYTES, OFF_L = OFF_DS + NDS * DS_BYTES;
     static constexpr int OFF_DD = OFF_L + NQB * BM * 4;
     static constexpr int SMEM = OFF_DD + NQB * BM * 4 + 1024; // + slack to align the window to 1024 bytes
     static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "tile alignment");
-    static_assert(MINB * SMEM <= 228 * 1024, "the blocks an SM asked for fit in shared memory");
+    static_assert(SMEM <= 227 * 1024, "one block fits in an SM's shared memory");
 };
 
 // Byte offset of k-step s (16 elements of K) inside a K-major tile of `rows` rows, SW-byte swizzle
@@ -172,7 +125,7 @@ template <int N> __device__ __forceinline__ void fence_regs(uint32_t (&x)[N][4])
 // window / key tail) only on tiles that cross some row's band edge. l2: the tile's LSE rows (natural log) in
 // shared memory. Copies rather than a call of bwd_p_ds: without its softcap / ALiBi branch ptxas keeps the
 // D = 128 kernel within 255 registers (with it: 255 and 8 bytes of spills); and split in two (P, then dS) so that
-// P can be computed while dP^T is still on the tensor cores (variant 1 below).
+// P can be computed while dP^T is still on the tensor cores (bwd_wgmma_kernel).
 template <int BM, int BN, int NS>
 __device__ __forceinline__ void bwd_wg_p(const BwdParams &p, const fk_cuda::BwdSeq &s, int m0, int n0, int wkey,
                                          int off, int g, int t, const float *l2, float (&st)[1][NS][4]) {
@@ -211,33 +164,12 @@ __device__ __forceinline__ void bwd_wg_ds(int t, const float *dd, const float (&
         for (int e = 0; e < 4; ++e) dp[0][i][e] = st[0][i][e] * (dp[0][i][e] - ((e & 1) ? dv.y : dv.x));
     }
 }
-// The same from the packed P^T (acc_to_a's fragments: st[i][e] is half e & 1 of pa[i / 2][2 (i & 1) + (e >> 1)]);
-// the candidates with BwdWgShape::PLP (fp32 P^T dead once packed).
-template <bool BF16> __device__ __forceinline__ float2 unpack2(uint32_t x) { // inverse of pack2 (exact)
-    if constexpr (BF16) return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
-    else return __half22float2(*reinterpret_cast<const __half2 *>(&x));
-}
-template <int NS, bool BF16>
-__device__ __forceinline__ void bwd_wg_ds_packed(int t, const float *dd, const uint32_t (&pa)[NS / 2][4],
-                                                 float (&dp)[1][NS][4]) {
-#pragma unroll
-    for (int i = 0; i < NS; ++i) {
-        const float2 dv = *reinterpret_cast<const float2 *>(dd + 8 * i + 2 * t);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) { // key row g (hh = 0) / g + 8: elements 2 hh, 2 hh + 1
-            const float2 pr = unpack2<BF16>(pa[i / 2][2 * (i & 1) + hh]);
-            dp[0][i][2 * hh]     = pr.x * (dp[0][i][2 * hh] - dv.x);
-            dp[0][i][2 * hh + 1] = pr.y * (dp[0][i][2 * hh + 1] - dv.y);
-        }
-    }
-}
 
-// C: BwdWgShape's configuration (0 = production). The body of both kernels below (inlined: the production
-// kernel's PTX is what it was before the candidates existed).
-template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wgmma_main(const BwdParams &p) {
+// The main kernel (the header describes it; the loop below has the order of a step and why it is safe).
+template <int D, bool BF16> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
     // wgmma exists only in the sm_90a image (see attn_fwd_wgmma.cuh); other images get an empty body.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using S           = BwdWgShape<D, C, V == 3>;
+    using S           = BwdWgShape<D>;
     constexpr int BM  = S::BM, BN = S::BN, NT = S::NT, KSW = S::KSW;
     constexpr int NS  = BM / 8;  // S^T n8 blocks (queries) per warp
     constexpr int DQN = S::DQN;  // dQ columns per warpgroup
@@ -296,390 +228,199 @@ template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wg
     const uint64_t dsA  = desc_mnmajor<128>(sDS, 0, BN);        // dQ:   A = dS, MN-major (stored [keys][queries])
     const uint64_t kBt  = desc_mnmajor<KSW>(sK, 0, BN, wg * DQN); // dQ: B = K columns [wg D/2, +D/2), MN-major
 
-    if constexpr (V != 3) {
-        for (int it = 0; it < total; ++it) {
-            const int buf = it & 1;
-            const int h = hk * p.group + it / nm, mb = m_begin + it % nm, m0 = mb * BM;
-            cp_async_wait<0>();
-            fence_proxy_async(); // this thread's cp.async writes (Q, dO, K, V) -> visible to wgmma
-            __syncthreads();     // ... every thread's; and every warpgroup is done with step it-1 (buffer buf^1, dS^T)
-            if (it + 1 < total) load_step(it + 1, buf ^ 1);
-            cp_async_commit();
-            const uint32_t qo = (uint32_t)(buf * S::QT_BYTES);
-
-            // S^T = K Q^T and dP^T = V dO^T: [64 keys x BM queries] per warpgroup; k-step 0 overwrites (scale-d 0).
-            float st[1][NS][4], dp[1][NS][4];
-            float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
-            wgmma_fence();
+    // Software-pipelined steps. One trip of the loop below, for step it:
+    //   A  issue dQ(it-1) (dS^T of step it-1 from sDS[(it-1) % 2]; at it = 0 a dummy on the unused sDS[1])
+    //   B  issue S^T(it) and dP^T(it)                 -- tensor cores: dQ(it-1), then S^T(it), dP^T(it)
+    //   C  wait for dQ(it-1) only; add it into the accumulator (atomics; skipped at it = 0)
+    //   D  the middle (p_dv_ds_dk): P while dP^T runs, issue dV, dS while dV runs, issue dK
+    //   E  dS^T(it) -> sDS[it % 2]; wait for step it+1's loads and for dV(it) / dK(it); fence.proxy.async;
+    //      barrier B(it); issue step it+3's loads
+    // and after the loop dQ(total-1) and its add. The tensor cores get S^T(it) and dP^T(it) while the warps do
+    // dQ(it-1)'s atomics and wait for it, and there is ONE block barrier a step. The price: dK(it) is waited for
+    // before the barrier, and one dummy dQ a block.
+    // Nothing is in flight across the loop's back edge: a form of this schedule that issued S^T(it+1) at the end
+    // of trip it made ptxas (13.0) serialize every wgmma of the kernel (C7514: it does not follow wait_group
+    // counts around a loop; FlashAttention-3's overlap also retires every group inside its loop body).
+    // S^T's and dP^T's 64 accumulators both live through C. Issuing dP^T after C instead (only S^T's 32 live
+    // through it) takes 192 (D = 64) / 246 (D = 128) registers instead of 198 / 255 (ptxas 13.0, sm_90a, no spills
+    // either way): the fallback if 255 registers ever hurt at D = 128.
+    //
+    // Ordering. Buffers: Q / dO / LSE / D rows in a ring of 3 (slot it % 3, loaded two steps ahead: the loads of
+    // step it+3 are issued after B(it) and must land by E(it+2)); dS^T in a ring of 2; K, V never rewritten.
+    //   1. Step it+3's loads (cp.async into slot it % 3, after B(it)): that slot's readers are step it's wgmmas
+    //      (S^T / dP^T retired in D, dV / dK by E's wait_group 0, both before each warpgroup's B(it)) and its LSE /
+    //      D reads (ordinary loads in D): all done in every warpgroup before any thread passes B(it).
+    //   2. Step it+1's S^T / dP^T (B of trip it+1, after B(it)), dV / dK and LSE / D reads read slot (it+1) % 3:
+    //      every thread waited for that cp.async group in E(it) (cp_async_wait<1>: only step it+2's may still be
+    //      pending), then fence.proxy.async, then B(it).
+    //   3. dS^T(it) stores into sDS[it % 2] (E(it)): the last reader was dQ(it-2), issued in A(it-1) and retired in
+    //      C(it-1) by each warpgroup, before its B(it-1); the storing thread is past B(it-1). dQ(it) (A(it+1))
+    //      reads it after every thread's stores, fence.proxy.async and B(it). A single dS^T buffer would need a
+    //      second barrier: the other warpgroup's dQ(it-1) may still be reading it when this one stores dS^T(it).
+    //      The dummy dQ(-1) reads sDS[1], first written in E(1), after B(0); it retires in C(0), before B(0).
+    //   4. Registers: S^T(it)'s and dP^T(it)'s accumulators are written by the tensor cores from B to D's
+    //      waits; C reads only dq (its wait retires dQ(it-1), issued before them). pa / da (A of dV / dK)
+    //      stay pinned until E's wait_group 0. wgmma_fence precedes A (dq, st, dp last touched by ordinary
+    //      instructions in the trip before).
+    //   5. wgmma groups pending at D's entry: S^T(it) then dP^T(it), so p_dv_ds_dk's first wait_group 1 retires
+    //      S^T and its second dP^T (dV then pending); C's wait_group 2 leaves exactly those two.
+    // The phases of a step, as lambdas.
+    // S^T = K Q^T, dP^T = V dO^T: [64 keys x BM queries] per warpgroup from the Q / dO tiles at byte offset qo;
+    // k-step 0 overwrites (scale-d 0). The caller fences and commits.
+    auto issue_st = [&](float *stf, uint32_t qo) {
 #pragma unroll
-            for (int ks = 0; ks < D / 16; ++ks)
-                wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
-                                      bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-            wgmma_commit(); // group: S^T
-            if constexpr (V != 2) {
+        for (int ks = 0; ks < D / 16; ++ks)
+            wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
+                                  bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+    };
+    auto issue_dp = [&](float *dpf, uint32_t qo) {
 #pragma unroll
-                for (int ks = 0; ks < D / 16; ++ks)
-                    wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
-                                          bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-                wgmma_commit(); // group: dP^T
+        for (int ks = 0; ks < D / 16; ++ks)
+            wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
+                                  bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
+    };
+    // The middle, entered with S^T's group and then dP^T's the two newest pending:
+    // wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK. Leaves dV's and
+    // dK's groups pending (pa, da are their A registers: untouched until they complete) and dS^T packed in da.
+    auto p_dv_ds_dk = [&](float (&st)[1][NS][4], float (&dp)[1][NS][4], uint32_t (&pa)[BM / 16][4],
+                          uint32_t (&da)[BM / 16][4], int m0, int rbuf, uint32_t qo) {
+        float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
+        wgmma_wait<1>(); // S^T landed; dP^T may still run
+#pragma unroll
+        for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
+        bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + rbuf * BM, st);
+#pragma unroll
+        for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
+        fence_operands(dv);
+        wgmma_fence(); // pa written by ordinary instructions (dP^T's registers are not touched)
+#pragma unroll
+        for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
+        wgmma_commit(); // group: dV
+        wgmma_wait<1>(); // dP^T landed; dV may still run
+#pragma unroll
+        for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
+        bwd_wg_ds<NS>(t, sDd + rbuf * BM, st, dp);
+#pragma unroll
+        for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+        fence_operands(dk);
+        wgmma_fence(); // da written by ordinary instructions
+#pragma unroll
+        for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
+        wgmma_commit(); // group: dK
+    };
+    // dS^T -> shared memory at pds for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled
+    // chunks). The caller fences (proxy) and synchronizes.
+    auto store_ds = [&](uint8_t *pds, const uint32_t (&da)[BM / 16][4]) {
+#pragma unroll
+        for (int ks = 0; ks < BM / 16; ++ks)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
+                *reinterpret_cast<uint32_t *>(pds + tile_off<128>(key, q, BN)) = da[ks][e];
             }
-
-            // P^T, dS^T as A fragments (k-step ks = queries 16 ks ..); dS^T also to shared memory for dQ:
-            // da[ks] = {(key g, queries 16 ks + 2t..), (key g + 8, same), (key g, 16 ks + 8 + 2t..), (key g + 8, ...)}.
-            uint32_t pa[BM / 16][4], da[BM / 16][4];
-            if constexpr (V == 0) {
-                wgmma_wait<0>();
+    };
+    // dQ (this step's part, this warpgroup's D/2 columns) = dS K over the block's 128 keys; dS^T at byte offset dso
+    // of the dS^T region. The caller fences and commits.
+    auto issue_dq = [&](float (&dq)[DQN / 2], uint32_t dso) {
 #pragma unroll
-                for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]), fence_operand(dpf[i]);
-                bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
-                if constexpr (S::PLP) {
+        for (int ks = 0; ks < BN / 16; ++ks)
+            wgmma_ss<DQN, BF16, 1, 1>(dq, bwd_desc_add(dsA, dso + mnmajor_step<128>(ks)), bwd_desc_add(kBt, mnmajor_step<KSW>(ks)),
+                                      ks > 0 ? 1 : 0);
+    };
+    // dQ added into the fp32 accumulator; dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column
+    // wg D/2 + 8 jj + 2 t + (e & 1).
+    auto add_dq = [&](const float (&dq)[DQN / 2], int h, int mb, int m0) {
+        const int     rows    = min(BM, s.sq - m0);
+        float        *gacc    = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wg * DQN + 2 * t;
+        const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
+        if (!p.deterministic) {
 #pragma unroll
-                    for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-                    bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
+            for (int hh = 0; hh < 2; ++hh) {
+                const int r = warp * 16 + g + 8 * hh;
+                if (r < rows) {
 #pragma unroll
-                    for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
-                } else {
-                    bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
+                    for (int jj = 0; jj < DQN / 8; ++jj)
+                        atomicAdd(reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj),
+                                  make_float2(dq[4 * jj + 2 * hh], dq[4 * jj + 2 * hh + 1]));
+                }
+            }
+        } else {
+            int *sem = fk_cuda::bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // bwd_tc_kernel's protocol
 #pragma unroll
-                    for (int ks = 0; ks < BM / 16; ++ks) {
-                        acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-                        acc_to_a<BF16>(da[ks], dpf + 8 * ks);
+            for (int hh = 0; hh < 2; ++hh) {
+                const int r = warp * 16 + g + 8 * hh;
+                if (r < rows) {
+#pragma unroll
+                    for (int jj = 0; jj < DQN / 8; ++jj) {
+                        float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj);
+                        float2  v   = __ldcg(dst);
+                        v.x += dq[4 * jj + 2 * hh];
+                        v.y += dq[4 * jj + 2 * hh + 1];
+                        __stcg(dst, v);
                     }
                 }
-                // dV += P^T dO, dK += dS^T Q (A from registers, B MN-major).
-                fence_operands(dv);
-                fence_operands(dk);
-                wgmma_fence(); // pa, da written by ordinary instructions
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
-                wgmma_commit();
-            } else if constexpr (V == 2) {
-                wgmma_wait<0>(); // S^T landed (dP^T not issued yet: its 32 accumulators not yet live)
-#pragma unroll
-                for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
-                bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-                fence_operands(dv);
-                wgmma_fence(); // pa written by ordinary instructions
-#pragma unroll
-                for (int ks = 0; ks < D / 16; ++ks)
-                    wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
-                                          bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-                wgmma_commit(); // group: dP^T (first, so that waiting for it leaves dV running)
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
-                wgmma_commit(); // group: dV
-                wgmma_wait<1>(); // dP^T landed; dV may still run
-#pragma unroll
-                for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
-                if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
-                else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
-                fence_operands(dk);
-                wgmma_fence(); // da written by ordinary instructions
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
-                wgmma_commit(); // group: dK
-            } else {
-                wgmma_wait<1>(); // S^T landed; dP^T may still run
-#pragma unroll
-                for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
-                bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + buf * BM, st);
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-                fence_operands(dv);
-                wgmma_fence(); // pa written by ordinary instructions (dP^T's registers are not touched)
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
-                wgmma_commit(); // group: dV
-                wgmma_wait<1>(); // dP^T landed; dV may still run
-#pragma unroll
-                for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
-                if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + buf * BM, pa, dp);
-                else bwd_wg_ds<NS>(t, sDd + buf * BM, st, dp);
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
-                fence_operands(dk);
-                wgmma_fence(); // da written by ordinary instructions
-#pragma unroll
-                for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
-                wgmma_commit(); // group: dK
             }
-            // dS^T -> shared memory for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled chunks).
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
-                    *reinterpret_cast<uint32_t *>(pDS + tile_off<128>(key, q, BN)) = da[ks][e];
-                }
-
-            fence_proxy_async(); // this thread's dS^T stores -> visible to wgmma
-            __syncthreads();     // both warpgroups' dS^T in shared memory
-
-            // dQ (this step's part, this warpgroup's D/2 columns) = dS K over the block's 128 keys.
-            float dq[DQN / 2];
-            wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < BN / 16; ++ks)
-                wgmma_ss<DQN, BF16, 1, 1>(dq, bwd_desc_add(dsA, mnmajor_step<128>(ks)), bwd_desc_add(kBt, mnmajor_step<KSW>(ks)),
-                                          ks > 0 ? 1 : 0);
-            wgmma_commit();
-            wgmma_wait<0>(); // dV, dK and dQ complete
-            fence_operands(dq);
-            fence_operands(dv);
-            fence_operands(dk);
-            fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
-            fence_regs(da);
-
-            // dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column wg D/2 + 8 jj + 2 t + (e & 1).
-            const int     rows    = min(BM, s.sq - m0);
-            float        *gacc    = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wg * DQN + 2 * t;
-            const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
-            if (!p.deterministic) {
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const int r = warp * 16 + g + 8 * hh;
-                    if (r < rows) {
-#pragma unroll
-                        for (int jj = 0; jj < DQN / 8; ++jj)
-                            atomicAdd(reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj),
-                                      make_float2(dq[4 * jj + 2 * hh], dq[4 * jj + 2 * hh + 1]));
-                    }
-                }
-            } else {
-                int *sem = fk_cuda::bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // bwd_tc_kernel's protocol
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const int r = warp * 16 + g + 8 * hh;
-                    if (r < rows) {
-#pragma unroll
-                        for (int jj = 0; jj < DQN / 8; ++jj) {
-                            float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj);
-                            float2  v   = __ldcg(dst);
-                            v.x += dq[4 * jj + 2 * hh];
-                            v.y += dq[4 * jj + 2 * hh + 1];
-                            __stcg(dst, v);
-                        }
-                    }
-                }
-                fk_cuda::bwd_det_release(sem);
-            }
+            fk_cuda::bwd_det_release(sem);
         }
-    } else {
-        // Schedule 3, software-pipelined steps (UNTESTED ON HARDWARE; a candidate: attn_bwd_wgmma_check checks and
-        // times it as "v3"). One trip of the loop below, for step it:
-        //   A  issue dQ(it-1) (dS^T of step it-1 from sDS[(it-1) % 2]; at it = 0 a dummy on the unused sDS[1])
-        //   B  issue S^T(it) [and dP^T(it) when DPA]                    -- tensor cores: dQ(it-1), then S^T(it)
-        //   C  wait for dQ(it-1) only; add it into the accumulator (atomics; skipped at it = 0)
-        //   D  [issue dP^T(it)]; schedule 1's middle (p_dv_ds_dk): P while dP^T runs, dV, dS while dV runs, dK
-        //   E  dS^T(it) -> sDS[it % 2]; wait for step it+1's loads and for dV(it) / dK(it); fence.proxy.async;
-        //      barrier B(it); issue step it+3's loads
-        // and after the loop dQ(total-1) and its add. Versus schedule 1: the tensor cores get S^T(it) (and dP^T(it))
-        // while the warps do dQ(it-1)'s atomics and wait for it, and there is ONE block barrier a step, not two.
-        // The price: dK(it) is waited for before the barrier (schedule 1 lets it run into dQ's issue), and one
-        // dummy dQ a block.
-        // Nothing is in flight across the loop's back edge: the first form of this schedule issued S^T(it+1) at the end
-        // of trip it, and ptxas (13.0) serialized every wgmma of the kernel for it (C7514: it does not follow
-        // wait_group counts around a loop; FlashAttention-3's overlap also retires every group inside its loop body).
-        // DPA (dP^T issued at B too, so S^T's and dP^T's 64 accumulators live through C): on at both head dims. ptxas
-        // (13.0, sm_90a), no spills and no C75xx notes either way: DPA 198 (D = 64) / 255 (D = 128) registers; without
-        // DPA (dP^T issued after C, as schedule 1 issues it after S^T) 192 / 246, the fallback if 255 hurts at D = 128.
-        //
-        // Ordering. Buffers: Q / dO / LSE / D rows in a ring of 3 (slot it % 3, loaded two steps ahead: the loads of
-        // step it+3 are issued after B(it) and must land by E(it+2)); dS^T in a ring of 2; K, V never rewritten.
-        //   1. Step it+3's loads (cp.async into slot it % 3, after B(it)): that slot's readers are step it's wgmmas
-        //      (S^T / dP^T retired in D, dV / dK by E's wait_group 0, both before each warpgroup's B(it)) and its LSE /
-        //      D reads (ordinary loads in D): all done in every warpgroup before any thread passes B(it).
-        //   2. Step it+1's S^T / dP^T (B of trip it+1, after B(it)), dV / dK and LSE / D reads read slot (it+1) % 3:
-        //      every thread waited for that cp.async group in E(it) (cp_async_wait<1>: only step it+2's may still be
-        //      pending), then fence.proxy.async, then B(it).
-        //   3. dS^T(it) stores into sDS[it % 2] (E(it)): the last reader was dQ(it-2), issued in A(it-1) and retired in
-        //      C(it-1) by each warpgroup, before its B(it-1); the storing thread is past B(it-1). dQ(it) (A(it+1))
-        //      reads it after every thread's stores, fence.proxy.async and B(it). A single dS^T buffer would need a
-        //      second barrier: the other warpgroup's dQ(it-1) may still be reading it when this one stores dS^T(it).
-        //      The dummy dQ(-1) reads sDS[1], first written in E(1), after B(0); it retires in C(0), before B(0).
-        //   4. Registers: S^T(it)'s accumulators (dP^T's when DPA) are written by the tensor cores from B to D's
-        //      first wait; C reads only dq (its wait retires dQ(it-1), issued before them). pa / da (A of dV / dK)
-        //      stay pinned until E's wait_group 0. wgmma_fence precedes A (dq, st, dp last touched by ordinary
-        //      instructions in the trip before).
-        //   5. wgmma groups pending at D's entry: S^T(it) then dP^T(it), as in schedule 1, so p_dv_ds_dk's two
-        //      wait_group 1 mean what they mean there; C's wait_group 1 (2 when DPA) leaves exactly those.
-        // The phases of a step, as lambdas for this loop only. The middle (p_dv_ds_dk), the dS^T stores, dQ's issue
-        // and add are copies of schedule 1's code above: sharing them with schedules 0-2 through these lambdas renumbered
-        // the production kernel's PTX registers (it must stay byte-identical while schedule 3 is a candidate).
-        // S^T = K Q^T, dP^T = V dO^T: [64 keys x BM queries] per warpgroup from the Q / dO tiles at byte offset qo;
-        // k-step 0 overwrites (scale-d 0). The caller fences and commits.
-        auto issue_st = [&](float *stf, uint32_t qo) {
-#pragma unroll
-            for (int ks = 0; ks < D / 16; ++ks)
-                wgmma_ss<BM, BF16, 0>(stf, bwd_desc_add(kA, kmajor_step<KSW>(ks, BN)),
-                                      bwd_desc_add(qB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-        };
-        auto issue_dp = [&](float *dpf, uint32_t qo) {
-#pragma unroll
-            for (int ks = 0; ks < D / 16; ++ks)
-                wgmma_ss<BM, BF16, 0>(dpf, bwd_desc_add(vA, kmajor_step<128>(ks, BN)),
-                                      bwd_desc_add(doB, qo + kmajor_step<128>(ks, BM)), ks > 0 ? 1 : 0);
-        };
-        // Schedule 1's middle, entered with S^T's group and then dP^T's the two newest pending:
-        // wait for S^T only, P while dP^T runs, issue dV, wait for dP^T, dS while dV runs, issue dK. Leaves dV's and
-        // dK's groups pending (pa, da are their A registers: untouched until they complete) and dS^T packed in da.
-        auto p_dv_ds_dk = [&](float (&st)[1][NS][4], float (&dp)[1][NS][4], uint32_t (&pa)[BM / 16][4],
-                              uint32_t (&da)[BM / 16][4], int m0, int rbuf, uint32_t qo) {
-            float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
-            wgmma_wait<1>(); // S^T landed; dP^T may still run
-#pragma unroll
-            for (int i = 0; i < BM / 2; ++i) fence_operand(stf[i]);
-            bwd_wg_p<BM, BN, NS>(p, s, m0, n0, wkey, off, g, t, sL + rbuf * BM, st);
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(pa[ks], stf + 8 * ks);
-            fence_operands(dv);
-            wgmma_fence(); // pa written by ordinary instructions (dP^T's registers are not touched)
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dv, pa[ks], bwd_desc_add(doBt, qo + mnmajor_step<128>(ks)), 1);
-            wgmma_commit(); // group: dV
-            wgmma_wait<1>(); // dP^T landed; dV may still run
-#pragma unroll
-            for (int i = 0; i < BM / 2; ++i) fence_operand(dpf[i]);
-            if constexpr (S::PLP) bwd_wg_ds_packed<NS, BF16>(t, sDd + rbuf * BM, pa, dp);
-            else bwd_wg_ds<NS>(t, sDd + rbuf * BM, st, dp);
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) acc_to_a<BF16>(da[ks], dpf + 8 * ks);
-            fence_operands(dk);
-            wgmma_fence(); // da written by ordinary instructions
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks) wgmma_rs<D, BF16, 1>(dk, da[ks], bwd_desc_add(qBt, qo + mnmajor_step<128>(ks)), 1);
-            wgmma_commit(); // group: dK
-        };
-        // dS^T -> shared memory at pds for dQ (conflict-free 4-byte stores: the 8 rows g of a warp hit 8 swizzled
-        // chunks). The caller fences (proxy) and synchronizes.
-        auto store_ds = [&](uint8_t *pds, const uint32_t (&da)[BM / 16][4]) {
-#pragma unroll
-            for (int ks = 0; ks < BM / 16; ++ks)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int key = wkey + g + 8 * (e & 1), q = 16 * ks + 8 * (e >> 1) + 2 * t;
-                    *reinterpret_cast<uint32_t *>(pds + tile_off<128>(key, q, BN)) = da[ks][e];
-                }
-        };
-        // dQ (this step's part, this warpgroup's D/2 columns) = dS K over the block's 128 keys; dS^T at byte offset dso
-        // of the dS^T region. The caller fences and commits.
-        auto issue_dq = [&](float (&dq)[DQN / 2], uint32_t dso) {
-#pragma unroll
-            for (int ks = 0; ks < BN / 16; ++ks)
-                wgmma_ss<DQN, BF16, 1, 1>(dq, bwd_desc_add(dsA, dso + mnmajor_step<128>(ks)), bwd_desc_add(kBt, mnmajor_step<KSW>(ks)),
-                                          ks > 0 ? 1 : 0);
-        };
-        // dQ added into the fp32 accumulator; dq element (4 jj + e): query row 16 warp + g + 8 (e >= 2), column
-        // wg D/2 + 8 jj + 2 t + (e & 1).
-        auto add_dq = [&](const float (&dq)[DQN / 2], int h, int mb, int m0) {
-            const int     rows    = min(BM, s.sq - m0);
-            float        *gacc    = p.dq_acc + ((int64_t)(tokq + m0) * p.nheads_q + h) * p.acc_d + wg * DQN + 2 * t;
-            const int64_t rstride = (int64_t)p.nheads_q * p.acc_d;
-            if (!p.deterministic) {
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const int r = warp * 16 + g + 8 * hh;
-                    if (r < rows) {
-#pragma unroll
-                        for (int jj = 0; jj < DQN / 8; ++jj)
-                            atomicAdd(reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj),
-                                      make_float2(dq[4 * jj + 2 * hh], dq[4 * jj + 2 * hh + 1]));
-                    }
-                }
-            } else {
-                int *sem = fk_cuda::bwd_det_acquire<BM, BN>(p, s, b, h, mb, j); // bwd_tc_kernel's protocol
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-                    const int r = warp * 16 + g + 8 * hh;
-                    if (r < rows) {
-#pragma unroll
-                        for (int jj = 0; jj < DQN / 8; ++jj) {
-                            float2 *dst = reinterpret_cast<float2 *>(gacc + r * rstride + 8 * jj);
-                            float2  v   = __ldcg(dst);
-                            v.x += dq[4 * jj + 2 * hh];
-                            v.y += dq[4 * jj + 2 * hh + 1];
-                            __stcg(dst, v);
-                        }
-                    }
-                }
-                fk_cuda::bwd_det_release(sem);
-            }
-        };
+    };
 
-        constexpr bool DPA = true;
-        if (total > 1) load_step(1, 1);
-        cp_async_commit(); // group: step 1's loads (empty when there is none)
-        if (total > 2) load_step(2, 2);
-        cp_async_commit(); // group: step 2's
-        if (total > 0) {
-            cp_async_wait<2>(); // K, V and step 0's loads
-            fence_proxy_async();
-            __syncthreads();
-        }
-        int buf = 0; // it % 3
-        for (int it = 0; it < total; ++it) {
-            const int      m0 = (m_begin + it % nm) * BM;
-            const uint32_t qo = (uint32_t)(buf * S::QT_BYTES);
-            // A, B
-            float st[1][NS][4], dp[1][NS][4], dq[DQN / 2];
-            float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
-            wgmma_fence();
-            issue_dq(dq, (uint32_t)(((it & 1) ^ 1) * S::DS_BYTES));
-            wgmma_commit(); // group: dQ(it-1)
-            issue_st(stf, qo);
-            wgmma_commit(); // group: S^T(it)
-            if constexpr (DPA) {
-                issue_dp(dpf, qo);
-                wgmma_commit();  // group: dP^T(it)
-                wgmma_wait<2>(); // C: dQ(it-1) complete; S^T(it), dP^T(it) may run
-            } else {
-                wgmma_wait<1>(); // C: dQ(it-1) complete; S^T(it) may run
-            }
-            fence_operands(dq);
-            if (it > 0) {
-                const int ip = it - 1;
-                const int hp = hk * p.group + ip / nm, mbp = m_begin + ip % nm;
-                add_dq(dq, hp, mbp, mbp * BM);
-            }
-            // D
-            if constexpr (!DPA) {
-                wgmma_fence(); // (A's fence covers dp already; without this one ptxas injects its own, C7519)
-                issue_dp(dpf, qo);
-                wgmma_commit(); // group: dP^T(it)
-            }
-            uint32_t pa[BM / 16][4], da[BM / 16][4];
-            p_dv_ds_dk(st, dp, pa, da, m0, buf, qo);
-            // E
-            store_ds(pDS + (it & 1) * S::DS_BYTES, da);
-            cp_async_wait<1>(); // step it+1's loads (step it+2's may still be in flight)
-            wgmma_wait<0>();    // dV(it), dK(it)
-            fence_operands(dv);
-            fence_operands(dk);
-            fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
-            fence_regs(da);
-            fence_proxy_async(); // this thread's dS^T stores and cp.async writes -> visible to wgmma
-            __syncthreads();     // B(it): see the ordering argument above
-            if (it + 3 < total) load_step(it + 3, buf);
-            cp_async_commit();
-            buf = buf == 2 ? 0 : buf + 1;
-        }
-        if (total > 0) { // dQ of the last step
-            const int ip = total - 1;
+    if (total > 1) load_step(1, 1);
+    cp_async_commit(); // group: step 1's loads (empty when there is none)
+    if (total > 2) load_step(2, 2);
+    cp_async_commit(); // group: step 2's
+    if (total > 0) {
+        cp_async_wait<2>(); // K, V and step 0's loads
+        fence_proxy_async();
+        __syncthreads();
+    }
+    int buf = 0; // it % 3
+    for (int it = 0; it < total; ++it) {
+        const int      m0 = (m_begin + it % nm) * BM;
+        const uint32_t qo = (uint32_t)(buf * S::QT_BYTES);
+        // A, B
+        float st[1][NS][4], dp[1][NS][4], dq[DQN / 2];
+        float *stf = &st[0][0][0], *dpf = &dp[0][0][0];
+        wgmma_fence();
+        issue_dq(dq, (uint32_t)(((it & 1) ^ 1) * S::DS_BYTES));
+        wgmma_commit(); // group: dQ(it-1)
+        issue_st(stf, qo);
+        wgmma_commit(); // group: S^T(it)
+        issue_dp(dpf, qo);
+        wgmma_commit();  // group: dP^T(it)
+        wgmma_wait<2>(); // C: dQ(it-1) complete; S^T(it), dP^T(it) may run
+        fence_operands(dq);
+        if (it > 0) {
+            const int ip = it - 1;
             const int hp = hk * p.group + ip / nm, mbp = m_begin + ip % nm;
-            float dq[DQN / 2];
-            wgmma_fence();
-            issue_dq(dq, (uint32_t)((ip & 1) * S::DS_BYTES));
-            wgmma_commit();
-            wgmma_wait<0>();
-            fence_operands(dq);
             add_dq(dq, hp, mbp, mbp * BM);
         }
+        // D
+        uint32_t pa[BM / 16][4], da[BM / 16][4];
+        p_dv_ds_dk(st, dp, pa, da, m0, buf, qo);
+        // E
+        store_ds(pDS + (it & 1) * S::DS_BYTES, da);
+        cp_async_wait<1>(); // step it+1's loads (step it+2's may still be in flight)
+        wgmma_wait<0>();    // dV(it), dK(it)
+        fence_operands(dv);
+        fence_operands(dk);
+        fence_regs(pa); // the A registers of the dV / dK products stay untouched until here
+        fence_regs(da);
+        fence_proxy_async(); // this thread's dS^T stores and cp.async writes -> visible to wgmma
+        __syncthreads();     // B(it): see the ordering argument above
+        if (it + 3 < total) load_step(it + 3, buf);
+        cp_async_commit();
+        buf = buf == 2 ? 0 : buf + 1;
+    }
+    if (total > 0) { // dQ of the last step
+        const int ip = total - 1;
+        const int hp = hk * p.group + ip / nm, mbp = m_begin + ip % nm;
+        float dq[DQN / 2];
+        wgmma_fence();
+        issue_dq(dq, (uint32_t)((ip & 1) * S::DS_BYTES));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(dq);
+        add_dq(dq, hp, mbp, mbp * BM);
     }
     cp_async_wait<0>(); // a block with no query tile still issued K, V
 
@@ -710,32 +451,15 @@ template <int D, bool BF16, int V, int C> __device__ __forceinline__ void bwd_wg
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-// V (schedule variant, all checked and timed by attn_bwd_wgmma_check): 0 = S^T and dP^T waited together, then
-// P, dS, then dV and dK issued; 1 = P computed while dP^T runs and dV issued before dS is computed (the tensor
-// cores work through the softmax's ALU phase); 3 = 1 software-pipelined (candidate; S^T, dP^T of a step run
-// while the previous step's dQ is added; one barrier a step; its own shared-memory map, BwdWgShape<D, 0, true>).
-template <int D, bool BF16, int V> __global__ void __launch_bounds__(256, 1) bwd_wgmma_kernel(const BwdParams p) {
-    bwd_wgmma_main<D, BF16, V, 0>(p);
-}
-// The D = 64 candidates (BwdWgShape<64, C>, C > 0): their own kernel name, so that production's is untouched.
-template <int D, bool BF16, int V, int C>
-__global__ void __launch_bounds__(BwdWgShape<D, C>::NT, BwdWgShape<D, C>::MINB) bwd_wgmma_cand_kernel(const BwdParams p) {
-    bwd_wgmma_main<D, BF16, V, C>(p);
-}
-
-// Launch the main kernel (prep and convert are production's, around it). cudaErrorNotSupported for what the
+// Launch the main kernel (prep and convert are attn_bwd.cu's, around it). cudaErrorNotSupported for what the
 // kernel does not cover (see the header), so that a caller can fall back to bwd_tc_kernel.
-// C: BwdWgShape's configuration (0 = production; 1..4 the dev-only D = 64 candidates).
-template <int D, bool BF16, int V = 1, int C = 0>
-cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
-    using S = BwdWgShape<D, C, V == 3>;
+template <int D, bool BF16> cudaError_t launch_bwd_wgmma(const BwdParams &p, int nheads_kv, cudaStream_t st) {
+    using S = BwdWgShape<D>;
     if (p.head_dim != D || !p.vec_in || p.transform || p.acc_d < D || !p.dq_acc) return cudaErrorNotSupported;
     if (p.deterministic && (!p.sem || p.n_mblocks < (p.seqlen_q + S::BM - 1) / S::BM)) return cudaErrorNotSupported;
     if (p.seqlen_k <= 0) return cudaSuccess;
-    void (*kernel)(const BwdParams);
-    if constexpr (C == 0) kernel = bwd_wgmma_kernel<D, BF16, V>; // production: no candidate instantiated
-    else kernel = bwd_wgmma_cand_kernel<D, BF16, V, C>;
-    cudaError_t e      = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
+    void (*kernel)(const BwdParams) = bwd_wgmma_kernel<D, BF16>;
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_k + S::BN - 1) / S::BN, nheads_kv, p.batch);
     kernel<<<grid, S::NT, S::SMEM, st>>>(p);
