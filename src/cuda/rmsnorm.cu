@@ -670,10 +670,9 @@ __device__ __forceinline__ void load_bwd_dres(const T *drow, int gt, int hidden,
 }
 
 // Backward. h, dy (and dresidual_out) of the row in registers; the dweight partial of the thread's columns
-// in VPL x N fp32 registers across all of the group's rows. The body is a device function so that
-// dev/cuda/ops_tune can run it with BR (the block's groups summed in shared memory into one partial row a block,
-// a candidate: fewer partial rows for rms_dweight_reduce_kernel; its partial rows are then G = grid).
-template <typename T, int N, int W, int VPL, bool EX, bool BR> __device__ __forceinline__ void rms_bwd_rows_body(const RmsArgs &a) {
+// in VPL x N fp32 registers across all of the group's rows.
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
     extern __shared__ float4 rows_sm4[];
     constexpr bool PF     = rows_prefetch<T, VPL, EX, true>();
@@ -750,32 +749,7 @@ template <typename T, int N, int W, int VPL, bool EX, bool BR> __device__ __forc
         }
         if (PF) cur = nxt;
     }
-    if constexpr (BR) {
-        // The weight is no longer read: its nvec x N floats take the block's sum, group by group in group
-        // order (fixed, so bit-identical from run to run), then one partial row a block.
-        __syncthreads();
-        for (int g = 0; g < G.groups; g++) {
-            if (G.grp == g) {
-#pragma unroll
-                for (int v = 0; v < VPL; v++) {
-                    const int idx = G.gt + v * 32 * W;
-                    if (idx < nvec) {
-#pragma unroll
-                        for (int k = 0; k < N; k++) ws[idx * N + k] = (g == 0 ? 0.f : ws[idx * N + k]) + dw[v][k];
-                    }
-                }
-            }
-            __syncthreads();
-        }
-        float *part = a.partial + (int64_t)blockIdx.x * a.ld;
-        for (int j = threadIdx.x; j < hidden; j += blockDim.x) part[j] = ws[j];
-    } else {
-        write_dw_partial<N, W, VPL, EX>(a, G, dw, nvec, hidden);
-    }
-}
-template <typename T, int N, int W, int VPL, bool EX>
-__global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
-    rms_bwd_rows_body<T, N, W, VPL, EX, false>(a);
+    write_dw_partial<N, W, VPL, EX>(a, G, dw, nvec, hidden);
 }
 
 // --- row groups with a shared-memory ring (cp.async) -------------------------------------------------------
