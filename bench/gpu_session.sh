@@ -30,7 +30,8 @@ NCU_CASES=${NCU_CASES:-"bwd:128 fwd:256"}
 NCU_SECTIONS=${NCU_SECTIONS:-"SpeedOfLight WarpStateStats Occupancy LaunchStats"} NCU_WHO=${NCU_WHO:-"fk fa2"}
 NCU_LIB=${NCU_LIB:-build-gpu/libflashkit.so}
 EXTRA=${EXTRA:-true}
-export L SAN_FILTER NCU_CASES EXTRA NCU_SECTIONS NCU_WHO NCU_LIB
+NCUOPS_EXTRA=${NCUOPS_EXTRA:-} # more ncu flags for ncuops (e.g. "--section SchedulerStats")
+export L SAN_FILTER NCU_CASES EXTRA NCU_SECTIONS NCU_WHO NCU_LIB NCUOPS_EXTRA
 declare -a summary
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader 2>&1 | tee "$L/gpu.txt"
@@ -94,7 +95,7 @@ s_ncuops() {
     for h in 8192 4096; do
       echo "#### $who rmsnorm fwd 16384 x $h"
       ncu -k "regex:rms_fwd|triton" -s 2 -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
-        --section WarpStateStats --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section Occupancy --section LaunchStats $NCUOPS_EXTRA \
         python3 dev/cuda/prof_ops.py $who $h "$NCU_LIB" 2>&1 | grep -vE "^==PROF==|^ *-+ *$" | cut -c1-150
     done
   done > "$L/ncuops.log"
