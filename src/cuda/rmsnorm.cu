@@ -343,10 +343,10 @@ template <typename T, int N> __global__ void __launch_bounds__(512) rms_bwd_loop
 // thread ty = 0 adds the 32 sums in order. Independent of timing, so bit-identical from run to run. 32 row
 // slices and 8 chains (was 8 and 4): the G rows are few (grid x groups), so the time is latency, not bytes; on
 // the H200 this pass cost 10% of the backward at hidden 2048 (3098 GB/s with it, 3430 without; docs/PERF.md).
+// (The body is a device function so that dev/cuda/ops_tune can launch it behind a programmatic dependency.)
 constexpr int kRedRows = 32;
-__global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
-                                                                            int64_t ld, int64_t hidden,
-                                                                            void *dweight, fk_dtype dwdt) {
+__device__ __forceinline__ void rms_dweight_reduce_body(const float *partial, int64_t G, int64_t ld, int64_t hidden,
+                                                        void *dweight, fk_dtype dwdt) {
     __shared__ float s[kRedRows][33];
     const int64_t    j = (int64_t)blockIdx.x * 32 + threadIdx.x;
     float            acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -366,6 +366,11 @@ __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const
         for (int y = 1; y < kRedRows; y++) t += s[y][threadIdx.x];
         store_any_dtype(dweight, dwdt, j, t);
     }
+}
+__global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
+                                                                            int64_t ld, int64_t hidden,
+                                                                            void *dweight, fk_dtype dwdt) {
+    rms_dweight_reduce_body(partial, G, ld, hidden, dweight, dwdt);
 }
 
 // --- row groups (forward and backward) -------------------------------------------------------------------
