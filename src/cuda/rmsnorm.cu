@@ -889,6 +889,226 @@ __global__ void __launch_bounds__(512) rms_bwd_ring_kernel(const RmsArgs a) {
     write_dw_partial<N, W, VPL, EX>(a, G, dw, nvec, hidden);
 }
 
+// --- rows through bulk copies (sm_90) ---------------------------------------------------------------------
+// One row at a time a block, a persistent grid; one thread (thread 0) keeps the block's next rows in flight with
+// cp.async.bulk: each operand's row (forward: x, and the residual; backward: h, dy, and dresidual_out) is one
+// contiguous copy into a ring of `stages` row slots in shared memory, counted on that slot's mbarrier. Every
+// thread reads VPT 16-byte vectors of the row from the slot (vectors tid, tid + blockDim, ...), so the bytes in
+// flight are held by the ring, not by registers: 2-4 rows a block at a few dozen registers a thread (the
+// backward's register row groups hold one row ahead at 121-126 registers, one block of 512 threads an SM). The
+// row's one block barrier (the sum over the row) is also where every thread has finished reading the previous
+// row's slot: thread 0 refills that slot right after it. The weight (offset added, fp32) lives in registers;
+// the backward's dweight partial of the thread's columns too, written as the block's one [hidden] row of the
+// workspace at the end (G = grid), summed by rms_dweight_reduce_kernel in a fixed order as for the row groups.
+// Needs hidden x sizeof(T) and every row stride x sizeof(T) multiples of 16 and 16-byte aligned bases (the bulk
+// copy's rule; outputs are written with 16-byte stores), and a 9.0 device (tma_fits).
+// Shared memory: the ring ([stages][nops][row bytes rounded up to 128]), the stages' mbarriers, then the
+// per-warp sums (two rows' worth, by parity).
+__host__ __device__ inline size_t tma_slot_bytes(int64_t hidden, int es) { return (size_t)((hidden * es + 127) / 128 * 128); }
+inline size_t tma_smem(int64_t hidden, int es, int stages, int nops) {
+    return tma_slot_bytes(hidden, es) * nops * stages + 8 * (size_t)stages + 2 * 32 * sizeof(float);
+}
+template <typename T> struct RowRing {
+    unsigned char *base;
+    uint64_t      *bar;
+    float         *red; // [2][32]
+    size_t         slotb;
+    unsigned       rowb;
+    int            S, nops;
+    const void    *src[3];
+    int64_t        rs[3];
+    int64_t        r0, grid, nk; // the block's rows: r0 + k grid, k < nk
+    __device__ RowRing(unsigned char *sm, const RmsArgs &a, int n, const void *p0, int64_t s0, const void *p1,
+                       int64_t s1, const void *p2, int64_t s2) {
+        S = a.stages, nops = n, slotb = tma_slot_bytes(a.hidden, (int)sizeof(T)), rowb = (unsigned)a.hidden * (unsigned)sizeof(T);
+        base = sm, bar = reinterpret_cast<uint64_t *>(sm + slotb * nops * S), red = reinterpret_cast<float *>(bar + S);
+        src[0] = p0, src[1] = p1, src[2] = p2, rs[0] = s0, rs[1] = s1, rs[2] = s2;
+        grid = gridDim.x, r0 = blockIdx.x, nk = r0 < a.rows ? (a.rows - 1 - r0) / grid + 1 : 0;
+    }
+    __device__ T   *slot(int s, int op) const { return reinterpret_cast<T *>(base + slotb * (s * nops + op)); }
+    __device__ void issue(int64_t k, int s) const { // the block's row k into slot s (thread 0)
+        const int64_t r = r0 + k * grid;
+        mbar_expect_tx(&bar[s], rowb * nops);
+        for (int op = 0; op < nops; op++) bulk_g2s(slot(s, op), static_cast<const T *>(src[op]) + r * rs[op], rowb, &bar[s]);
+    }
+    __device__ void start() const { // thread 0: the barriers and the first S rows (then a block barrier)
+        for (int s = 0; s < S; s++) mbar_init(&bar[s], 1);
+        mbar_init_fence();
+        for (int k = 0; k < nk && k < S; k++) issue(k, k);
+    }
+    // The block's sum of each thread's x for row k: warp sums in shared memory (by parity), the block barrier,
+    // thread 0's refill of the previous row's slot (prev) with the row S - 1 ahead, then the warp sums added in
+    // warp order (reproducible).
+    __device__ float block_sum(float x, int64_t k, int prev) const {
+        x         = warp_sum(x);
+        float *rk = red + (k & 1) * 32;
+        if ((threadIdx.x & 31) == 0) rk[threadIdx.x >> 5] = x;
+        __syncthreads();
+        if (threadIdx.x == 0 && k >= 1 && k - 1 + S < nk) {
+            fence_proxy_async_smem();
+            issue(k - 1 + S, prev);
+        }
+        x = 0.f;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) x += rk[i];
+        return x;
+    }
+};
+// The thread's VPT x N weights, offset added, fp32 (idle vectors: the offset alone, never used).
+template <int N, int VPT> __device__ __forceinline__ void load_w_regs(const RmsArgs &a, float (&w)[VPT][N]) {
+#pragma unroll
+    for (int v = 0; v < VPT; v++) {
+        const int idx = threadIdx.x + v * blockDim.x;
+#pragma unroll
+        for (int k = 0; k < N; k++) w[v][k] = 0.f;
+        if (idx < a.nvec) load_any_dtype<N>(a.weight, a.wdt, (int64_t)idx * N, N, a.wvec, w[v]);
+#pragma unroll
+        for (int k = 0; k < N; k++) w[v][k] += a.off;
+    }
+}
+// The block's last row: a kernel launched behind this one with a programmatic dependency may start now (its
+// griddepcontrol.wait still waits for this whole grid and its writes).
+[[maybe_unused]] __device__ __forceinline__ void launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Forward: x (and the residual) through the ring; h = x (+ residual, rounded to T and written as residual_out);
+// y = h rstd w.
+template <typename T, int N, int VPT, bool RES>
+__global__ void __launch_bounds__(512) rms_fwd_tma_kernel(const RmsArgs a) {
+#if __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(128) unsigned char tma_sm[];
+    const RowRing<T> ring(tma_sm, a, RES ? 2 : 1, a.x, a.x_rs, a.residual, a.residual_rs, nullptr, 0);
+    const int        tid = threadIdx.x, nthr = blockDim.x, nvec = (int)a.nvec;
+    if (tid == 0) ring.start();
+    float w[VPT][N];
+    load_w_regs<N, VPT>(a, w);
+    __syncthreads(); // the barriers' init
+    int      s = 0, prev = ring.S - 1; // this row's slot, the previous row's
+    unsigned phase = 0;                // parity of the slot's fill: (k / S) & 1
+    for (int64_t k = 0; k < ring.nk; k++) {
+        const int64_t r = ring.r0 + k * ring.grid;
+        if (k + 1 == ring.nk) launch_dependents();
+        mbar_wait(&ring.bar[s], phase);
+        const T *hs = ring.slot(s, 0);
+        float    ss = 0.f;
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int idx = tid + v * nthr;
+            if (idx < nvec) {
+                Pack<T, N> h = load_pack<T, N>(hs + idx * N);
+                if (RES) {
+                    h = add_round<T, N>(h, load_pack<T, N>(ring.slot(s, 1) + idx * N));
+                    store_pack<T, N>(static_cast<T *>(a.residual_out) + r * a.residual_out_rs + idx * N, h);
+                }
+                ss += sumsq<T, N>(h);
+            }
+        }
+        ss               = ring.block_sum(ss, k, prev);
+        const float rstd = 1.0f / sqrtf(ss / (float)a.hidden + a.eps);
+        if (a.rstd && tid == 0) a.rstd[r] = rstd;
+        T *yrow = static_cast<T *>(a.y) + r * a.y_rs;
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int idx = tid + v * nthr;
+            if (idx < nvec) {
+                Pack<T, N> hp = load_pack<T, N>(hs + idx * N);
+                if (RES) hp = add_round<T, N>(hp, load_pack<T, N>(ring.slot(s, 1) + idx * N)); // again: the
+                // slots stay the bulk copies' alone (no generic-proxy write a refill would need a fence after)
+                float h[N], o[N];
+                unpack<T, N>(hp, h);
+#pragma unroll
+                for (int e = 0; e < N; e++) o[e] = h[e] * rstd * w[v][e];
+                store_pack<T, N>(yrow + idx * N, pack<T, N>(o));
+            }
+        }
+        prev = s;
+        if (++s == ring.S) s = 0, phase ^= 1;
+    }
+#else
+    __trap();
+#endif
+}
+
+// Backward: h, dy (and dresidual_out) through the ring; the dweight partial in registers.
+template <typename T, int N, int VPT, bool DRES>
+__global__ void __launch_bounds__(512) rms_bwd_tma_kernel(const RmsArgs a) {
+#if __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(128) unsigned char tma_sm[];
+    const RowRing<T> ring(tma_sm, a, DRES ? 3 : 2, a.x, a.x_rs, a.dy, a.dy_rs, a.dres, a.dres_rs);
+    const int        tid = threadIdx.x, nthr = blockDim.x, nvec = (int)a.nvec;
+    if (tid == 0) ring.start();
+    float w[VPT][N], dw[VPT][N];
+    load_w_regs<N, VPT>(a, w);
+#pragma unroll
+    for (int v = 0; v < VPT; v++)
+#pragma unroll
+        for (int e = 0; e < N; e++) dw[v][e] = 0.f;
+    const float inv_h     = 1.0f / (float)a.hidden;
+    float       rstd_next = ring.nk > 0 ? a.rstd[ring.r0] : 0.f;
+    __syncthreads(); // the barriers' init
+    int      s = 0, prev = ring.S - 1;
+    unsigned phase = 0;
+    for (int64_t k = 0; k < ring.nk; k++) {
+        const int64_t r    = ring.r0 + k * ring.grid;
+        const float   rstd = rstd_next;
+        if (k + 1 < ring.nk) rstd_next = a.rstd[r + ring.grid];
+        if (k + 1 == ring.nk) launch_dependents();
+        mbar_wait(&ring.bar[s], phase);
+        const T *hs = ring.slot(s, 0), *ds = ring.slot(s, 1);
+        float    dot = 0.f;
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int idx = tid + v * nthr;
+            if (idx < nvec) {
+                float h[N], d[N];
+                unpack<T, N>(load_pack<T, N>(hs + idx * N), h);
+                unpack<T, N>(load_pack<T, N>(ds + idx * N), d);
+#pragma unroll
+                for (int e = 0; e < N; e++) {
+                    dw[v][e] += d[e] * h[e] * rstd;
+                    dot += d[e] * w[v][e] * h[e];
+                }
+            }
+        }
+        dot              = ring.block_sum(dot, k, prev);
+        const float coef = rstd * rstd * dot * inv_h;
+        T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
+#pragma unroll
+        for (int v = 0; v < VPT; v++) {
+            const int idx = tid + v * nthr;
+            if (idx < nvec) {
+                float h[N], d[N], dr[N];
+                unpack<T, N>(load_pack<T, N>(hs + idx * N), h);
+                unpack<T, N>(load_pack<T, N>(ds + idx * N), d);
+                if (DRES) unpack<T, N>(load_pack<T, N>(ring.slot(s, 2) + idx * N), dr);
+#pragma unroll
+                for (int e = 0; e < N; e++) {
+                    d[e] = rstd * (d[e] * w[v][e] - h[e] * coef);
+                    if (DRES) d[e] += dr[e];
+                }
+                store_pack<T, N>(dxrow + idx * N, pack<T, N>(d));
+            }
+        }
+        prev = s;
+        if (++s == ring.S) s = 0, phase ^= 1;
+    }
+    float *part = a.partial + (int64_t)blockIdx.x * a.ld;
+#pragma unroll
+    for (int v = 0; v < VPT; v++) {
+        const int idx = tid + v * nthr;
+        if (idx < nvec) {
+#pragma unroll
+            for (int e = 0; e < N; e += 4)
+                *reinterpret_cast<float4 *>(part + (int64_t)idx * N + e) = make_float4(dw[v][e], dw[v][e + 1], dw[v][e + 2], dw[v][e + 3]);
+        }
+    }
+#else
+    __trap();
+#endif
+}
+
 // --- selection -------------------------------------------------------------------------------------------
 
 // The one plan both the workspace query and the launch use.
@@ -908,6 +1128,8 @@ struct Plan {
     int     stages;  // row groups: 0 = rows kernels (register prefetch), >= 2 = ring kernels with that many rows
     int     row1;    // forward one row a block (rms_fwd_row_kernel): its MINB (3 or 4), 0 = not that kernel
     bool    res;     // row1: with the residual add
+    bool    tma;     // backward through bulk copies (rms_bwd_tma_kernel): vpt, threads, stages (the ring's rows)
+    bool    dres;    // tma: with dresidual_out
 };
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
@@ -973,8 +1195,22 @@ template <typename T> const void *row1_kernel_for(const Plan &pl) {
     return pl.ex ? (const void *)rms_fwd_row_kernel<T, N, false, true, 3> : (const void *)rms_fwd_row_kernel<T, N, false, false, 3>;
 }
 
+template <typename T, bool BWD> const void *tma_kernel_for(const Plan &pl) {
+    constexpr int N = kVec<T>;
+#define FK_TMA_K(V, E) (BWD ? (const void *)rms_bwd_tma_kernel<T, N, V, E> : (const void *)rms_fwd_tma_kernel<T, N, V, E>)
+    const bool e = BWD ? pl.dres : pl.res;
+    switch (pl.vpt) {
+    case 1: return e ? FK_TMA_K(1, true) : FK_TMA_K(1, false);
+    case 2: return e ? FK_TMA_K(2, true) : FK_TMA_K(2, false);
+    case 4: return e ? FK_TMA_K(4, true) : FK_TMA_K(4, false);
+    default: return nullptr;
+    }
+#undef FK_TMA_K
+}
+
 template <typename T, bool BWD> const void *kernel_for(const Plan &pl) {
     if (!BWD && pl.row1) return pl.vec ? row1_kernel_for<T>(pl) : nullptr;
+    if (pl.tma) return pl.vec ? tma_kernel_for<T, BWD>(pl) : nullptr;
     if (pl.w > 0) return pl.vec ? rows_kernel_for<T, BWD>(pl) : nullptr;
 #define FK_RMS_K(NN, V) (BWD ? (const void *)rms_bwd_kernel<T, NN, V> : (const void *)rms_fwd_kernel<T, NN, V>)
 #define FK_RMS_PICK(NN)                                                                                        \
@@ -1010,6 +1246,28 @@ void set_ring(Plan *pl, int stages, bool dres) {
     pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, dres ? 3 : 2, pl->vpt, pl->threads);
 }
 
+// Whether the bulk-copy kernels (rms_{fwd,bwd}_tma_kernel) can take p: a 9.0+ device, whole 16-byte rows (hidden
+// x the element size a multiple of 16) at 16-byte aligned bases and strides (the bulk copy's rule; the outputs
+// are written with 16-byte stores), and a row of at most 4 x 512 vectors.
+[[maybe_unused]] bool tma_fits(const struct fk_context *ctx, const fk_rmsnorm_problem *p, int64_t nvec, bool bwd) {
+    const size_t es = fk_dtype_size(p->dtype);
+    if (ctx->cc_major < 9 || (p->hidden * (int64_t)es) % 16 != 0 || nvec > 4 * kMaxThreads) return false;
+    const void *ptr[5] = {p->x, bwd ? p->dy : p->y, bwd ? p->dx : p->residual, bwd ? p->dresidual_out : p->residual_out,
+                          nullptr};
+    const int64_t rs[5] = {p->x_rs, bwd ? p->dy_rs : p->y_rs, bwd ? p->dx_rs : p->residual_rs,
+                           bwd ? p->dresidual_out_rs : p->residual_out_rs, 0};
+    for (int i = 0; i < 4; i++)
+        if (ptr[i] && ((uintptr_t)ptr[i] % 16 != 0 || (p->rows > 1 && (rs[i] * (int64_t)es) % 16 != 0))) return false;
+    return true;
+}
+// Turns a plan into the bulk-copy kernel's with vpt vectors a thread and a ring of `stages` rows.
+[[maybe_unused]] void set_tma(Plan *pl, const fk_rmsnorm_problem *p, bool bwd, int vpt, int stages) {
+    pl->tma = true, pl->w = 0, pl->ex = true, pl->row1 = 0, pl->vpt = vpt, pl->stages = stages;
+    pl->dres = bwd && p->dresidual_out != nullptr, pl->res = !bwd && p->residual != nullptr;
+    pl->threads = (int)(ceil_div(ceil_div(pl->nvec, vpt), 32) * 32);
+    pl->smem    = tma_smem(p->hidden, (int)fk_dtype_size(p->dtype), stages, bwd ? (pl->dres ? 3 : 2) : (pl->res ? 2 : 1));
+}
+
 // A row stride that matters only when there is more than one row.
 inline int64_t rs_eff(const fk_rmsnorm_problem *p, int64_t rs) { return p->rows > 1 ? rs : 0; }
 
@@ -1039,7 +1297,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->nvec = ceil_div(p->hidden, pl->n);
     pl->ld   = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
-    pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false;
+    pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false, pl->tma = false, pl->dres = false;
     int r1_threads, r1_minb;
     if (allow_rows && !bwd && vec && p->hidden % pl->n == 0 && p->weight_dtype == p->dtype && (uintptr_t)p->weight % 16 == 0 &&
         p->rows <= 0x7fffffff && fk_rms_row1_pick(pl->nvec, p->residual != nullptr, &r1_threads, &r1_minb)) {
@@ -1070,7 +1328,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
 // block a row.
 fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl) {
     const int64_t rows = p->rows > 0 ? p->rows : 1;
-    if (!bwd && pl->w == 0) {
+    if (!bwd && pl->w == 0 && !pl->tma) {
         pl->grid = rows < 0x7fffffff ? rows : 0x7fffffff;
         return FK_STATUS_SUCCESS;
     }
