@@ -97,6 +97,31 @@ static void rms_row1_rules(void) {
     check(ok, "rms_row1_pick measured widths", "");
 }
 
+// Backward through bulk copies: 256..1024 vectors only, at most 512 threads, the measured widths take their
+// measured shapes, and without dresidual_out the row groups keep 256 and 512 (and the widths nearest them).
+static void rms_tma_rules(void) {
+    int              bad = 0;
+    char             msg[160] = "";
+    fk_rms_tma_shape s;
+    for (int64_t nvec = 1; nvec <= 1100; nvec++)
+        for (int dres = 0; dres < 2; dres++) {
+            const int got = fk_rms_tma_pick(nvec, dres, &s);
+            if (got && (nvec < 256 || nvec > 1024 || (nvec + s.vpt - 1) / s.vpt > 512 || s.stages < 2 || s.bps < 1))
+                if (!bad++) snprintf(msg, sizeof msg, "nvec %lld dres %d: v%d s%d b%d", (long long)nvec, dres, s.vpt, s.stages, s.bps);
+            if (!got && dres && nvec >= 256 && nvec <= 1024)
+                if (!bad++) snprintf(msg, sizeof msg, "nvec %lld with dresidual_out: not taken", (long long)nvec);
+        }
+    check(!bad, "rms_tma_pick 1..1100 vectors", msg);
+    static const int meas[8][5] = {{256, 1, 1, 4, 2}, {512, 1, 1, 4, 1}, {640, 1, 2, 4, 1}, {1024, 1, 2, 3, 1},
+                                   {256, 0, 0, 0, 0}, {512, 0, 0, 0, 0}, {640, 0, 2, 2, 3}, {1024, 0, 4, 4, 1}};
+    int ok = 1;
+    for (int i = 0; i < 8; i++) {
+        const int got = fk_rms_tma_pick(meas[i][0], meas[i][1], &s);
+        ok &= meas[i][2] ? got && s.vpt == meas[i][2] && s.stages == meas[i][3] && s.bps == meas[i][4] : !got;
+    }
+    check(ok, "rms_tma_pick measured widths", "");
+}
+
 static void rope_rules(void) {
     static char buf[4096] __attribute__((aligned(16)));
     fk_rope_problem p;
@@ -145,6 +170,7 @@ int main(int argc, char **argv) {
     fk_test_init(argc, argv, "test_ops_select");
     rms_rules();
     rms_row1_rules();
+    rms_tma_rules();
     rope_rules();
     swiglu_rules();
     return fk_test_finish();

@@ -428,7 +428,26 @@ int main(int argc, char **argv) {
                         run_case(&bes[b], &c, seed++);
                     }
         }
-        if (bes[b].kind == FK_DEVICE_CUDA) cuda_f64_refused(&bes[b]);
+        if (bes[b].kind == FK_DEVICE_CUDA) {
+            // The backward's bulk-copy ring (rms_bwd_tma_kernel, 9.0+ devices; 256..1024 whole vectors) wraps
+            // around, and its slots' barriers change phase, only when a block has more rows than ring slots:
+            // 1500 rows (6+ rows a block at any grid). fp32 at 1024 (256 vectors) and 4096 (1024), bf16 and fp16
+            // at 2048 .. 8192; with and without dresidual_out, dx in place of dy or not.
+            static const struct {
+                fk_dtype dt;
+                int64_t  hidden;
+            } ring[] = {{FK_DTYPE_BF16, 2048}, {FK_DTYPE_BF16, 3000}, {FK_DTYPE_F16, 4096}, {FK_DTYPE_BF16, 5120},
+                        {FK_DTYPE_BF16, 8192}, {FK_DTYPE_F32, 1024}, {FK_DTYPE_F32, 4096}};
+            for (size_t i = 0; i < sizeof ring / sizeof ring[0]; i++)
+                for (int variant = 0; variant < 2; variant++) {
+                    rms_case c = {.dt = ring[i].dt, .wdt = ring[i].dt, .dwdt = ring[i].dt, .rows = 1500,
+                                  .hidden = ring[i].hidden, .pad = 0, .residual = variant, .inplace = (int)(i % 2),
+                                  .dres = variant, .eps = 1e-6f, .offset = (float)variant};
+                    if (i == 3) c.wdt = c.dwdt = FK_DTYPE_F32;
+                    run_case(&bes[b], &c, seed++);
+                }
+            cuda_f64_refused(&bes[b]);
+        }
     }
     check_reference_gradients();
     if (nbe > 0 && bes[0].kind == FK_DEVICE_CPU) negative_tests(bes[0].ctx);

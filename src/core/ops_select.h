@@ -112,6 +112,44 @@ static inline int fk_rms_row1_pick(int64_t nvec, int residual, int *threads, int
     *minb    = residual || *threads <= 256 || nvec != 2 * (int64_t)*threads ? 3 : 4;
     return 1;
 }
+// --- RMSNorm backward through bulk copies (sm_90) ---------------------------------------------------------
+// rms_bwd_tma_kernel (src/cuda/rmsnorm.cu): a ring of `stages` rows a block filled by cp.async.bulk, vpt vectors
+// a thread, at most bps blocks an SM. Rows of 256..1024 16-byte vectors; the measured rule nearest to nvec
+// applies (with vpt doubled where the row would need more than 512 threads). H200, 2026-11-30 fifth session, bench/next_ops.sh (ops_tune next, bf16, 16384 rows, L2 flushed, GB/s,
+// the dweight reduction behind a programmatic dependency; in brackets the row groups with it / without it):
+//   vectors  with dresidual_out                   without
+//   256      v1 s4 b2 3579 (3514 / 3454)          row groups (3343 / 3268; best bulk 3315)
+//   512      v1 s4 b1 3867 (3743 / 3685)          row groups (3692 / 3644; best bulk 3682)
+//   640      v2 s4 b1 4016 (- / 3756)             v2 s2 b3 3781 (- / 3726)
+//   1024     v2 s3 b1 4051 (- / 3565)             v4 s4 b1 3974 (- / 3837)
+// 0: the row groups (or the block-per-row kernels) take the row.
+typedef struct fk_rms_tma_shape {
+    int vpt, stages, bps;
+} fk_rms_tma_shape;
+static inline int fk_rms_tma_pick(int64_t nvec, int dres, fk_rms_tma_shape *out) {
+    static const struct {
+        int64_t          nvec;
+        fk_rms_tma_shape dres, plain; // plain.vpt == 0: the row groups
+    } rules[] = {
+        {256, {1, 4, 2}, {0, 0, 0}},
+        {512, {1, 4, 1}, {0, 0, 0}},
+        {640, {2, 4, 1}, {2, 2, 3}},
+        {1024, {2, 3, 1}, {4, 4, 1}},
+    };
+    if (nvec < 256 || nvec > 1024) return 0;
+    int best = 0;
+    for (int i = 1; i < 4; i++) {
+        const int64_t d = rules[i].nvec > nvec ? rules[i].nvec - nvec : nvec - rules[i].nvec;
+        const int64_t b = rules[best].nvec > nvec ? rules[best].nvec - nvec : nvec - rules[best].nvec;
+        if (d < b) best = i;
+    }
+    fk_rms_tma_shape s = dres ? rules[best].dres : rules[best].plain;
+    if (s.vpt == 0) return 0;
+    while ((nvec + s.vpt - 1) / s.vpt > 512) s.vpt *= 2; // 512 threads at most (vpt 1, 2, 4 are compiled)
+    *out = s;
+    return 1;
+}
+
 // --- RoPE: the per-token kernel --------------------------------------------------------------------------
 // rope_tok_kernel covers: half-split, fp32 tables or computed angles, 16-byte vectors everywhere (every
 // pointer aligned, every stride and half and the unrotated tail multiples of the vector), half <= 256 (the

@@ -343,7 +343,6 @@ template <typename T, int N> __global__ void __launch_bounds__(512) rms_bwd_loop
 // thread ty = 0 adds the 32 sums in order. Independent of timing, so bit-identical from run to run. 32 row
 // slices and 8 chains (was 8 and 4): the G rows are few (grid x groups), so the time is latency, not bytes; on
 // the H200 this pass cost 10% of the backward at hidden 2048 (3098 GB/s with it, 3430 without; docs/PERF.md).
-// (The body is a device function so that dev/cuda/ops_tune can launch it behind a programmatic dependency.)
 constexpr int kRedRows = 32;
 __device__ __forceinline__ void rms_dweight_reduce_body(const float *partial, int64_t G, int64_t ld, int64_t hidden,
                                                         void *dweight, fk_dtype dwdt) {
@@ -367,9 +366,16 @@ __device__ __forceinline__ void rms_dweight_reduce_body(const float *partial, in
         store_any_dtype(dweight, dwdt, j, t);
     }
 }
+// On 9.0+ devices fk_cuda_rmsnorm_bwd launches it behind the main kernel with a programmatic dependency (its launch
+// and block start overlap the main kernel's last rows: +1..+3% of the backward at hidden 2048-8192 on the H200,
+// docs/PERF.md); griddepcontrol.wait then holds it until the main grid is done and its partials are visible
+// (without that launch attribute the wait returns at once: the stream already ordered the two).
 __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
                                                                             int64_t ld, int64_t hidden,
                                                                             void *dweight, fk_dtype dwdt) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     rms_dweight_reduce_body(partial, G, ld, hidden, dweight, dwdt);
 }
 
@@ -889,19 +895,21 @@ __global__ void __launch_bounds__(512) rms_bwd_ring_kernel(const RmsArgs a) {
     write_dw_partial<N, W, VPL, EX>(a, G, dw, nvec, hidden);
 }
 
-// --- rows through bulk copies (sm_90) ---------------------------------------------------------------------
-// One row at a time a block, a persistent grid; one thread (thread 0) keeps the block's next rows in flight with
-// cp.async.bulk: each operand's row (forward: x, and the residual; backward: h, dy, and dresidual_out) is one
-// contiguous copy into a ring of `stages` row slots in shared memory, counted on that slot's mbarrier. Every
-// thread reads VPT 16-byte vectors of the row from the slot (vectors tid, tid + blockDim, ...), so the bytes in
-// flight are held by the ring, not by registers: 2-4 rows a block at a few dozen registers a thread (the
-// backward's register row groups hold one row ahead at 121-126 registers, one block of 512 threads an SM). The
-// row's one block barrier (the sum over the row) is also where every thread has finished reading the previous
-// row's slot: thread 0 refills that slot right after it. The weight (offset added, fp32) lives in registers;
-// the backward's dweight partial of the thread's columns too, written as the block's one [hidden] row of the
-// workspace at the end (G = grid), summed by rms_dweight_reduce_kernel in a fixed order as for the row groups.
-// Needs hidden x sizeof(T) and every row stride x sizeof(T) multiples of 16 and 16-byte aligned bases (the bulk
-// copy's rule; outputs are written with 16-byte stores), and a 9.0 device (tma_fits).
+// --- backward through bulk copies (sm_90) ----------------------------------------------------------------
+// rms_bwd_tma_kernel: one row at a time a block, a persistent grid. One thread (thread 0) keeps the block's next
+// rows in flight with cp.async.bulk: each operand's row (h, dy, and dresidual_out when given) is one contiguous
+// copy into a ring of `stages` row slots in shared memory, counted on that slot's mbarrier. Every thread reads
+// VPT 16-byte vectors of the row from the slot (vectors tid, tid + blockDim, ...), so the bytes in flight are
+// held by the ring, not by registers: 40-100 registers a thread, where the register row groups hold the next
+// row at 121-126 (one block of 512 threads an SM). The row's one block barrier (the sum over the row) is also
+// where every thread has finished reading the previous row's slot: thread 0 refills that slot right after it.
+// The weight (offset added, fp32) and the dweight partial of the thread's columns live in registers; the
+// partial is written as the block's one [hidden] row of the workspace at the end (G = grid) and summed by
+// rms_dweight_reduce_kernel in a fixed order, as for the row groups. Needs hidden x sizeof(T) and every row
+// stride x sizeof(T) multiples of 16 and 16-byte aligned bases (the bulk copy's rule; dx is written with
+// 16-byte stores), and a 9.0 device (tma_fits). Where it runs: fk_rms_tma_pick (src/core/ops_select.h). The
+// same ring for the forward (x and the residual through bulk copies, one row at a time a block) lost to the
+// one-row-a-block kernel at every width (3740-3860 against 3990-4095 GB/s; docs/PERF.md).
 // Shared memory: the ring ([stages][nops][row bytes rounded up to 128]), the stages' mbarriers, then the
 // per-warp sums (two rows' worth, by parity).
 __host__ __device__ inline size_t tma_slot_bytes(int64_t hidden, int es) { return (size_t)((hidden * es + 127) / 128 * 128); }
@@ -970,64 +978,6 @@ template <int N, int VPT> __device__ __forceinline__ void load_w_regs(const RmsA
 [[maybe_unused]] __device__ __forceinline__ void launch_dependents() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-// Forward: x (and the residual) through the ring; h = x (+ residual, rounded to T and written as residual_out);
-// y = h rstd w.
-template <typename T, int N, int VPT, bool RES>
-__global__ void __launch_bounds__(512) rms_fwd_tma_kernel(const RmsArgs a) {
-#if __CUDA_ARCH__ >= 900
-    extern __shared__ __align__(128) unsigned char tma_sm[];
-    const RowRing<T> ring(tma_sm, a, RES ? 2 : 1, a.x, a.x_rs, a.residual, a.residual_rs, nullptr, 0);
-    const int        tid = threadIdx.x, nthr = blockDim.x, nvec = (int)a.nvec;
-    if (tid == 0) ring.start();
-    float w[VPT][N];
-    load_w_regs<N, VPT>(a, w);
-    __syncthreads(); // the barriers' init
-    int      s = 0, prev = ring.S - 1; // this row's slot, the previous row's
-    unsigned phase = 0;                // parity of the slot's fill: (k / S) & 1
-    for (int64_t k = 0; k < ring.nk; k++) {
-        const int64_t r = ring.r0 + k * ring.grid;
-        if (k + 1 == ring.nk) launch_dependents();
-        mbar_wait(&ring.bar[s], phase);
-        const T *hs = ring.slot(s, 0);
-        float    ss = 0.f;
-#pragma unroll
-        for (int v = 0; v < VPT; v++) {
-            const int idx = tid + v * nthr;
-            if (idx < nvec) {
-                Pack<T, N> h = load_pack<T, N>(hs + idx * N);
-                if (RES) {
-                    h = add_round<T, N>(h, load_pack<T, N>(ring.slot(s, 1) + idx * N));
-                    store_pack<T, N>(static_cast<T *>(a.residual_out) + r * a.residual_out_rs + idx * N, h);
-                }
-                ss += sumsq<T, N>(h);
-            }
-        }
-        ss               = ring.block_sum(ss, k, prev);
-        const float rstd = 1.0f / sqrtf(ss / (float)a.hidden + a.eps);
-        if (a.rstd && tid == 0) a.rstd[r] = rstd;
-        T *yrow = static_cast<T *>(a.y) + r * a.y_rs;
-#pragma unroll
-        for (int v = 0; v < VPT; v++) {
-            const int idx = tid + v * nthr;
-            if (idx < nvec) {
-                Pack<T, N> hp = load_pack<T, N>(hs + idx * N);
-                if (RES) hp = add_round<T, N>(hp, load_pack<T, N>(ring.slot(s, 1) + idx * N)); // again: the
-                // slots stay the bulk copies' alone (no generic-proxy write a refill would need a fence after)
-                float h[N], o[N];
-                unpack<T, N>(hp, h);
-#pragma unroll
-                for (int e = 0; e < N; e++) o[e] = h[e] * rstd * w[v][e];
-                store_pack<T, N>(yrow + idx * N, pack<T, N>(o));
-            }
-        }
-        prev = s;
-        if (++s == ring.S) s = 0, phase ^= 1;
-    }
-#else
-    __trap();
 #endif
 }
 
@@ -1128,8 +1078,9 @@ struct Plan {
     int     stages;  // row groups: 0 = rows kernels (register prefetch), >= 2 = ring kernels with that many rows
     int     row1;    // forward one row a block (rms_fwd_row_kernel): its MINB (3 or 4), 0 = not that kernel
     bool    res;     // row1: with the residual add
-    bool    tma;     // backward through bulk copies (rms_bwd_tma_kernel): vpt, threads, stages (the ring's rows)
+    bool    tma;     // backward through bulk copies (rms_bwd_tma_kernel): vpt, threads, stages (the ring's rows), bps
     bool    dres;    // tma: with dresidual_out
+    int     bps;     // tma: at most this many blocks an SM (0: as many as fit)
 };
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
@@ -1195,22 +1146,19 @@ template <typename T> const void *row1_kernel_for(const Plan &pl) {
     return pl.ex ? (const void *)rms_fwd_row_kernel<T, N, false, true, 3> : (const void *)rms_fwd_row_kernel<T, N, false, false, 3>;
 }
 
-template <typename T, bool BWD> const void *tma_kernel_for(const Plan &pl) {
+template <typename T> const void *tma_kernel_for(const Plan &pl) {
     constexpr int N = kVec<T>;
-#define FK_TMA_K(V, E) (BWD ? (const void *)rms_bwd_tma_kernel<T, N, V, E> : (const void *)rms_fwd_tma_kernel<T, N, V, E>)
-    const bool e = BWD ? pl.dres : pl.res;
     switch (pl.vpt) {
-    case 1: return e ? FK_TMA_K(1, true) : FK_TMA_K(1, false);
-    case 2: return e ? FK_TMA_K(2, true) : FK_TMA_K(2, false);
-    case 4: return e ? FK_TMA_K(4, true) : FK_TMA_K(4, false);
+    case 1: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 1, true> : (const void *)rms_bwd_tma_kernel<T, N, 1, false>;
+    case 2: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 2, true> : (const void *)rms_bwd_tma_kernel<T, N, 2, false>;
+    case 4: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 4, true> : (const void *)rms_bwd_tma_kernel<T, N, 4, false>;
     default: return nullptr;
     }
-#undef FK_TMA_K
 }
 
 template <typename T, bool BWD> const void *kernel_for(const Plan &pl) {
     if (!BWD && pl.row1) return pl.vec ? row1_kernel_for<T>(pl) : nullptr;
-    if (pl.tma) return pl.vec ? tma_kernel_for<T, BWD>(pl) : nullptr;
+    if (BWD && pl.tma) return pl.vec ? tma_kernel_for<T>(pl) : nullptr;
     if (pl.w > 0) return pl.vec ? rows_kernel_for<T, BWD>(pl) : nullptr;
 #define FK_RMS_K(NN, V) (BWD ? (const void *)rms_bwd_kernel<T, NN, V> : (const void *)rms_fwd_kernel<T, NN, V>)
 #define FK_RMS_PICK(NN)                                                                                        \
@@ -1246,26 +1194,25 @@ void set_ring(Plan *pl, int stages, bool dres) {
     pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, dres ? 3 : 2, pl->vpt, pl->threads);
 }
 
-// Whether the bulk-copy kernels (rms_{fwd,bwd}_tma_kernel) can take p: a 9.0+ device, whole 16-byte rows (hidden
-// x the element size a multiple of 16) at 16-byte aligned bases and strides (the bulk copy's rule; the outputs
-// are written with 16-byte stores), and a row of at most 4 x 512 vectors.
-[[maybe_unused]] bool tma_fits(const struct fk_context *ctx, const fk_rmsnorm_problem *p, int64_t nvec, bool bwd) {
+// Whether rms_bwd_tma_kernel can take p: a 9.0+ device, whole 16-byte rows (hidden x the element size a multiple
+// of 16) at 16-byte aligned bases and strides (the bulk copy's rule; dx is written with 16-byte stores), and a
+// row of at most 4 x 512 vectors.
+bool tma_fits(const struct fk_context *ctx, const fk_rmsnorm_problem *p, int64_t nvec) {
     const size_t es = fk_dtype_size(p->dtype);
     if (ctx->cc_major < 9 || (p->hidden * (int64_t)es) % 16 != 0 || nvec > 4 * kMaxThreads) return false;
-    const void *ptr[5] = {p->x, bwd ? p->dy : p->y, bwd ? p->dx : p->residual, bwd ? p->dresidual_out : p->residual_out,
-                          nullptr};
-    const int64_t rs[5] = {p->x_rs, bwd ? p->dy_rs : p->y_rs, bwd ? p->dx_rs : p->residual_rs,
-                           bwd ? p->dresidual_out_rs : p->residual_out_rs, 0};
+    const void   *ptr[4] = {p->x, p->dy, p->dx, p->dresidual_out};
+    const int64_t rs[4]  = {p->x_rs, p->dy_rs, p->dx_rs, p->dresidual_out_rs};
     for (int i = 0; i < 4; i++)
         if (ptr[i] && ((uintptr_t)ptr[i] % 16 != 0 || (p->rows > 1 && (rs[i] * (int64_t)es) % 16 != 0))) return false;
     return true;
 }
-// Turns a plan into the bulk-copy kernel's with vpt vectors a thread and a ring of `stages` rows.
-[[maybe_unused]] void set_tma(Plan *pl, const fk_rmsnorm_problem *p, bool bwd, int vpt, int stages) {
-    pl->tma = true, pl->w = 0, pl->ex = true, pl->row1 = 0, pl->vpt = vpt, pl->stages = stages;
-    pl->dres = bwd && p->dresidual_out != nullptr, pl->res = !bwd && p->residual != nullptr;
+// Turns a backward plan into rms_bwd_tma_kernel's: vpt vectors a thread, a ring of `stages` rows, at most bps
+// blocks an SM (0: as many as fit).
+void set_tma(Plan *pl, const fk_rmsnorm_problem *p, int vpt, int stages, int bps) {
+    pl->tma = true, pl->dres = p->dresidual_out != nullptr, pl->w = 0, pl->ex = true, pl->row1 = 0;
+    pl->vpt = vpt, pl->stages = stages, pl->bps = bps;
     pl->threads = (int)(ceil_div(ceil_div(pl->nvec, vpt), 32) * 32);
-    pl->smem    = tma_smem(p->hidden, (int)fk_dtype_size(p->dtype), stages, bwd ? (pl->dres ? 3 : 2) : (pl->res ? 2 : 1));
+    pl->smem    = tma_smem(p->hidden, (int)fk_dtype_size(p->dtype), stages, pl->dres ? 3 : 2);
 }
 
 // A row stride that matters only when there is more than one row.
@@ -1297,13 +1244,19 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->nvec = ceil_div(p->hidden, pl->n);
     pl->ld   = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
-    pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false, pl->tma = false, pl->dres = false;
+    pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false, pl->tma = false, pl->dres = false, pl->bps = 0;
     int r1_threads, r1_minb;
     if (allow_rows && !bwd && vec && p->hidden % pl->n == 0 && p->weight_dtype == p->dtype && (uintptr_t)p->weight % 16 == 0 &&
         p->rows <= 0x7fffffff && fk_rms_row1_pick(pl->nvec, p->residual != nullptr, &r1_threads, &r1_minb)) {
         pl->row1 = r1_minb, pl->res = p->residual != nullptr, pl->vpt = 2, pl->threads = r1_threads, pl->smem = 0;
         pl->ex = p->hidden == (int64_t)2 * r1_threads * pl->n;
         return FK_STATUS_SUCCESS;
+    }
+    fk_rms_tma_shape ts;
+    if (allow_rows && bwd && vec && tma_fits(ctx, p, pl->nvec) && fk_rms_tma_pick(pl->nvec, p->dresidual_out != nullptr, &ts)) {
+        set_tma(pl, p, ts.vpt, ts.stages, ts.bps);
+        if (pl->smem <= (size_t)ctx->max_smem_optin) return FK_STATUS_SUCCESS;
+        pl->tma = false, pl->dres = false, pl->bps = 0, pl->stages = 0; // (not at 1024 vectors x 3 rows x 3: 144 KB)
     }
     fk_rms_rows_shape rs;
     if (allow_rows && vec && fk_rms_rows_pick(pl->nvec, bwd, p->residual != nullptr, &rs)) {
@@ -1328,7 +1281,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
 // block a row.
 fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl) {
     const int64_t rows = p->rows > 0 ? p->rows : 1;
-    if (!bwd && pl->w == 0 && !pl->tma) {
+    if (!bwd && pl->w == 0) {
         pl->grid = rows < 0x7fffffff ? rows : 0x7fffffff;
         return FK_STATUS_SUCCESS;
     }
@@ -1345,6 +1298,7 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
         return fk_error(FK_STATUS_CUDA_ERROR, "%s: cudaOccupancyMaxActiveBlocksPerMultiprocessor: %s", op,
                         cudaGetErrorString(e));
     if (per_sm < 1) per_sm = 1;
+    if (pl->tma && pl->bps > 0 && per_sm > pl->bps) per_sm = pl->bps;
     const int64_t groups = pl->w > 0 ? pl->threads / (32 * pl->w) : 1;
     const int64_t full = (int64_t)ctx->sm_count * per_sm, need = ceil_div(rows, groups);
     pl->grid           = need < full ? need : full;
@@ -1377,6 +1331,17 @@ RmsArgs make_args(const fk_rmsnorm_problem *p, const Plan &pl) {
 cudaError_t launch(const void *kernel, const Plan &pl, RmsArgs &a, cudaStream_t st) {
     void *params[] = {&a};
     return cudaLaunchKernel(kernel, dim3((unsigned)pl.grid), dim3((unsigned)pl.threads), params, pl.smem, st);
+}
+// The backward's dweight reduction after its main kernel: on 9.0+ devices with a programmatic dependency.
+cudaError_t launch_reduce(const struct fk_context *ctx, const Plan &pl, const RmsArgs &a, int64_t hidden, cudaStream_t st) {
+    cudaLaunchConfig_t  cfg = {};
+    cudaLaunchAttribute at[1];
+    at[0].id                                         = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = dim3((unsigned)ceil_div(hidden, 32)), cfg.blockDim = dim3(32, kRedRows), cfg.stream = st;
+    cfg.attrs = at, cfg.numAttrs = ctx->cc_major >= 9 ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, rms_dweight_reduce_kernel, (const float *)a.partial, (int64_t)pl.prows, (int64_t)pl.ld,
+                              hidden, a.dweight, a.dwdt);
 }
 
 } // namespace
@@ -1415,9 +1380,7 @@ extern "C" fk_status fk_cuda_rmsnorm_bwd(const struct fk_context *ctx, const fk_
     RmsArgs a = make_args(p, pl);
     a.partial = (float *)(((uintptr_t)ws + kWsAlign - 1) & ~(uintptr_t)(kWsAlign - 1));
     cudaStream_t st = (cudaStream_t)stream;
-    FK_TRY(launch_result(op, pl.w ? "rms_bwd_rows_kernel" : "rms_bwd_kernel", launch(pick_kernel(p->dtype, pl, true), pl, a, st)));
-    const dim3 rgrid((unsigned)ceil_div(p->hidden, 32)), rblock(32, kRedRows);
-    rms_dweight_reduce_kernel<<<rgrid, rblock, 0, st>>>(a.partial, pl.prows, pl.ld, p->hidden, p->dweight,
-                                                        p->dweight_dtype);
-    return launch_result(op, "rms_dweight_reduce_kernel", cudaGetLastError());
+    FK_TRY(launch_result(op, pl.tma ? "rms_bwd_tma_kernel" : pl.w ? "rms_bwd_rows_kernel" : "rms_bwd_kernel",
+                         launch(pick_kernel(p->dtype, pl, true), pl, a, st)));
+    return launch_result(op, "rms_dweight_reduce_kernel", launch_reduce(ctx, pl, a, p->hidden, st));
 }
