@@ -913,61 +913,52 @@ __global__ void __launch_bounds__(512) rms_bwd_ring_kernel(const RmsArgs a) {
 // Shared memory: the ring ([stages][nops][row bytes rounded up to 128]), the stages' mbarriers, then the
 // per-warp sums (two rows' worth, by parity).
 __host__ __device__ inline size_t tma_slot_bytes(int64_t hidden, int es) { return (size_t)((hidden * es + 127) / 128 * 128); }
-inline size_t tma_smem(int64_t hidden, int es, int stages, int nops, int rps) {
-    return tma_slot_bytes(hidden, es) * nops * rps * stages + 8 * (size_t)stages + 2 * rps * 32 * sizeof(float);
+inline size_t tma_smem(int64_t hidden, int es, int stages, int nops) {
+    return tma_slot_bytes(hidden, es) * nops * stages + 8 * (size_t)stages + 2 * 32 * sizeof(float);
 }
-// The ring: slot s holds R rows (a step: rows u R .. u R + R - 1 of unit u) of every operand.
-template <typename T, int R> struct RowRing {
+template <typename T> struct RowRing {
     unsigned char *base;
     uint64_t      *bar;
-    float         *red; // [2][R][32]
+    float         *red; // [2][32]
     size_t         slotb;
     unsigned       rowb;
     int            S, nops;
     const void    *src[3];
     int64_t        rs[3];
-    int64_t        rows, r0, grid, nk; // the block's units: r0 + k grid, k < nk
+    int64_t        r0, grid, nk; // the block's rows: r0 + k grid, k < nk
     __device__ RowRing(unsigned char *sm, const RmsArgs &a, int n, const void *p0, int64_t s0, const void *p1,
                        int64_t s1, const void *p2, int64_t s2) {
         S = a.stages, nops = n, slotb = tma_slot_bytes(a.hidden, (int)sizeof(T)), rowb = (unsigned)a.hidden * (unsigned)sizeof(T);
-        base = sm, bar = reinterpret_cast<uint64_t *>(sm + slotb * nops * R * S), red = reinterpret_cast<float *>(bar + S);
+        base = sm, bar = reinterpret_cast<uint64_t *>(sm + slotb * nops * S), red = reinterpret_cast<float *>(bar + S);
         src[0] = p0, src[1] = p1, src[2] = p2, rs[0] = s0, rs[1] = s1, rs[2] = s2;
-        const int64_t units = (a.rows + R - 1) / R;
-        rows = a.rows, grid = gridDim.x, r0 = blockIdx.x, nk = r0 < units ? (units - 1 - r0) / grid + 1 : 0;
+        grid = gridDim.x, r0 = blockIdx.x, nk = r0 < a.rows ? (a.rows - 1 - r0) / grid + 1 : 0;
     }
-    __device__ T *slot(int s, int op, int j) const { return reinterpret_cast<T *>(base + slotb * ((s * nops + op) * R + j)); }
-    __device__ void issue(int64_t k, int s) const { // the block's step k into slot s (thread 0)
-        const int64_t r  = (r0 + k * grid) * R;
-        const int     nr = rows - r < R ? (int)(rows - r) : R;
-        mbar_expect_tx(&bar[s], rowb * nops * nr);
-        for (int op = 0; op < nops; op++)
-            for (int j = 0; j < nr; j++) bulk_g2s(slot(s, op, j), static_cast<const T *>(src[op]) + (r + j) * rs[op], rowb, &bar[s]);
+    __device__ T   *slot(int s, int op) const { return reinterpret_cast<T *>(base + slotb * (s * nops + op)); }
+    __device__ void issue(int64_t k, int s) const { // the block's row k into slot s (thread 0)
+        const int64_t r = r0 + k * grid;
+        mbar_expect_tx(&bar[s], rowb * nops);
+        for (int op = 0; op < nops; op++) bulk_g2s(slot(s, op), static_cast<const T *>(src[op]) + r * rs[op], rowb, &bar[s]);
     }
-    __device__ void start() const { // thread 0: the barriers and the first S steps (then a block barrier)
+    __device__ void start() const { // thread 0: the barriers and the first S rows (then a block barrier)
         for (int s = 0; s < S; s++) mbar_init(&bar[s], 1);
         mbar_init_fence();
         for (int k = 0; k < nk && k < S; k++) issue(k, k);
     }
-    // The block's sums of each thread's x[j] for step k: warp sums in shared memory (by parity), the block
-    // barrier, thread 0's refill of the previous step's slot (prev) with the step S - 1 ahead, then the warp
-    // sums added in warp order (reproducible).
-    __device__ void block_sum(float (&x)[R], int64_t k, int prev) const {
-        float *rk = red + (k & 1) * R * 32;
-#pragma unroll
-        for (int j = 0; j < R; j++) {
-            x[j] = warp_sum(x[j]);
-            if ((threadIdx.x & 31) == 0) rk[j * 32 + (threadIdx.x >> 5)] = x[j];
-        }
+    // The block's sum of each thread's x for row k: warp sums in shared memory (by parity), the block barrier,
+    // thread 0's refill of the previous row's slot (prev) with the row S - 1 ahead, then the warp sums added in
+    // warp order (reproducible).
+    __device__ float block_sum(float x, int64_t k, int prev) const {
+        x         = warp_sum(x);
+        float *rk = red + (k & 1) * 32;
+        if ((threadIdx.x & 31) == 0) rk[threadIdx.x >> 5] = x;
         __syncthreads();
         if (threadIdx.x == 0 && k >= 1 && k - 1 + S < nk) {
             fence_proxy_async_smem();
             issue(k - 1 + S, prev);
         }
-#pragma unroll
-        for (int j = 0; j < R; j++) {
-            x[j] = 0.f;
-            for (int i = 0; i < (int)(blockDim.x >> 5); i++) x[j] += rk[j * 32 + i];
-        }
+        x = 0.f;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) x += rk[i];
+        return x;
     }
 };
 // The thread's VPT x N weights, offset added, fp32 (idle vectors: the offset alone, never used).
@@ -982,7 +973,7 @@ template <int N, int VPT> __device__ __forceinline__ void load_w_regs(const RmsA
         for (int k = 0; k < N; k++) w[v][k] += a.off;
     }
 }
-// The block's last step: a kernel launched behind this one with a programmatic dependency may start now (its
+// The block's last row: a kernel launched behind this one with a programmatic dependency may start now (its
 // griddepcontrol.wait still waits for this whole grid and its writes).
 [[maybe_unused]] __device__ __forceinline__ void launch_dependents() {
 #if __CUDA_ARCH__ >= 900
@@ -990,13 +981,13 @@ template <int N, int VPT> __device__ __forceinline__ void load_w_regs(const RmsA
 #endif
 }
 
-// Backward: h, dy (and dresidual_out) of R rows a step through the ring; the dweight partial in registers.
-template <typename T, int N, int VPT, bool DRES, int R>
+// Backward: h, dy (and dresidual_out) through the ring; the dweight partial in registers.
+template <typename T, int N, int VPT, bool DRES>
 __global__ void __launch_bounds__(512) rms_bwd_tma_kernel(const RmsArgs a) {
 #if __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char tma_sm[];
-    const RowRing<T, R> ring(tma_sm, a, DRES ? 3 : 2, a.x, a.x_rs, a.dy, a.dy_rs, a.dres, a.dres_rs);
-    const int           tid = threadIdx.x, nthr = blockDim.x, nvec = (int)a.nvec;
+    const RowRing<T> ring(tma_sm, a, DRES ? 3 : 2, a.x, a.x_rs, a.dy, a.dy_rs, a.dres, a.dres_rs);
+    const int        tid = threadIdx.x, nthr = blockDim.x, nvec = (int)a.nvec;
     if (tid == 0) ring.start();
     float w[VPT][N], dw[VPT][N];
     load_w_regs<N, VPT>(a, w);
@@ -1004,64 +995,50 @@ __global__ void __launch_bounds__(512) rms_bwd_tma_kernel(const RmsArgs a) {
     for (int v = 0; v < VPT; v++)
 #pragma unroll
         for (int e = 0; e < N; e++) dw[v][e] = 0.f;
-    const float inv_h = 1.0f / (float)a.hidden;
-    float       rstd_next[R];
-#pragma unroll
-    for (int j = 0; j < R; j++) rstd_next[j] = ring.nk > 0 && ring.r0 * R + j < a.rows ? a.rstd[ring.r0 * R + j] : 0.f;
+    const float inv_h     = 1.0f / (float)a.hidden;
+    float       rstd_next = ring.nk > 0 ? a.rstd[ring.r0] : 0.f;
     __syncthreads(); // the barriers' init
-    int      s = 0, prev = ring.S - 1; // this step's slot, the previous step's
-    unsigned phase = 0;                // parity of the slot's fill: (k / S) & 1
+    int      s = 0, prev = ring.S - 1;
+    unsigned phase = 0;
     for (int64_t k = 0; k < ring.nk; k++) {
-        const int64_t r = (ring.r0 + k * ring.grid) * R;
-        float         rstd[R], dot[R];
-#pragma unroll
-        for (int j = 0; j < R; j++) {
-            rstd[j] = rstd_next[j], dot[j] = 0.f;
-            if (k + 1 < ring.nk && r + ring.grid * R + j < a.rows) rstd_next[j] = a.rstd[r + ring.grid * R + j];
-        }
+        const int64_t r    = ring.r0 + k * ring.grid;
+        const float   rstd = rstd_next;
+        if (k + 1 < ring.nk) rstd_next = a.rstd[r + ring.grid];
         if (k + 1 == ring.nk) launch_dependents();
         mbar_wait(&ring.bar[s], phase);
+        const T *hs = ring.slot(s, 0), *ds = ring.slot(s, 1);
+        float    dot = 0.f;
 #pragma unroll
-        for (int j = 0; j < R; j++) {
-            if (R > 1 && r + j >= a.rows) break;
-            const T *hs = ring.slot(s, 0, j), *ds = ring.slot(s, 1, j);
+        for (int v = 0; v < VPT; v++) {
+            const int idx = tid + v * nthr;
+            if (idx < nvec) {
+                float h[N], d[N];
+                unpack<T, N>(load_pack<T, N>(hs + idx * N), h);
+                unpack<T, N>(load_pack<T, N>(ds + idx * N), d);
 #pragma unroll
-            for (int v = 0; v < VPT; v++) {
-                const int idx = tid + v * nthr;
-                if (idx < nvec) {
-                    float h[N], d[N];
-                    unpack<T, N>(load_pack<T, N>(hs + idx * N), h);
-                    unpack<T, N>(load_pack<T, N>(ds + idx * N), d);
-#pragma unroll
-                    for (int e = 0; e < N; e++) {
-                        dw[v][e] += d[e] * h[e] * rstd[j];
-                        dot[j] += d[e] * w[v][e] * h[e];
-                    }
+                for (int e = 0; e < N; e++) {
+                    dw[v][e] += d[e] * h[e] * rstd;
+                    dot += d[e] * w[v][e] * h[e];
                 }
             }
         }
-        ring.block_sum(dot, k, prev);
+        dot              = ring.block_sum(dot, k, prev);
+        const float coef = rstd * rstd * dot * inv_h;
+        T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
 #pragma unroll
-        for (int j = 0; j < R; j++) {
-            if (R > 1 && r + j >= a.rows) break;
-            const float coef = rstd[j] * rstd[j] * dot[j] * inv_h;
-            const T    *hs = ring.slot(s, 0, j), *ds = ring.slot(s, 1, j);
-            T          *dxrow = static_cast<T *>(a.dx) + (r + j) * a.dx_rs;
+        for (int v = 0; v < VPT; v++) {
+            const int idx = tid + v * nthr;
+            if (idx < nvec) {
+                float h[N], d[N], dr[N];
+                unpack<T, N>(load_pack<T, N>(hs + idx * N), h);
+                unpack<T, N>(load_pack<T, N>(ds + idx * N), d);
+                if (DRES) unpack<T, N>(load_pack<T, N>(ring.slot(s, 2) + idx * N), dr);
 #pragma unroll
-            for (int v = 0; v < VPT; v++) {
-                const int idx = tid + v * nthr;
-                if (idx < nvec) {
-                    float h[N], d[N], dr[N];
-                    unpack<T, N>(load_pack<T, N>(hs + idx * N), h);
-                    unpack<T, N>(load_pack<T, N>(ds + idx * N), d);
-                    if (DRES) unpack<T, N>(load_pack<T, N>(ring.slot(s, 2, j) + idx * N), dr);
-#pragma unroll
-                    for (int e = 0; e < N; e++) {
-                        d[e] = rstd[j] * (d[e] * w[v][e] - h[e] * coef);
-                        if (DRES) d[e] += dr[e];
-                    }
-                    store_pack<T, N>(dxrow + idx * N, pack<T, N>(d));
+                for (int e = 0; e < N; e++) {
+                    d[e] = rstd * (d[e] * w[v][e] - h[e] * coef);
+                    if (DRES) d[e] += dr[e];
                 }
+                store_pack<T, N>(dxrow + idx * N, pack<T, N>(d));
             }
         }
         prev = s;
@@ -1104,7 +1081,6 @@ struct Plan {
     bool    tma;     // backward through bulk copies (rms_bwd_tma_kernel): vpt, threads, stages (the ring's rows), bps
     bool    dres;    // tma: with dresidual_out
     int     bps;     // tma: at most this many blocks an SM (0: as many as fit)
-    int     rps;     // tma: rows a step (1 or 2)
 };
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
@@ -1170,17 +1146,14 @@ template <typename T> const void *row1_kernel_for(const Plan &pl) {
     return pl.ex ? (const void *)rms_fwd_row_kernel<T, N, false, true, 3> : (const void *)rms_fwd_row_kernel<T, N, false, false, 3>;
 }
 
-template <typename T, int R> const void *tma_kernel_r(const Plan &pl) {
+template <typename T> const void *tma_kernel_for(const Plan &pl) {
     constexpr int N = kVec<T>;
     switch (pl.vpt) {
-    case 1: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 1, true, R> : (const void *)rms_bwd_tma_kernel<T, N, 1, false, R>;
-    case 2: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 2, true, R> : (const void *)rms_bwd_tma_kernel<T, N, 2, false, R>;
-    case 4: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 4, true, R> : (const void *)rms_bwd_tma_kernel<T, N, 4, false, R>;
+    case 1: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 1, true> : (const void *)rms_bwd_tma_kernel<T, N, 1, false>;
+    case 2: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 2, true> : (const void *)rms_bwd_tma_kernel<T, N, 2, false>;
+    case 4: return pl.dres ? (const void *)rms_bwd_tma_kernel<T, N, 4, true> : (const void *)rms_bwd_tma_kernel<T, N, 4, false>;
     default: return nullptr;
     }
-}
-template <typename T> const void *tma_kernel_for(const Plan &pl) {
-    return pl.rps == 2 ? tma_kernel_r<T, 2>(pl) : pl.rps == 1 ? tma_kernel_r<T, 1>(pl) : nullptr;
 }
 
 template <typename T, bool BWD> const void *kernel_for(const Plan &pl) {
@@ -1233,13 +1206,13 @@ bool tma_fits(const struct fk_context *ctx, const fk_rmsnorm_problem *p, int64_t
         if (ptr[i] && ((uintptr_t)ptr[i] % 16 != 0 || (p->rows > 1 && (rs[i] * (int64_t)es) % 16 != 0))) return false;
     return true;
 }
-// Turns a backward plan into rms_bwd_tma_kernel's: vpt vectors a thread, a ring of `stages` steps of rps rows,
-// at most bps blocks an SM (0: as many as fit).
-void set_tma(Plan *pl, const fk_rmsnorm_problem *p, int vpt, int stages, int bps, int rps) {
+// Turns a backward plan into rms_bwd_tma_kernel's: vpt vectors a thread, a ring of `stages` rows, at most bps
+// blocks an SM (0: as many as fit).
+void set_tma(Plan *pl, const fk_rmsnorm_problem *p, int vpt, int stages, int bps) {
     pl->tma = true, pl->dres = p->dresidual_out != nullptr, pl->w = 0, pl->ex = true, pl->row1 = 0;
-    pl->vpt = vpt, pl->stages = stages, pl->bps = bps, pl->rps = rps;
+    pl->vpt = vpt, pl->stages = stages, pl->bps = bps;
     pl->threads = (int)(ceil_div(ceil_div(pl->nvec, vpt), 32) * 32);
-    pl->smem    = tma_smem(p->hidden, (int)fk_dtype_size(p->dtype), stages, pl->dres ? 3 : 2, rps);
+    pl->smem    = tma_smem(p->hidden, (int)fk_dtype_size(p->dtype), stages, pl->dres ? 3 : 2);
 }
 
 // A row stride that matters only when there is more than one row.
@@ -1271,7 +1244,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->nvec = ceil_div(p->hidden, pl->n);
     pl->ld   = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
-    pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false, pl->tma = false, pl->dres = false, pl->bps = 0, pl->rps = 1;
+    pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false, pl->tma = false, pl->dres = false, pl->bps = 0;
     int r1_threads, r1_minb;
     if (allow_rows && !bwd && vec && p->hidden % pl->n == 0 && p->weight_dtype == p->dtype && (uintptr_t)p->weight % 16 == 0 &&
         p->rows <= 0x7fffffff && fk_rms_row1_pick(pl->nvec, p->residual != nullptr, &r1_threads, &r1_minb)) {
@@ -1281,7 +1254,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     }
     fk_rms_tma_shape ts;
     if (allow_rows && bwd && vec && tma_fits(ctx, p, pl->nvec) && fk_rms_tma_pick(pl->nvec, p->dresidual_out != nullptr, &ts)) {
-        set_tma(pl, p, ts.vpt, ts.stages, ts.bps, 1);
+        set_tma(pl, p, ts.vpt, ts.stages, ts.bps);
         if (pl->smem <= (size_t)ctx->max_smem_optin) return FK_STATUS_SUCCESS;
         pl->tma = false, pl->dres = false, pl->bps = 0, pl->stages = 0; // (not at 1024 vectors x 3 rows x 3: 144 KB)
     }
