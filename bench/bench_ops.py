@@ -7,7 +7,8 @@ Protocol (shared/BENCHMARKS.md): random inputs (never zeros), triton.testing.do_
 input read once plus each output written once (the same bytes for every competitor: the op's minimum); the
 ceiling is a device-to-device copy (torch copy_, bytes read + written) measured in the same run.
 Backward of the PyTorch versions: autograd through the eager / compiled function, timing the backward call
-(torch.autograd.grad with retained graph) only.
+(torch.autograd.grad with retained graph) only. The RMSNorm backward with the fused residual add takes the
+gradient of residual_out too (dresidual_out: the residual stream's gradient, as in a pre-norm transformer).
 Each flashkit result is also spot-checked against fp32 PyTorch math (max abs error, printed with the row).
 
 Sizes: 16,384 tokens; RMSNorm hidden 4096 (and 2048, 5120, 8192); SwiGLU width 11,008; RoPE 32 q heads +
@@ -186,11 +187,15 @@ def case_rmsnorm(fk, T, H, dt, residual, sweep_torch=True):
     err = (y.float() - ref.float()).abs().max().item()
     b_fwd = nbytes(x, w, y, rstd) + (nbytes(r, h) if residual else 0)
     t_fwd = bench(run)
-    # backward: h (x or residual_out), dy, w, rstd -> dx, dweight (the torch bwd also produces dx only once:
-    # with the fused add, dx is the gradient of both x and residual)
+    # backward: h (x or residual_out), dy, w, rstd (and with the fused add, dresidual_out: the gradient of the
+    # residual stream h, which the next layer reads) -> dx, dweight (the torch bwd also produces dx only once: with
+    # the fused add, dx is the gradient of both x and residual)
     dy, dx, dw = torch.randn_like(x), torch.empty_like(x), torch.empty_like(w)
+    dres = torch.randn_like(x) if residual else None
     hb = h if residual else x
     b_ = fk.args("rmsnorm", x=hb, weight=w, rstd=rstd, dy=dy, dx=dx, dweight=dw, eps=EPS)
+    if residual:
+        b_.dresidual_out = fk_t(dres)
     wsz = C.c_size_t()
     fk.check(fk.lib.fk_rmsnorm_bwd_workspace_size(fk.ctx, C.byref(b_), C.byref(wsz)), "workspace_size")
     ws = torch.empty(max(wsz.value, 1), device="cuda", dtype=torch.uint8)
@@ -200,14 +205,16 @@ def case_rmsnorm(fk, T, H, dt, residual, sweep_torch=True):
     xr = hb.detach().float().requires_grad_()
     wr = w.detach().float().requires_grad_()
     gx, gw = torch.autograd.grad(rms_written(xr, wr).float(), (xr, wr), dy.float())
+    if residual:
+        gx = gx + dres.float()
     errb = max((dx.float() - gx).abs().max().item(), (dw.float() - gw).abs().max().item() / math.sqrt(T))
-    b_bwd = nbytes(hb, dy, w, rstd, dx, dw)
+    b_bwd = nbytes(hb, dy, w, rstd, dx, dw) + (nbytes(dres) if residual else 0)
     t_bwd = bench(runb)
     rows = []
     name = "rmsnorm+residual" if residual else "rmsnorm"
     if sweep_torch:
         if residual:
-            tt = torch_times(rms_residual, (x, r, w), (dy, torch.zeros_like(x)), b_fwd, b_bwd)
+            tt = torch_times(rms_residual, (x, r, w), (dy, dres), b_fwd, b_bwd)
         else:
             tt = torch_times(rms_builtin, (x, w), (dy,), b_fwd, b_bwd)
     else:
