@@ -909,7 +909,7 @@ __global__ void __launch_bounds__(512) rms_bwd_ring_kernel(const RmsArgs a) {
 // stride x sizeof(T) multiples of 16 and 16-byte aligned bases (the bulk copy's rule; dx is written with
 // 16-byte stores), and a 9.0 device (tma_fits). Where it runs: fk_rms_tma_pick (src/core/ops_select.h). The
 // same ring for the forward (x and the residual through bulk copies, one row at a time a block) lost to the
-// one-row-a-block kernel at every width (3740-3860 against 3990-4095 GB/s; docs/PERF.md).
+// one-row-a-block kernel at every width (by 5-13%, H200; docs/PERF.md, 2026-11-30 fifth session).
 // Shared memory: the ring ([stages][nops][row bytes rounded up to 128]), the stages' mbarriers, then the
 // per-warp sums (two rows' worth, by parity).
 __host__ __device__ inline size_t tma_slot_bytes(int64_t hidden, int es) { return (size_t)((hidden * es + 127) / 128 * 128); }
