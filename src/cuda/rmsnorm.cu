@@ -947,31 +947,25 @@ template <typename T> struct RowRing {
     // The block's sum of each thread's x for row k: warp sums in shared memory (by parity), the block barrier,
     // thread 0's refill of the previous row's slot (prev) with the row S - 1 ahead, then the warp sums added in
     // warp order (reproducible).
-    // (dev/cuda/ops_tune's candidates: REFILL false leaves the refill to a producer warp (refill() below), FENCE
-    // false drops the proxy fence before it.)
-    template <bool REFILL = true, bool FENCE = true>
-    __device__ float block_sum(float x, int64_t k, int prev, int nwarps) const {
+    __device__ float block_sum(float x, int64_t k, int prev) const {
         x         = warp_sum(x);
         float *rk = red + (k & 1) * 32;
         if ((threadIdx.x & 31) == 0) rk[threadIdx.x >> 5] = x;
         __syncthreads();
-        if (REFILL && threadIdx.x == 0) refill<FENCE>(k, prev);
-        x = 0.f;
-        for (int i = 0; i < nwarps; i++) x += rk[i];
-        return x;
-    }
-    template <bool FENCE = true> __device__ void refill(int64_t k, int prev) const {
-        if (k >= 1 && k - 1 + S < nk) {
-            if (FENCE) fence_proxy_async_smem();
+        if (threadIdx.x == 0 && k >= 1 && k - 1 + S < nk) {
+            fence_proxy_async_smem();
             issue(k - 1 + S, prev);
         }
+        x = 0.f;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) x += rk[i];
+        return x;
     }
 };
 // The thread's VPT x N weights, offset added, fp32 (idle vectors: the offset alone, never used).
-template <int N, int VPT> __device__ __forceinline__ void load_w_regs(const RmsArgs &a, float (&w)[VPT][N], int nthr) {
+template <int N, int VPT> __device__ __forceinline__ void load_w_regs(const RmsArgs &a, float (&w)[VPT][N]) {
 #pragma unroll
     for (int v = 0; v < VPT; v++) {
-        const int idx = threadIdx.x + v * nthr;
+        const int idx = threadIdx.x + v * blockDim.x;
 #pragma unroll
         for (int k = 0; k < N; k++) w[v][k] = 0.f;
         if (idx < a.nvec) load_any_dtype<N>(a.weight, a.wdt, (int64_t)idx * N, N, a.wvec, w[v]);
@@ -988,27 +982,15 @@ template <int N, int VPT> __device__ __forceinline__ void load_w_regs(const RmsA
 }
 
 // Backward: h, dy (and dresidual_out) through the ring; the dweight partial in registers.
-// (PRODUCER, FENCE: dev/cuda/ops_tune's candidates. PRODUCER: one more warp that does no row math and refills the
-// slots after each block barrier, off the rows' critical path; FENCE false: no proxy fence before a refill.)
-template <typename T, int N, int VPT, bool DRES, bool PRODUCER = false, bool FENCE = true>
-__global__ void __launch_bounds__(PRODUCER ? 544 : 512) rms_bwd_tma_kernel(const RmsArgs a) {
+template <typename T, int N, int VPT, bool DRES>
+__global__ void __launch_bounds__(512) rms_bwd_tma_kernel(const RmsArgs a) {
 #if __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char tma_sm[];
     const RowRing<T> ring(tma_sm, a, DRES ? 3 : 2, a.x, a.x_rs, a.dy, a.dy_rs, a.dres, a.dres_rs);
-    const int        tid = threadIdx.x, nthr = blockDim.x - (PRODUCER ? 32 : 0), nvec = (int)a.nvec;
+    const int        tid = threadIdx.x, nthr = blockDim.x, nvec = (int)a.nvec;
     if (tid == 0) ring.start();
-    if (PRODUCER && tid >= nthr) { // the producer warp: the block barriers of the rows, each followed by a refill
-        __syncthreads(); // the barriers' init
-        int prev = ring.S - 1;
-        for (int64_t k = 0; k < ring.nk; k++) {
-            __syncthreads();
-            if (tid == nthr) ring.template refill<FENCE>(k, prev);
-            prev = prev + 1 == ring.S ? 0 : prev + 1;
-        }
-        return;
-    }
     float w[VPT][N], dw[VPT][N];
-    load_w_regs<N, VPT>(a, w, nthr);
+    load_w_regs<N, VPT>(a, w);
 #pragma unroll
     for (int v = 0; v < VPT; v++)
 #pragma unroll
@@ -1040,7 +1022,7 @@ __global__ void __launch_bounds__(PRODUCER ? 544 : 512) rms_bwd_tma_kernel(const
                 }
             }
         }
-        dot              = ring.template block_sum<!PRODUCER, FENCE>(dot, k, prev, PRODUCER ? nthr >> 5 : (int)(blockDim.x >> 5));
+        dot              = ring.block_sum(dot, k, prev);
         const float coef = rstd * rstd * dot * inv_h;
         T          *dxrow = static_cast<T *>(a.dx) + r * a.dx_rs;
 #pragma unroll
