@@ -14,6 +14,7 @@
 #define FK_CUDA_OPS_COMMON_CUH
 
 #include "../core/ops_internal.h"
+#include "common.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,6 +22,8 @@
 #include <stdint.h>
 
 namespace fk_ops {
+
+using fk_cuda::smem_addr; // a generic pointer into shared memory as the 32-bit address PTX takes
 
 // --- storage dtypes --------------------------------------------------------------------------------------
 
@@ -165,12 +168,12 @@ __device__ __forceinline__ void store_any_dtype(void *base, fk_dtype dt, int64_t
 
 // 16 bytes from a 16-byte aligned global address; the first `bytes` (1..16) are read, the rest zero-filled.
 __device__ __forceinline__ void cp16(void *smem, const void *g, int bytes) {
-    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t s = smem_addr(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(g), "r"(bytes) : "memory");
 }
 // 4 bytes (one float).
 __device__ __forceinline__ void cp4(void *smem, const void *g) {
-    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t s = smem_addr(smem);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(g) : "memory");
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
@@ -193,7 +196,6 @@ __device__ __forceinline__ void cp_wait(int pending) {
 // One thread copies a whole contiguous range (16-byte aligned, a multiple of 16 bytes) into shared memory with
 // cp.async.bulk; the copy engine counts its bytes on an mbarrier, and the readers wait on that barrier's phase.
 // Compiled for sm_90 and later only; the callers launch them on 9.0+ devices (elsewhere the bodies trap).
-__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count) {
 #if __CUDA_ARCH__ >= 900
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");

@@ -344,8 +344,16 @@ template <typename T, int N> __global__ void __launch_bounds__(512) rms_bwd_loop
 // slices and 8 chains (was 8 and 4): the G rows are few (grid x groups), so the time is latency, not bytes; on
 // the H200 this pass cost 10% of the backward at hidden 2048 (3098 GB/s with it, 3430 without; docs/PERF.md).
 constexpr int kRedRows = 32;
-__device__ __forceinline__ void rms_dweight_reduce_body(const float *partial, int64_t G, int64_t ld, int64_t hidden,
-                                                        void *dweight, fk_dtype dwdt) {
+// On 9.0+ devices fk_cuda_rmsnorm_bwd launches it behind the main kernel with a programmatic dependency (its launch
+// and block start overlap the main kernel's last rows: +0.5..+2.7% of the backward at hidden 2048-8192 on the
+// H200, docs/PERF.md); griddepcontrol.wait then holds it until the main grid is done and its partials are visible
+// (without that launch attribute the wait returns at once: the stream already ordered the two).
+__global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
+                                                                            int64_t ld, int64_t hidden,
+                                                                            void *dweight, fk_dtype dwdt) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     __shared__ float s[kRedRows][33];
     const int64_t    j = (int64_t)blockIdx.x * 32 + threadIdx.x;
     float            acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -365,18 +373,6 @@ __device__ __forceinline__ void rms_dweight_reduce_body(const float *partial, in
         for (int y = 1; y < kRedRows; y++) t += s[y][threadIdx.x];
         store_any_dtype(dweight, dwdt, j, t);
     }
-}
-// On 9.0+ devices fk_cuda_rmsnorm_bwd launches it behind the main kernel with a programmatic dependency (its launch
-// and block start overlap the main kernel's last rows: +1..+3% of the backward at hidden 2048-8192 on the H200,
-// docs/PERF.md); griddepcontrol.wait then holds it until the main grid is done and its partials are visible
-// (without that launch attribute the wait returns at once: the stream already ordered the two).
-__global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
-                                                                            int64_t ld, int64_t hidden,
-                                                                            void *dweight, fk_dtype dwdt) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-    rms_dweight_reduce_body(partial, G, ld, hidden, dweight, dwdt);
 }
 
 // --- row groups (forward and backward) -------------------------------------------------------------------
