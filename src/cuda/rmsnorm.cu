@@ -1190,17 +1190,11 @@ void set_ring(Plan *pl, int stages, bool dres) {
     pl->smem   = ring_offset(pl->nvec, pl->n, pl->threads) + ring_bytes(stages, dres ? 3 : 2, pl->vpt, pl->threads);
 }
 
-// Whether rms_bwd_tma_kernel can take p: a 9.0+ device, whole 16-byte rows (hidden x the element size a multiple
-// of 16) at 16-byte aligned bases and strides (the bulk copy's rule; dx is written with 16-byte stores), and a
-// row of at most 4 x 512 vectors.
-bool tma_fits(const struct fk_context *ctx, const fk_rmsnorm_problem *p, int64_t nvec) {
-    const size_t es = fk_dtype_size(p->dtype);
-    if (ctx->cc_major < 9 || (p->hidden * (int64_t)es) % 16 != 0 || nvec > 4 * kMaxThreads) return false;
-    const void   *ptr[4] = {p->x, p->dy, p->dx, p->dresidual_out};
-    const int64_t rs[4]  = {p->x_rs, p->dy_rs, p->dx_rs, p->dresidual_out_rs};
-    for (int i = 0; i < 4; i++)
-        if (ptr[i] && ((uintptr_t)ptr[i] % 16 != 0 || (p->rows > 1 && (rs[i] * (int64_t)es) % 16 != 0))) return false;
-    return true;
+// Whether rms_bwd_tma_kernel can take p (pl: its vector plan, plan_shape's `vec` and nvec): a 9.0+ device, 16-byte
+// aligned bases and strides (pl.vec), whole 16-byte rows (hidden a multiple of the vector: the bulk copy's rule),
+// and a row of at most 4 x 512 vectors.
+bool tma_fits(const struct fk_context *ctx, const fk_rmsnorm_problem *p, const Plan &pl) {
+    return ctx->cc_major >= 9 && pl.vec && p->hidden % pl.n == 0 && pl.nvec <= 4 * kMaxThreads;
 }
 // Turns a backward plan into rms_bwd_tma_kernel's: vpt vectors a thread, a ring of `stages` rows, at most bps
 // blocks an SM (0: as many as fit).
@@ -1249,7 +1243,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
         return FK_STATUS_SUCCESS;
     }
     fk_rms_tma_shape ts;
-    if (allow_rows && bwd && vec && tma_fits(ctx, p, pl->nvec) && fk_rms_tma_pick(pl->nvec, p->dresidual_out != nullptr, &ts)) {
+    if (allow_rows && bwd && tma_fits(ctx, p, *pl) && fk_rms_tma_pick(pl->nvec, p->dresidual_out != nullptr, &ts)) {
         set_tma(pl, p, ts.vpt, ts.stages, ts.bps);
         if (pl->smem <= (size_t)ctx->max_smem_optin) return FK_STATUS_SUCCESS;
         pl->tma = false, pl->dres = false, pl->bps = 0, pl->stages = 0; // (not at 1024 vectors x 3 rows x 3: 144 KB)
