@@ -7,15 +7,15 @@
  *   attn_fwd_wgmma_check check [filter]  every case (D 64/128/256, bf16/fp16, causal or not, seqlen_q and
  *                                        seqlen_k in {1, 17, 128, 1000, 2048} incl. sq != sk both ways, GQA 4:1
  *                                        on half) against a float64 reference computed on the GPU; PASS/FAIL each,
- *                                        for production's tile ("prod") and each schedule candidate ("pp1" ..
- *                                        "pp4", fwd_wgmma_main in attn_fwd_wgmma.cuh, UNTESTED ON HARDWARE; built
- *                                        from attn_fwd_wgmma_pp.cu), which also says whether its O is bitwise
- *                                        production's (expected: same arithmetic in the same order)
+ *                                        for production's tile ("prod") and each schedule ("pp0" .. "pp4",
+ *                                        fwd_wgmma_main in attn_fwd_wgmma.cuh, built from attn_fwd_wgmma_pp.cu;
+ *                                        production's own is one of pp0 / pp1), which also says whether its O is
+ *                                        bitwise production's (expected: same arithmetic in the same order)
  *   attn_fwd_wgmma_check time [D]        bf16 TFLOP/s (4 B H Sq Sk D, halved when causal; median of 30, CUDA
  *                                        events), B*S = 32768, H = 16, S = 2048/4096/8192, causal and not; with
  *                                        the library linked (built with -DFK_WGMMA_PROD), the production forward
  *                                        (fk_cuda_attn_fwd) on the same inputs and the ratio prototype / production;
- *                                        then the tile alternatives (D 64, 128) and the candidates pp1 .. pp4 (every
+ *                                        then the tile alternatives (D 64, 128) and the schedules pp0 .. pp4 (every
  *                                        D), each with its ratio to the bucket's tile
  *   attn_fwd_wgmma_check small           one small case per kernel instance, every kernel of `check`, plus one
  *                                        multi-tile case per D (for compute-sanitizer)
@@ -152,13 +152,14 @@ static FwdParams make_params(const Case &c, const void *q, const void *k, const 
     return f;
 }
 
-// The schedule candidates (fwd_wgmma_main's PP 1 .. 4 at the bucket's tile; dev/cuda/attn_fwd_wgmma_pp.cu, its
-// own translation unit so that ptxas runs on it in parallel).
+// The schedules (fwd_wgmma_main's PP 0 .. 4 at the bucket's tile; dev/cuda/attn_fwd_wgmma_pp.cu, its own
+// translation unit so that ptxas runs on it in parallel). Production's (WgTile::PP: 0 at D = 64, 1 at 128 and
+// 256) is among them, so one of pp0 / pp1 repeats "prod" at each D and the other is the alternative.
 cudaError_t fwd_wgmma_pp_launch(int pp, int d, bool bf16, const FwdParams &f, int batch, int nheads, cudaStream_t st);
-static const int  N_PP               = 4;
-static const char *const PP_NAME[]  = {"prod", "pp1", "pp2", "pp3", "pp4"}; // kernel 0 = production's tile
+static const int  N_PP               = 5;
+static const char *const PP_NAME[]  = {"prod", "pp0", "pp1", "pp2", "pp3", "pp4"}; // kernel 0 = production's tile
 
-// Kernel k of the check list: 0 = the bucket's production tile, 1 .. N_PP = schedule candidate PP k.
+// Kernel k of the check list: 0 = the bucket's production tile, 1 .. N_PP = schedule PP k - 1.
 static cudaError_t launch_kernel(int k, const Case &c, const FwdParams &f, cudaStream_t st);
 
 static cudaError_t launch_proto(const Case &c, const FwdParams &f, cudaStream_t st) {
@@ -175,7 +176,7 @@ static cudaError_t launch_proto(const Case &c, const FwdParams &f, cudaStream_t 
 }
 
 static cudaError_t launch_kernel(int k, const Case &c, const FwdParams &f, cudaStream_t st) {
-    return k == 0 ? launch_proto(c, f, st) : fwd_wgmma_pp_launch(k, c.D, c.bf16, f, c.B, c.Hq, st);
+    return k == 0 ? launch_proto(c, f, st) : fwd_wgmma_pp_launch(k - 1, c.D, c.bf16, f, c.B, c.Hq, st);
 }
 
 // max |a - b| over n 16-bit values of the dtype (NaN anywhere: NaN), and how many differ bitwise: dv[0] holds the
@@ -461,11 +462,11 @@ static int cmd_time(int only_d) {
                         alts.push_back(Alt{nm, [&, fn] { return fn(f, c.B, c.Hq, 0); }});
                     };
                     if (D == 64) {
-                        tile("BN128 minb1", &fk_wg::launch_fwd_wgmma_tile<64, 128, 2, 1, true>);
-                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<64, 64, 2, 2, true>);
+                        tile("BN128 minb1", &fk_wg::launch_fwd_wgmma_tile<64, 128, 2, 1, true, 0>);
+                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<64, 64, 2, 2, true, 0>);
                     } else if (D == 128) {
-                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 2, true>);
-                        tile("BN64 minb1", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 1, true>);
+                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 2, true, 1>);
+                        tile("BN64 minb1", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 1, true, 1>);
                     }
                     for (int k = 1; k <= N_PP; ++k)
                         alts.push_back(Alt{PP_NAME[k], [&, k] { return launch_kernel(k, c, f, 0); }});

@@ -1,6 +1,6 @@
 /*
- * attn_fwd_wgmma_pp.cu — dev only: the schedule candidates of the wgmma forward (fwd_wgmma_main's PP 1 .. 4 in
- * src/cuda/attn_fwd_wgmma.cuh: warpgroup ping-pong and rolled load loops; UNTESTED ON HARDWARE), instantiated in
+ * attn_fwd_wgmma_pp.cu — dev only: the schedules of the wgmma forward (fwd_wgmma_main's PP 0 .. 4 in
+ * src/cuda/attn_fwd_wgmma.cuh: plain, warpgroup ping-pong and rolled load loops; production's is WgTile::PP), instantiated in
  * their own translation unit so that dev/cuda/wgmma_run.sh compiles them beside attn_fwd_wgmma_check.cu (ptxas
  * time) and links them in.
  * Production's tile per head dim (WgTile), both dtypes.
@@ -27,9 +27,10 @@ static cudaError_t pp_launch(int d, bool bf16, const fk_wg::FwdParams &f, int ba
     return cudaErrorNotSupported;
 }
 
-// pp: 1 .. 4 (fwd_wgmma_main's schedules; anything else: cudaErrorNotSupported).
+// pp: 0 .. 4 (fwd_wgmma_main's schedules; anything else: cudaErrorNotSupported).
 cudaError_t fwd_wgmma_pp_launch(int pp, int d, bool bf16, const fk_wg::FwdParams &f, int batch, int nheads,
                                 cudaStream_t st) {
+    if (pp == 0) return pp_launch<0>(d, bf16, f, batch, nheads, st);
     if (pp == 1) return pp_launch<1>(d, bf16, f, batch, nheads, st);
     if (pp == 2) return pp_launch<2>(d, bf16, f, batch, nheads, st);
     if (pp == 3) return pp_launch<3>(d, bf16, f, batch, nheads, st);

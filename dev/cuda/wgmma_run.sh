@@ -42,7 +42,7 @@ wait $p2 || { build_ok=0; grep -v "ptxas info" $LOG/build_attn_pp.log | head -40
 [ $build_ok = 1 ] && { nvcc $ARCH_A $B/attn_fwd_wgmma_check.o $B/attn_fwd_wgmma_pp.o $PROD_OBJ -o $B/attn_fwd_wgmma_check >> $LOG/build_attn.log 2>&1 || { build_ok=0; tail -20 $LOG/build_attn.log; }; }
 wait $p1 || { build_ok=0; grep -v "ptxas info" $LOG/build_wgmma_check.log | head -40; }
 # Registers / spills of the new kernels (ptxas -v), and any wgmma serialization note (C7515-type) or injected arrive.
-ptxas_regs 'ss_kernel\|rs_kernel\|wait1_kernel\|fwd_wgmma_kernel\|fwd_wgmma_pp_kernel' $LOG/build_wgmma_check.log $LOG/build_attn.log $LOG/build_attn_pp.log
+ptxas_regs 'ss_kernel\|rs_kernel\|wait1_kernel\|fwd_wgmma_kernel' $LOG/build_wgmma_check.log $LOG/build_attn.log $LOG/build_attn_pp.log
 cat $LOG/build_attn.log.regs $LOG/build_attn_pp.log.regs
 ptxas_notes $LOG/build_wgmma_check.log $LOG/build_attn.log $LOG/build_attn_pp.log
 spills=$(cat $LOG/*.regs | grep -vc "[^0-9]0 bytes spill stores, 0 bytes spill loads")

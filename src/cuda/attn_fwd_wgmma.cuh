@@ -5,7 +5,7 @@
  * suite and 102 dev cases pass, memcheck and racecheck are clean, and it runs 1.3-1.4x (D = 64), 1.15-1.37x
  * (D = 128) and 1.33-1.70x (D = 256) FlashAttention-2 at S >= 2048, in the same process.
  *
- * fwd_wgmma_kernel<D, BN, NWG, BF16>: PLAIN problems only (no softcap / ALiBi, scale > 0, head_dim == D, 16-byte
+ * fwd_wgmma_kernel<D, BN, NWG, BF16, MINB, PP>: PLAIN problems only (no softcap / ALiBi, scale > 0, head_dim == D, 16-byte
  * aligned q/k/v/o), any batch / heads / seqlen_q / seqlen_k (tails masked), causal and local windows through the
  * library's key_range (bottom-right aligned), GQA, varlen (cu_seqlens). Params: fk_cuda::FwdParams.
  *   One block = NWG consumer warpgroups x 64 query rows of one (batch, head); every thread also loads (no
@@ -30,12 +30,11 @@
  * intra-warpgroup overlap of softmax(n) with Q K^T(n+1) (two S accumulators), ping-pong scheduling of the two
  * warpgroups, separate K and V waits, skipping per warpgroup the key tiles that are fully masked for its rows.
  *
- * Schedule candidates (dev only; fwd_wgmma_main's PP, its comment has the handshakes and their ordering argument;
- * kernel fwd_wgmma_pp_kernel, so production's fwd_wgmma_kernel PTX is byte-identical; checked and timed by
+ * Schedules (fwd_wgmma_main's PP, its comment has the handshakes and their ordering argument; production's is
+ * WgTile::PP: 1 at D = 128 and 256, 0 at 64; the others are dev candidates, checked and timed by
  * dev/cuda/attn_fwd_wgmma_check.cu through attn_fwd_wgmma_pp.cu). On an H200 (2026-11-30 fifth session, run 1,
- * docs/PERF.md; no sanitizer run yet) all four gave production's outputs bit for bit on 102 cases; PP 1 ran
- * 1.068x production's tile at D = 128 and 1.033x at D = 256 (geomean of 6 shapes) and 0.983x at D = 64; PP 2-4
- * 0.69-0.87x.
+ * docs/PERF.md) all four gave the plain schedule's outputs bit for bit on 102 cases; PP 1 ran 1.068x the plain
+ * schedule at D = 128 and 1.033x at D = 256 (geomean of 6 shapes) and 0.983x at D = 64; PP 2-4 0.69-0.87x.
  *   PP 1: warpgroup ping-pong with named barriers (S0 < S1 < PV0 < PV1 issued in turn), block barrier kept;
  *   PP 2: ping-pong with no block barrier in the loop (K loaded by WG 0, V by WG 1, the turn barriers carry the
  *         data), so WG 1 may trail WG 0 by half a tile across tiles;
@@ -68,9 +67,13 @@ using fk_cuda::FwdParams;
 // 1.30-1.34x the 1-block tile (171 registers) at S = 2048..8192, causal and not (e.g. 416 vs 311 TF/s at 2048,
 // 443 vs 339 at 8192), with bit-identical outputs; BN 64 (119-121 registers, 2 blocks either way) 1.22-1.27x.
 template <int D> struct WgTile;
-template <> struct WgTile<64> { static constexpr int BN = 128, NWG = 2, MINB = 2; };
-template <> struct WgTile<128> { static constexpr int BN = 128, NWG = 2, MINB = 1; };
-template <> struct WgTile<256> { static constexpr int BN = 64, NWG = 2, MINB = 1; };
+// PP: the schedule (fwd_wgmma_main): the warpgroup ping-pong (PP 1) at D = 128 and 256, where it ran 1.068x and
+// 1.033x the plain schedule (geomean of 6 shapes, outputs bit for bit the same; H200, 2026-11-30 fifth session,
+// run 1 in docs/PERF.md); D = 64 keeps the plain one (PP 1 0.983x there: two blocks an SM already overlap one
+// block's softmax with the other's GEMMs).
+template <> struct WgTile<64> { static constexpr int BN = 128, NWG = 2, MINB = 2, PP = 0; };
+template <> struct WgTile<128> { static constexpr int BN = 128, NWG = 2, MINB = 1, PP = 1; };
+template <> struct WgTile<256> { static constexpr int BN = 64, NWG = 2, MINB = 1, PP = 1; };
 
 template <int D, int BN, int NWG> struct WgShape {
     static constexpr int NT = 128 * NWG, BM = 64 * NWG;
@@ -134,8 +137,8 @@ enum : int {
     PP_BAR_KLD  = 7, // PP 2: warpgroup 0 only (128 threads): its cp.async writes of K(n) landed and fenced
 };
 
-// Schedule PP (template; 0 = production, 1 .. 4 the dev-only candidates of fwd_wgmma_pp_kernel, measured at the top
-// of this file). The body of both kernels. Sw(n), PVw(n): warpgroup w's S = Q K^T and O += P V of tile n.
+// Schedule PP (template; production's is WgTile::PP, the others are dev candidates, measured at the top of this
+// file). The body of fwd_wgmma_kernel. Sw(n), PVw(n): warpgroup w's S = Q K^T and O += P V of tile n.
 //   PP 1: ping-pong, block barrier kept; PP 2: ping-pong, no block barrier in the loop (K by WG 0, V by WG 1);
 //   PP 3: production's schedule with rolled load loops (load_tile_sw_by), the control for PP 2's registers;
 //   PP 4: PP 1 with rolled load loops.
@@ -410,26 +413,19 @@ __device__ __forceinline__ void fwd_wgmma_main(const FwdParams &p) {
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-template <int D, int BN, int NWG, bool BF16, int MINB = 1>
-__global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdParams p) {
-    fwd_wgmma_main<D, BN, NWG, BF16, 0>(p);
-}
-// The ping-pong candidates (PP 1, 2; dev only): their own kernel name, so that production's PTX is untouched.
 template <int D, int BN, int NWG, bool BF16, int MINB, int PP>
-__global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_pp_kernel(const FwdParams p) {
+__global__ void __launch_bounds__(NWG * 128, MINB) fwd_wgmma_kernel(const FwdParams p) {
     fwd_wgmma_main<D, BN, NWG, BF16, PP>(p);
 }
 
 // Launch of one tile (BN keys a step, NWG warpgroups, MINB blocks an SM asked of the register allocator) for a
 // PLAIN problem (see the header); anything else answers cudaErrorNotSupported. PP: schedule (fwd_wgmma_main;
-// 0 = production, 1 / 2 the dev-only ping-pong candidates).
-template <int D, int BN, int NWG, int MINB, bool BF16, int PP = 0>
+// production's is WgTile's, the others are dev candidates).
+template <int D, int BN, int NWG, int MINB, bool BF16, int PP>
 cudaError_t launch_fwd_wgmma_tile(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
     if (!p.plain || p.head_dim != D) return cudaErrorNotSupported;
     using S = WgShape<D, BN, NWG>;
-    void (*kernel)(const FwdParams);
-    if constexpr (PP == 0) kernel = fwd_wgmma_kernel<D, BN, NWG, BF16, MINB>; // production: no candidate instantiated
-    else kernel = fwd_wgmma_pp_kernel<D, BN, NWG, BF16, MINB, PP>;
+    void (*kernel)(const FwdParams) = fwd_wgmma_kernel<D, BN, NWG, BF16, MINB, PP>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((p.seqlen_q + S::BM - 1) / S::BM, nheads, batch);
@@ -439,7 +435,8 @@ cudaError_t launch_fwd_wgmma_tile(const FwdParams &p, int batch, int nheads, cud
 
 // The bucket's tile (WgTile).
 template <int D, bool BF16> cudaError_t launch_fwd_wgmma(const FwdParams &p, int batch, int nheads, cudaStream_t st) {
-    return launch_fwd_wgmma_tile<D, WgTile<D>::BN, WgTile<D>::NWG, WgTile<D>::MINB, BF16>(p, batch, nheads, st);
+    using T = WgTile<D>;
+    return launch_fwd_wgmma_tile<D, T::BN, T::NWG, T::MINB, BF16, T::PP>(p, batch, nheads, st);
 }
 
 } // namespace fk_wg
