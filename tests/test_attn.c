@@ -387,6 +387,11 @@ static int build_cases(attn_case *cs) {
     cs[n++] = (attn_case){FIXED(1, 130, 4100, 2, 1, 256), .causal = 1, .cuda_only = 1};
     cs[n++] = (attn_case){FIXED(1, 300, 333, 2, 1, 256)};
     cs[n++] = (attn_case){FIXED(1, 300, 333, 2, 1, 256), .causal = 1};
+    // D = 128 over several query blocks and key tiles, both tails (the Hopper forward's warpgroup ping-pong hands
+    // its turns from tile to tile: attn_fwd_wgmma.cuh, PP 1), and a few query rows over many key tiles with GQA.
+    cs[n++] = (attn_case){FIXED(1, 300, 333, 2, 1, 128)};
+    cs[n++] = (attn_case){FIXED(1, 300, 333, 2, 1, 128), .causal = 1};
+    cs[n++] = (attn_case){FIXED(2, 17, 1000, 4, 1, 128)};
     // GQA ratios 1, 2, 4 and MQA.
     cs[n++] = (attn_case){FIXED(1, 113, 203, 4, 4, 64), .causal = 1, .bwd = 1};
     cs[n++] = (attn_case){FIXED(1, 113, 203, 4, 2, 64), .causal = 1, .bwd = 1};
