@@ -5,7 +5,9 @@ forward and backward, against PyTorch eager and torch.compile of the same math, 
 Protocol (shared/BENCHMARKS.md): random inputs (never zeros), triton.testing.do_bench median (warm-up 25 ms,
 100 ms of repeats); inputs of 64 MB and more, so L2 (50 MB) cannot hold them between runs. GB/s counts each
 input read once plus each output written once (the same bytes for every competitor: the op's minimum); the
-ceiling is a device-to-device copy (torch copy_, bytes read + written) measured in the same run.
+ceiling is a device-to-device copy (torch copy_, bytes read + written) measured in the same run: a 1 GiB copy
+("of copy", the issue's bar) and a copy of the op's own byte count ("same-bytes copy": what a kernel of that size
+reaches, its launch and ramp included, as the op's time includes them).
 Backward of the PyTorch versions: autograd through the eager / compiled function, timing the backward call
 (torch.autograd.grad with retained graph) only. The RMSNorm backward with the fused residual add takes the
 gradient of residual_out too (dresidual_out: the residual stream's gradient, as in a pre-norm transformer).
@@ -220,13 +222,13 @@ def case_rmsnorm(fk, T, H, dt, residual, sweep_torch=True):
     else:
         tt = [None] * 4
     rows.append(dict(op=name, pass_="fwd", shape="%dx%d" % (T, H), fk=b_fwd / t_fwd * 1e-6, eager=tt[0],
-                     comp=tt[1], err=err))
+                     comp=tt[1], err=err, nbytes=b_fwd))
     rows.append(dict(op=name, pass_="bwd", shape="%dx%d" % (T, H), fk=b_bwd / t_bwd * 1e-6, eager=tt[2],
-                     comp=tt[3], err=errb))
+                     comp=tt[3], err=errb, nbytes=b_bwd))
     if not residual and H == 4096 and sweep_torch:  # the written-out eager version (BENCHMARKS.md's second row)
         tw = torch_times(rms_written, (x, w), None, b_fwd, None)
         rows.append(dict(op="rmsnorm (torch written out)", pass_="fwd", shape="%dx%d" % (T, H),
-                         fk=b_fwd / t_fwd * 1e-6, eager=tw[0], comp=tw[1], err=err))
+                         fk=b_fwd / t_fwd * 1e-6, eager=tw[0], comp=tw[1], err=err, nbytes=b_fwd))
     return rows
 
 
@@ -249,8 +251,10 @@ def case_swiglu(fk, T, W, dt):
     b_fwd, b_bwd = nbytes(g, u, o), nbytes(g, u, d, dg, du)
     tt = torch_times(swiglu, (g, u), (d,), b_fwd, b_bwd)
     s = "%dx%d" % (T, W)
-    return [dict(op="swiglu", pass_="fwd", shape=s, fk=b_fwd / t_fwd * 1e-6, eager=tt[0], comp=tt[1], err=err),
-            dict(op="swiglu", pass_="bwd", shape=s, fk=b_bwd / t_bwd * 1e-6, eager=tt[2], comp=tt[3], err=errb)]
+    return [dict(op="swiglu", pass_="fwd", shape=s, fk=b_fwd / t_fwd * 1e-6, eager=tt[0], comp=tt[1], err=err,
+                 nbytes=b_fwd),
+            dict(op="swiglu", pass_="bwd", shape=s, fk=b_bwd / t_bwd * 1e-6, eager=tt[2], comp=tt[3], err=errb,
+                 nbytes=b_bwd)]
 
 
 def case_rope(fk, T, H, D, dt):
@@ -277,13 +281,15 @@ def case_rope(fk, T, H, D, dt):
     tt = torch_times(lambda q_, k_: rope_half(q_, k_, cf, sf), (q, k), (torch.randn_like(q), torch.randn_like(k)),
                      b, b)
     s = "%dx%dx%d" % (T, H, D)
-    return [dict(op="rope q+k half-split", pass_="fwd", shape=s, fk=b / t_fwd * 1e-6, eager=tt[0], comp=tt[1], err=err),
+    return [dict(op="rope q+k half-split", pass_="fwd", shape=s, fk=b / t_fwd * 1e-6, eager=tt[0], comp=tt[1], err=err,
+                 nbytes=b),
             dict(op="rope q+k half-split", pass_="bwd", shape=s, fk=b / t_bwd * 1e-6, eager=tt[2], comp=tt[3],
-                 err=errb)]
+                 err=errb, nbytes=b)]
 
 
-def copy_bandwidth():
-    n = 1 << 30  # 1 GiB
+def copy_bandwidth(nbytes=2 << 30):
+    """GB/s of a device copy moving nbytes in all (nbytes / 2 read, nbytes / 2 written); default: a 1 GiB copy."""
+    n = int(nbytes) // 2
     src = torch.randint(0, 255, (n,), device="cuda", dtype=torch.uint8)
     dst = torch.empty_like(src)
     return 2 * n / bench(lambda: dst.copy_(src)) * 1e-6
@@ -310,8 +316,13 @@ def main():
     T = 16384
     rows = []
 
+    same = {}  # a copy of each op's own byte count, timed the same way: what a copy of that size reaches
+
     def add(rs):
         for r in rs:
+            if r["nbytes"] not in same:
+                same[r["nbytes"]] = copy_bandwidth(r["nbytes"])
+            r["same"] = same[r["nbytes"]]
             rows.append(r)
             print("%-28s %s %-14s flashkit %6.0f GB/s (%.2f of copy)  eager %s  compile %s  err %.2e" % (
                 r["op"], r["pass_"], r["shape"], r["fk"], r["fk"] / copy, fmt(r["eager"]), fmt(r["comp"]), r["err"]),
@@ -331,20 +342,21 @@ def main():
 
     if args.csv:
         with open(args.csv, "w") as f:
-            f.write("op,pass,shape,flashkit_gbs,frac_copy,eager_gbs,compile_gbs,vs_compile,err\n")
+            f.write("op,pass,shape,flashkit_gbs,frac_copy,same_bytes_copy_gbs,eager_gbs,compile_gbs,vs_compile,err\n")
             for r in rows:
                 vs = r["fk"] / r["comp"] if r["comp"] else float("nan")
-                f.write("%s,%s,%s,%.1f,%.3f,%s,%s,%.3f,%.3e\n" % (r["op"], r["pass_"], r["shape"], r["fk"],
-                        r["fk"] / copy, fmt(r["eager"], "%.1f"), fmt(r["comp"], "%.1f"), vs, r["err"]))
+                f.write("%s,%s,%s,%.1f,%.3f,%.1f,%s,%s,%.3f,%.3e\n" % (r["op"], r["pass_"], r["shape"], r["fk"],
+                        r["fk"] / copy, r["same"], fmt(r["eager"], "%.1f"), fmt(r["comp"], "%.1f"), vs, r["err"]))
 
     print()
     print("## fused ops, %s, GB/s (copy %.0f GB/s, %s)" % (args.dtype, copy, torch.cuda.get_device_name()))
-    print("| op | pass | shape | flashkit | of copy | eager | compile | vs compile |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| op | pass | shape | flashkit | of copy | same-bytes copy | of it | eager | compile | vs compile |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         vs = r["fk"] / r["comp"] if r["comp"] else None
-        print("| %s | %s | %s | %.0f | %.0f%% | %s | %s | %s |" % (r["op"], r["pass_"], r["shape"], r["fk"],
-              100 * r["fk"] / copy, fmt(r["eager"]), fmt(r["comp"]), fmt(vs, "%.2fx")))
+        print("| %s | %s | %s | %.0f | %.0f%% | %.0f | %.0f%% | %s | %s | %s |" % (
+              r["op"], r["pass_"], r["shape"], r["fk"], 100 * r["fk"] / copy, r["same"], 100 * r["fk"] / r["same"],
+              fmt(r["eager"]), fmt(r["comp"]), fmt(vs, "%.2fx")))
     return 0
 
 
