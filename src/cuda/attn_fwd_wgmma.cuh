@@ -26,9 +26,11 @@
  *   D = 128: BM 128, BN 128: 160 KB; S 64 + O 64 floats
  *   D = 256: BM 128, BN 64:  192 KB; S 32 + O 128 floats
  *
- * Missing versus FA3 (the next steps): a producer warp with TMA + mbarriers and setmaxnreg,
- * intra-warpgroup overlap of softmax(n) with Q K^T(n+1) (two S accumulators), ping-pong scheduling of the two
- * warpgroups, separate K and V waits, skipping per warpgroup the key tiles that are fully masked for its rows.
+ * Missing versus FA3 (the next steps; cuDNN runs 1.05-1.6x this kernel on the H200, docs/PERF.md sixth session):
+ * a producer warp with TMA + mbarriers and setmaxnreg, intra-warpgroup overlap of softmax(n) with Q K^T(n+1) (two S
+ * accumulators), ping-pong without the per-tile block barrier (PP 2 tried it with the loads split by warpgroup and
+ * lost: 0.69-0.87x), separate K and V waits, skipping per warpgroup the key tiles that are fully masked for its
+ * rows. (The warpgroup ping-pong itself, PP 1, is production at D = 128 and 256: WgTile.)
  *
  * Schedules (fwd_wgmma_main's PP, its comment has the handshakes and their ordering argument; production's is
  * WgTile::PP: 1 at D = 128 and 256, 0 at 64; the others are dev candidates, checked and timed by
