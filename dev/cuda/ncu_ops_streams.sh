@@ -1,3 +1,11 @@
+#!/usr/bin/env bash
+# ncu_ops_streams.sh — ncu of the plain RMSNorm backward beside the SwiGLU forward, which moves the same three
+# streams (two reads and one write of 16384 x hidden bf16) without a row sum: flashkit's and torch.compile's,
+# at hidden 4096 and 2048 (dev/cuda/prof_ops.py launches each). Prints the lines that compare them (duration,
+# DRAM, occupancy, eligible warps, DRAM bytes, instructions); the whole report goes to $L/ncu2.log.
+# Run from the repository root after a build into build-gpu. Ran on an H200 (2026-11-30 sixth session, docs/PERF.md
+# run 5).
+L=${L:-$(mktemp -d)}
 S="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats --section SchedulerStats"
 for c in "fk 4096 rms_bwd rms_bwd" "fk 4096 swiglu_fwd swiglu" "compile 4096 swiglu_fwd triton" "fk 2048 rms_bwd rms_bwd" "fk 2048 swiglu_fwd swiglu"; do
   set -- $c
