@@ -462,11 +462,11 @@ static int cmd_time(int only_d) {
                         alts.push_back(Alt{nm, [&, fn] { return fn(f, c.B, c.Hq, 0); }});
                     };
                     if (D == 64) {
-                        tile("BN128 minb1", &fk_wg::launch_fwd_wgmma_tile<64, 128, 2, 1, true, 0>);
-                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<64, 64, 2, 2, true, 0>);
+                        tile("BN128 minb1", &fk_wg::launch_fwd_wgmma_tile<64, 128, 2, 1, true, fk_wg::WgTile<64>::PP>);
+                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<64, 64, 2, 2, true, fk_wg::WgTile<64>::PP>);
                     } else if (D == 128) {
-                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 2, true, 1>);
-                        tile("BN64 minb1", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 1, true, 1>);
+                        tile("BN64 minb2", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 2, true, fk_wg::WgTile<128>::PP>);
+                        tile("BN64 minb1", &fk_wg::launch_fwd_wgmma_tile<128, 64, 2, 1, true, fk_wg::WgTile<128>::PP>);
                     }
                     for (int k = 1; k <= N_PP; ++k)
                         alts.push_back(Alt{PP_NAME[k], [&, k] { return launch_kernel(k, c, f, 0); }});

@@ -6,7 +6,6 @@
 # Usage: dev/cuda/san_attn_cases.sh [filter...]   (default: the wgmma forward's multi-tile cases at D = 128 / 256)
 # Ran on an H200 (2026-11-30 sixth session, docs/PERF.md run 4): every filter clean.
 L=${L:-$(mktemp -d)}
-build-gpu/test_attn -b cuda -p "d=128," | tail -1
 [ $# -gt 0 ] || set -- "d=128,sq=300" "d=128,sq=17," "d=256,sq=300" "d=128,sq=113"
 rc=0
 for f in "$@"; do for t in memcheck racecheck; do

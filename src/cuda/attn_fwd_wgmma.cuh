@@ -40,10 +40,10 @@
  *   PP 1: warpgroup ping-pong with named barriers (S0 < S1 < PV0 < PV1 issued in turn), block barrier kept;
  *   PP 2: ping-pong with no block barrier in the loop (K loaded by WG 0, V by WG 1, the turn barriers carry the
  *         data), so WG 1 may trail WG 0 by half a tile across tiles;
- *   PP 3: production's schedule with rolled K / V load loops; PP 4: PP 1 with them.
- *   ptxas (nvcc 13.0, sm_90a; bf16 = fp16), registers / spill stores, production tile per D:
+ *   PP 3: the plain schedule (PP 0) with rolled K / V load loops; PP 4: PP 1 with them.
+ *   ptxas (nvcc 13.0, sm_90a; bf16 = fp16), registers / spill stores, production's tile per D:
  *             D = 64 (cap 128)   D = 128     D = 256
- *     prod    128 / 80 B         233 / 0     248 / 0
+ *     PP 0    128 / 80 B         233 / 0     248 / 0
  *     PP 1    128 / 80 B         234 / 0     249 / 0
  *     PP 2    128 / 0            194 / 0     210 / 0
  *     PP 3    123 / 0            166 / 0     209 / 0
@@ -105,7 +105,7 @@ __device__ __forceinline__ void load_tile_sw(uint32_t s, const uint16_t *g, int6
 }
 
 // The same with the thread index given, as a rolled loop (PP 2: each warpgroup's 128 threads load one of K, V;
-// PP 3: all threads, production's schedule). Rolled because ptxas keeps the unrolled loop's per-copy addresses
+// PP 3: all threads, the plain schedule's). Rolled because ptxas keeps the unrolled loop's per-copy addresses
 // live across the key loop: at D = 128 the PP 2 kernel took 255 registers and 128 B of spill unrolled, 194 and
 // none rolled (nvcc 13.0).
 template <int ROWS, int D, int NT>
@@ -142,7 +142,7 @@ enum : int {
 // Schedule PP (template; production's is WgTile::PP, the others are dev candidates, measured at the top of this
 // file). The body of fwd_wgmma_kernel. Sw(n), PVw(n): warpgroup w's S = Q K^T and O += P V of tile n.
 //   PP 1: ping-pong, block barrier kept; PP 2: ping-pong, no block barrier in the loop (K by WG 0, V by WG 1);
-//   PP 3: production's schedule with rolled load loops (load_tile_sw_by), the control for PP 2's registers;
+//   PP 3: the plain schedule (PP 0) with rolled load loops (load_tile_sw_by), the control for PP 2's registers;
 //   PP 4: PP 1 with rolled load loops.
 //
 // PP = 1: warpgroup ping-pong, block barrier kept. Per tile n the tensor-core issue order is forced to
@@ -163,7 +163,7 @@ enum : int {
 //   warpgroups' reads of buffer buf(n + 1) completed before any thread overwrites it with tile n - 1. Here
 //   warpgroup 0 loads every K tile and warpgroup 1 every V tile (the same 16-byte copies a thread as production),
 //   and the turn barriers carry both conditions, so warpgroup 1 may trail warpgroup 0 by half a tile: its
-//   softmax(n) runs under PV0(n) and WG 0's softmax(n - 1) under PV1(n) and S1(n - 1) (production and PP 1
+//   softmax(n) runs under PV0(n) and WG 0's softmax(n - 1) under PV1(n) and S1(n - 1) (PP 0 and PP 1
 //   realign the warpgroups at every tile). Per tile n (K(n), V(n) in buffer buf(n); tile n - 1 goes to buf(n + 1)):
 //     WG 0: cp.async wait 0, fence.proxy.async, sync(KLD, 128)     K(n) visible to WG 0's wgmma
 //           if n < n_max - 1: sync(S0)                              WG 1 issued PV1(n + 1), so S1(n + 1) completed
