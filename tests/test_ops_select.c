@@ -15,8 +15,9 @@ static int same(fk_rms_rows_shape a, fk_rms_rows_shape b) {
 // The (W, VPL) instances rmsnorm.cu compiles (rows_kernel_for).
 static int compiled(fk_rms_rows_shape s, int bwd) {
     static const int fw[][2] = {{4, 2}, {8, 2}, {10, 2}, {16, 2}, {4, 5}, {5, 4}};
-    for (int i = 0; i < (bwd ? 4 : 6); i++)
-        if (fw[i][0] == s.w && fw[i][1] == s.vpl) return 1;
+    static const int bw[][2] = {{4, 2}, {8, 2}, {10, 2}, {16, 2}, {8, 1}, {16, 1}};
+    for (int i = 0; i < 6; i++)
+        if ((bwd ? bw : fw)[i][0] == s.w && (bwd ? bw : fw)[i][1] == s.vpl) return 1;
     return 0;
 }
 
@@ -59,6 +60,7 @@ static void rms_rules(void) {
     check(fk_rms_rows_pick(300, 0, 0, &s) && s.w == 8 && s.vpl == 2, "rms_rows_pick 300 -> w8v2", "");
     check(fk_rms_rows_pick(700, 1, 0, &s) && s.w == 16 && s.vpl == 2, "rms_rows_pick 700 -> w16v2", "");
     check(fk_rms_rows_pick(13, 0, 0, &s) && s.w == 4 && s.vpl == 2, "rms_rows_pick 13 -> w4v2", "");
+    check(fk_rms_rows_pick(300, 1, 0, &s) && s.w == 16 && s.vpl == 1, "rms_rows_pick bwd 300 -> w16v1", "");
     // Preconditions: 16 groups of W > 1 exceed the 15 named barriers; VPL 8 forward tails spill.
     const fk_rms_rows_shape b16 = {2, 1, 1024, 0}, v8 = {1, 8, 64, 0};
     check(!fk_rms_rows_valid(b16, 64, 1, 0) && !fk_rms_rows_valid(v8, 255, 0, 0) && fk_rms_rows_valid(v8, 256, 1, 0) &&

@@ -677,9 +677,10 @@ __device__ __forceinline__ void load_bwd_dres(const T *drow, int gt, int hidden,
 }
 
 // Backward. h, dy (and dresidual_out) of the row in registers; the dweight partial of the thread's columns
-// in VPL x N fp32 registers across all of the group's rows.
-template <typename T, int N, int W, int VPL, bool EX>
-__global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
+// in VPL x N fp32 registers across all of the group's rows. MINB: blocks of 512 an SM for __launch_bounds__ (2 for
+// the one-vector-a-thread shapes: 64 registers, 32 warps an SM; see fk_rms_rows_bwd).
+template <typename T, int N, int W, int VPL, bool EX, int MINB = 1>
+__global__ void __launch_bounds__(512, MINB) rms_bwd_rows_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
     extern __shared__ float4 rows_sm4[];
     constexpr bool PF     = rows_prefetch<T, VPL, EX, true>();
@@ -1118,13 +1119,17 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool r
             return ex ? (const void *)rms_bwd_ring_kernel<T, N, W, V, true> : (const void *)rms_bwd_ring_kernel<T, N, W, V, false>;
         else return nullptr;
     }
-    if constexpr (BWD)
-        return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false>;
+    if constexpr (BWD) {
+        constexpr int MB = V == 1 ? 2 : 1; // one vector a thread: two blocks an SM
+        return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true, MB> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false, MB>;
+    }
     else return ex ? (const void *)rms_fwd_rows_kernel<T, N, W, V, true> : (const void *)rms_fwd_rows_kernel<T, N, W, V, false>;
 }
 template <typename T, bool BWD> const void *rows_kernel_for(const Plan &pl) {
     const int key = pl.w * 100 + pl.vpt;
     switch (key) {
+    case 801: return BWD && pl.stages == 0 ? rows_k<T, true, 8, 1>(pl.ex, false) : nullptr;
+    case 1601: return BWD && pl.stages == 0 ? rows_k<T, true, 16, 1>(pl.ex, false) : nullptr;
     case 402: return rows_k<T, BWD, 4, 2>(pl.ex, pl.stages > 0);
     case 802: return rows_k<T, BWD, 8, 2>(pl.ex, pl.stages > 0);
     case 1002: return rows_k<T, BWD, 10, 2>(pl.ex, pl.stages > 0);
