@@ -677,10 +677,9 @@ __device__ __forceinline__ void load_bwd_dres(const T *drow, int gt, int hidden,
 }
 
 // Backward. h, dy (and dresidual_out) of the row in registers; the dweight partial of the thread's columns
-// in VPL x N fp32 registers across all of the group's rows. MINB: blocks of 512 an SM for __launch_bounds__ (2 for
-// the one-vector-a-thread shapes: 64 registers, 32 warps an SM; see fk_rms_rows_bwd).
-template <typename T, int N, int W, int VPL, bool EX, int MINB = 1>
-__global__ void __launch_bounds__(512, MINB) rms_bwd_rows_kernel(const RmsArgs a) {
+// in VPL x N fp32 registers across all of the group's rows.
+template <typename T, int N, int W, int VPL, bool EX>
+__global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
     extern __shared__ float4 rows_sm4[];
     constexpr bool PF     = rows_prefetch<T, VPL, EX, true>();
@@ -758,6 +757,84 @@ __global__ void __launch_bounds__(512, MINB) rms_bwd_rows_kernel(const RmsArgs a
         if (PF) cur = nxt;
     }
     write_dw_partial<N, W, VPL, EX>(a, G, dw, nvec, hidden);
+}
+
+// Backward, one vector a thread (the row groups at W x 32 vectors: fk_rms_rows_bwd at 256 / 512 vectors), two
+// blocks of 512 an SM (__launch_bounds__ cap: 64 registers; 32 warps an SM against the two-vector groups' 16).
+// The next row's loads go out before this row's first pass into the register row processed last (two register
+// rows, the loop unrolled twice so they alternate without copies: a copy of a row still loading waits for it,
+// and rms_bwd_rows_kernel's form of this loop spilled 16-28 bytes at 64 registers and ran 20% slower here).
+// H200, bf16, 16384 rows, dweight sum included (docs/PERF.md, seventh session): 3390 GB/s at hidden 2048 (W 8)
+// and 3730-3742 at 4096 (W 16) against the two-vector groups' 3303-3332 / 3654-3694 in the same runs.
+// dresidual_out (other devices than 9.0, where the bulk-copy ring takes it) is loaded after the row sum.
+template <typename T, int N, int W, bool EX>
+__device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G, const float *ws, float *gred,
+                                             float (&dw)[N], int &parity, int64_t &r, int64_t step,
+                                             BwdRegs<T, N, 1> &cur, BwdRegs<T, N, 1> &issue) {
+    const int nvec = (int)a.nvec, hidden = (int)a.hidden, idx = G.gt, j = idx * N;
+    const int n    = EX ? N : min(hidden - j, N);
+    if (r >= a.rows) return false; // the same in every thread of the group
+    if (r + step < a.rows) load_bwd_regs<T, N, W, 1, EX>(a, r + step, G.gt, hidden, issue);
+    const float rstd = cur.rstd;
+    float       dot  = 0.f;
+    if (EX || n > 0) {
+        float h[N], d[N], w[N];
+        unpack<T, N>(cur.h[0], h);
+        unpack<T, N>(cur.d[0], d);
+        lds_split<N>(ws, nvec, idx, w);
+#pragma unroll
+        for (int k = 0; k < N; k++) {
+            dw[k] += d[k] * h[k] * rstd;
+            dot += d[k] * w[k] * h[k];
+        }
+    }
+    dot              = group_sum<W>(dot, gred, G.wig, G.lane, G.grp + 1, parity);
+    parity          ^= 1;
+    const float coef = rstd * rstd * dot / (float)hidden;
+    if (EX || n > 0) {
+        float h[N], d[N], w[N];
+        opaque(cur.h[0]);
+        opaque(cur.d[0]);
+        unpack<T, N>(cur.h[0], h);
+        unpack<T, N>(cur.d[0], d);
+        lds_split<N>(ws, nvec, idx, w);
+#pragma unroll
+        for (int k = 0; k < N; k++) d[k] = rstd * (d[k] * w[k] - h[k] * coef);
+        if (a.dres) {
+            float dr[N];
+            unpack<T, N>(ld_row<T, N, EX>(static_cast<const T *>(a.dres) + r * a.dres_rs + j, n), dr);
+#pragma unroll
+            for (int k = 0; k < N; k++) d[k] += dr[k];
+        }
+        st_row<T, N, EX>(static_cast<T *>(a.dx) + r * a.dx_rs + j, pack<T, N>(d), n);
+    }
+    r += step;
+    return true;
+}
+template <typename T, int N, int W, bool EX>
+__global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
+    static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
+    extern __shared__ float4 rows_sm4[];
+    const int      nvec = (int)a.nvec;
+    float         *ws   = reinterpret_cast<float *>(rows_sm4);
+    float         *red  = ws + nvec * N;
+    const Group<W> G;
+    float         *gred = red + G.grp * 2 * W;
+    float          dw[1][N];
+#pragma unroll
+    for (int k = 0; k < N; k++) dw[0][k] = 0.f;
+    const int64_t    step = (int64_t)gridDim.x * G.groups;
+    int64_t          r    = (int64_t)blockIdx.x * G.groups + G.grp;
+    BwdRegs<T, N, 1> R0, R1;
+    if (r < a.rows) load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0); // before the weight, as above
+    stage_weight<N>(a, nvec, ws);
+    __syncthreads();
+    int parity = 0;
+    for (;;) {
+        if (!bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1)) break;
+        if (!bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R1, R0)) break;
+    }
+    write_dw_partial<N, W, 1, EX>(a, G, dw, nvec, (int)a.hidden);
 }
 
 // --- row groups with a shared-memory ring (cp.async) -------------------------------------------------------
@@ -1120,8 +1197,9 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool r
         else return nullptr;
     }
     if constexpr (BWD) {
-        constexpr int MB = V == 1 ? 2 : 1; // one vector a thread: two blocks an SM
-        return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true, MB> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false, MB>;
+        if constexpr (V == 1) // one vector a thread: rms_bwd_vec1_kernel, two blocks an SM
+            return ex ? (const void *)rms_bwd_vec1_kernel<T, N, W, true> : (const void *)rms_bwd_vec1_kernel<T, N, W, false>;
+        else return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false>;
     }
     else return ex ? (const void *)rms_fwd_rows_kernel<T, N, W, V, true> : (const void *)rms_fwd_rows_kernel<T, N, W, V, false>;
 }
