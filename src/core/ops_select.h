@@ -69,9 +69,9 @@ static const fk_rms_rows_rule fk_rms_rows_fwd_res[] = {
 // fits 2 blocks of 320 threads an SM instead of 1; 3 and 4 rows: 3422 / 3745 and 3385 / 3703). At 256, 512
 // and 1024 vectors the ring lost by 4-20% (2870 vs 3098, 3293 vs 3534, 3587 vs 3743 without dresidual_out).
 // At 256 and 512 vectors one vector a thread (W = 8 / 16: one row a block of 256 / 512 threads, two blocks of 512 an
-// SM at 64 registers, 32 warps) beat two vectors a thread (W = 4 / 8, 16 warps an SM) by 1.8-2.4% / 1.0-1.9%: H200,
-// 2026-12-01 seventh session, ops_tune next runs 3-6 (docs/PERF.md), without dresidual_out (with it the bulk-copy
-// ring of fk_rms_tma_pick runs at these widths on 9.0 devices).
+// SM at 64 registers, 32 warps: rms_bwd_vec1_kernel) beat two vectors a thread (W = 4 / 8, 16 warps an SM) by
+// 1.8-2.6% / 1.0-2.2%: H200, 2026-12-01 seventh session, ops_tune next runs 3-7 (docs/PERF.md), without
+// dresidual_out (with it the bulk-copy ring of fk_rms_tma_pick runs at these widths on 9.0 devices).
 static const fk_rms_rows_rule fk_rms_rows_bwd[] = {
     {256, {8, 1, 512, 0}},  // (was {4, 2}: 2907 / with dresidual_out 3523; block per row 2101 / 2385)
     {512, {16, 1, 512, 0}}, // (was {8, 2}: 3112 / 3723; 2205 / 2465)

@@ -764,8 +764,8 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
 // The next row's loads go out before this row's first pass into the register row processed last (two register
 // rows, the loop unrolled twice so they alternate without copies: a copy of a row still loading waits for it,
 // and rms_bwd_rows_kernel's form of this loop spilled 16-28 bytes at 64 registers and ran 20% slower here).
-// H200, bf16, 16384 rows, dweight sum included (docs/PERF.md, seventh session): 3390 GB/s at hidden 2048 (W 8)
-// and 3730-3742 at 4096 (W 16) against the two-vector groups' 3303-3332 / 3654-3694 in the same runs.
+// H200, bf16, 16384 rows, dweight sum included (docs/PERF.md, seventh session): 3383-3395 GB/s at hidden 2048
+// (W 8) and 3726-3742 at 4096 (W 16) against the two-vector groups' 3303-3327 / 3654-3694 in the same runs.
 // dresidual_out (other devices than 9.0, where the bulk-copy ring takes it) is loaded after the row sum.
 template <typename T, int N, int W, bool EX>
 __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G, const float *ws, float *gred,
