@@ -266,13 +266,16 @@ FK_API fk_status fk_attn_bwd(fk_context_t ctx, const fk_attn_args *args, void *w
 // Backward: reads dy, h (pass residual_out when the add was fused, else x), weight, rstd; optional
 // dresidual_out (gradient arriving at residual_out from later layers, added to dh). Writes dx [rows, hidden]
 // (which is also the gradient of `residual` when the add was fused) and dweight [hidden] (any float dtype;
-// the sum over rows, accumulated in fp32 through the workspace).
+// the sum over rows, accumulated in fp32 through the workspace). `deterministic` = 1 asks for a dweight that is
+// bit-identical from run to run; 0 (the default, as for attention) lets a GPU hand the last rows out at run
+// time, which changes dweight's fp32 summation order (not dx). The CPU backend always is deterministic.
 
 typedef struct fk_rmsnorm_args {
     fk_tensor x, residual, residual_out, weight, y, rstd; // forward
     fk_tensor dy, dresidual_out, dx, dweight;             // backward (x above is h)
     float     eps;                                        // default 1e-6
     float     weight_offset;                              // 0 (default) or 1
+    int       deterministic;                              // backward only; 0 (default) or 1
 } fk_rmsnorm_args;
 
 FK_API void      fk_rmsnorm_args_init(fk_rmsnorm_args *args);

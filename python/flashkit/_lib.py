@@ -100,6 +100,7 @@ class fk_rmsnorm_args(ctypes.Structure):
         ("dy", fk_tensor), ("dresidual_out", fk_tensor), ("dx", fk_tensor), ("dweight", fk_tensor),
         ("eps", c_float),
         ("weight_offset", c_float),
+        ("deterministic", c_int),
     ]
 
 

@@ -60,6 +60,7 @@ typedef struct fk_rmsnorm_problem {
 
     float eps;           // >= 0, finite
     float weight_offset; // 0 or 1
+    int   deterministic; // backward: dweight bit-identical from run to run (else rows may be handed out at run time)
 } fk_rmsnorm_problem;
 
 // --- RoPE ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ void fk_rmsnorm_args_init(fk_rmsnorm_args *args) {
     args->dy = args->dresidual_out = args->dx = args->dweight = none;
     args->eps           = 1e-6f;
     args->weight_offset = 0.0f;
+    args->deterministic = 0;
 }
 
 // A [rows, hidden] operand sharing x's dtype.
@@ -64,6 +65,7 @@ static fk_status resolve_common(const char *op, const struct fk_context *ctx, co
     p->weight        = a->weight.data;
     p->eps           = a->eps;
     p->weight_offset = a->weight_offset;
+    p->deterministic = a->deterministic != 0;
     return FK_STATUS_SUCCESS;
 }
 

@@ -31,6 +31,8 @@
 #include "../core/ops_select.h"
 #include "ops_common.cuh"
 
+#include <atomic>
+#include <chrono>
 #include <type_traits>
 
 using namespace fk_ops;
@@ -48,6 +50,21 @@ struct RmsArgs {
     float       eps, off;
     bool        wvec; // weight 16-byte aligned
     int         stages; // ring kernels: rows in the shared-memory ring (2..8)
+    // Backward, rms_bwd_vec1_kernel's DYN instances: the group's first dyn_k rows static, the rest handed out at run
+    // time from the counter of the workspace's header (DynHeader), claimed for this launch by its tag (dyn_tag).
+    int                 dyn_k;
+    unsigned long long  dyn_tag;
+    struct DynHeader   *dyn;
+};
+
+// The backward workspace's first 256 bytes (the partial dweight rows follow): the run-time row counter of the
+// DYN kernels and the tag of the launch it belongs to. Stale (another launch's tag) or never written (any bytes):
+// the first group leader of a launch to see it claims it (tag | 1), zeroes the count and publishes the tag; the
+// others wait for the tag before they take tickets. Tags are even and unique in the process (a random salt plus
+// a counter): a workspace reused by any call, or holding any bytes, is claimed afresh.
+struct DynHeader {
+    unsigned long long tag;
+    unsigned int       count;
 };
 
 // Valid elements of vector idx (N elements each) of a row of `hidden`: N, fewer for the tail, <= 0 past it.
@@ -348,12 +365,16 @@ constexpr int kRedRows = 32;
 // and block start overlap the main kernel's last rows: +0.5..+2.7% of the backward at hidden 2048-8192 on the
 // H200, docs/PERF.md); griddepcontrol.wait then holds it until the main grid is done and its partials are visible
 // (without that launch attribute the wait returns at once: the stream already ordered the two).
+// dyn_tag (the DYN main kernels' DynHeader::tag, else null): set to 1, no launch's tag, so that the next launch
+// claims the header afresh even with this launch's tag (a CUDA graph replays its kernels' arguments as recorded).
 __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
                                                                             int64_t ld, int64_t hidden,
-                                                                            void *dweight, fk_dtype dwdt) {
+                                                                            void *dweight, fk_dtype dwdt,
+                                                                            unsigned long long *dyn_tag) {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+    if (dyn_tag && blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) *dyn_tag = 1;
     __shared__ float s[kRedRows][33];
     const int64_t    j = (int64_t)blockIdx.x * 32 + threadIdx.x;
     float            acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -767,14 +788,27 @@ __global__ void __launch_bounds__(512) rms_bwd_rows_kernel(const RmsArgs a) {
 // H200, bf16, 16384 rows, dweight sum included (docs/PERF.md, seventh session): 3383-3395 GB/s at hidden 2048
 // (W 8) and 3726-3742 at 4096 (W 16) against the two-vector groups' 3303-3327 / 3654-3694 in the same runs.
 // dresidual_out (other devices than 9.0, where the bulk-copy ring takes it) is loaded after the row sum.
-template <typename T, int N, int W, bool EX>
+// DYN (rows handed out at run time): the row after next is dyn_k x groups + the group's next ticket, read after
+// the row sum's barrier from a ring of four tickets in shared memory (`tick`); the leader (thread 0 of the group)
+// refills the slot just read with one atomic a row and writes it after the next row's barrier (every thread of
+// the group has read the slot by then; it is read again four rows later).
+struct DynRows {
+    int64_t   rn;       // the next row (its loads go out at the start of the current one)
+    int      *tick;     // the group's ring of four tickets
+    unsigned *count;    // the launch's ticket counter (DynHeader::count)
+    int64_t   s;        // the first dynamic row: dyn_k x groups
+    unsigned  pend;     // leader: the ticket requested at the previous row, for slot pslot
+    int       dk, pslot;
+};
+template <typename T, int N, int W, bool EX, bool DYN = false>
 __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G, const float *ws, float *gred,
                                              float (&dw)[N], int &parity, int64_t &r, int64_t step,
-                                             BwdRegs<T, N, 1> &cur, BwdRegs<T, N, 1> &issue) {
+                                             BwdRegs<T, N, 1> &cur, BwdRegs<T, N, 1> &issue, DynRows *dr = nullptr) {
     const int nvec = (int)a.nvec, hidden = (int)a.hidden, idx = G.gt, j = idx * N;
     const int n    = EX ? N : min(hidden - j, N);
     if (r >= a.rows) return false; // the same in every thread of the group
-    if (r + step < a.rows) load_bwd_regs<T, N, W, 1, EX>(a, r + step, G.gt, hidden, issue);
+    const int64_t rn = DYN ? dr->rn : r + step;
+    if (rn < a.rows) load_bwd_regs<T, N, W, 1, EX>(a, rn, G.gt, hidden, issue);
     const float rstd = cur.rstd;
     float       dot  = 0.f;
     if (EX || n > 0) {
@@ -790,6 +824,15 @@ __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G
     }
     dot              = group_sum<W>(dot, gred, G.wig, G.lane, G.grp + 1, parity);
     parity          ^= 1;
+    int64_t after    = 0;
+    if constexpr (DYN) {
+        after = dr->s + dr->tick[dr->dk & 3];
+        if (G.gt == 0) {
+            if (dr->pslot >= 0) dr->tick[dr->pslot] = (int)dr->pend;
+            dr->pend = atomicAdd(dr->count, 1u), dr->pslot = dr->dk & 3;
+        }
+        dr->dk++;
+    }
     const float coef = rstd * rstd * dot / (float)hidden;
     if (EX || n > 0) {
         float h[N], d[N], w[N];
@@ -808,10 +851,29 @@ __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G
         }
         st_row<T, N, EX>(static_cast<T *>(a.dx) + r * a.dx_rs + j, pack<T, N>(d), n);
     }
-    r += step;
+    if constexpr (DYN) r = dr->rn, dr->rn = after;
+    else r += step;
     return true;
 }
-template <typename T, int N, int W, bool EX>
+// The launch's claim of the workspace header (DynHeader), by each group's leader before its first ticket.
+__device__ __forceinline__ void dyn_claim(DynHeader *h, unsigned long long tag) {
+    for (;;) {
+        unsigned long long t;
+        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(t) : "l"(&h->tag) : "memory");
+        if (t == tag) return;
+        if (t == (tag | 1)) continue; // another leader of this launch is zeroing the count
+        if (atomicCAS(&h->tag, t, tag | 1) == t) {
+            atomicExch(&h->count, 0u);
+            asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(&h->tag), "l"(tag) : "memory");
+            return;
+        }
+    }
+}
+// DYN: rows gi + i x groups for i < dyn_k (even, >= 2; dyn_k x groups <= rows: fk_cuda_rmsnorm_bwd's plan)
+// through the static rows' code, then rows dyn_k x groups + t for tickets t (H200, bf16, 16384 rows: the blocks
+// of the static grid end 93-103 us apart at hidden 4096 and the grid's last 8 us run at a third of the rate; the
+// last 15% of rows handed out at run time: +2.2..+2.7% at 4096, +0.8..+2.0% at 2048 with 20%; docs/PERF.md).
+template <typename T, int N, int W, bool EX, bool DYN = false>
 __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
     extern __shared__ float4 rows_sm4[];
@@ -826,13 +888,39 @@ __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
     const int64_t    step = (int64_t)gridDim.x * G.groups;
     int64_t          r    = (int64_t)blockIdx.x * G.groups + G.grp;
     BwdRegs<T, N, 1> R0, R1;
-    if (r < a.rows) load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0); // before the weight, as above
-    stage_weight<N>(a, nvec, ws);
-    __syncthreads();
-    int parity = 0;
-    for (;;) {
-        if (!bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1)) break;
-        if (!bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R1, R0)) break;
+    if constexpr (!DYN) {
+        if (r < a.rows) load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0); // before the weight, as above
+        stage_weight<N>(a, nvec, ws);
+        __syncthreads();
+        int parity = 0;
+        for (;;) {
+            if (!bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1)) break;
+            if (!bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R1, R0)) break;
+        }
+    } else {
+        __shared__ int tick[512 / 32][4];
+        if (G.gt == 0) { // the group's first four tickets (published by the barrier below)
+            dyn_claim(a.dyn, a.dyn_tag);
+            for (int u = 0; u < 4; u++) tick[G.grp][u] = (int)atomicAdd(&a.dyn->count, 1u);
+        }
+        load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0);
+        stage_weight<N>(a, nvec, ws);
+        __syncthreads();
+        int parity = 0;
+        for (int i = 0; i < a.dyn_k - 2; i += 2) { // static rows 0 .. dyn_k - 3
+            bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1);
+            bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R1, R0);
+        }
+        bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1); // row dyn_k - 2: loads dyn_k - 1
+        // Row dyn_k - 1 (in R1) loads the first ticket's row; slot 0 is read here, so its refill is requested.
+        DynRows dr;
+        dr.s = (int64_t)a.dyn_k * step, dr.tick = tick[G.grp], dr.count = &a.dyn->count;
+        dr.rn = dr.s + tick[G.grp][0], dr.dk = 1, dr.pslot = -1, dr.pend = 0;
+        if (G.gt == 0) dr.pend = atomicAdd(dr.count, 1u), dr.pslot = 0;
+        for (;;) {
+            if (!bwd_vec1_row<T, N, W, EX, true>(a, G, ws, gred, dw[0], parity, r, step, R1, R0, &dr)) break;
+            if (!bwd_vec1_row<T, N, W, EX, true>(a, G, ws, gred, dw[0], parity, r, step, R0, R1, &dr)) break;
+        }
     }
     write_dw_partial<N, W, 1, EX>(a, G, dw, nvec, (int)a.hidden);
 }
@@ -1155,10 +1243,12 @@ struct Plan {
     bool    tma;     // backward through bulk copies (rms_bwd_tma_kernel): vpt, threads, stages (the ring's rows), bps
     bool    dres;    // tma: with dresidual_out
     int     bps;     // tma: at most this many blocks an SM (0: as many as fit)
+    int     dyn_k;   // backward one vector a thread: > 0 = the DYN instance, its static rows a group (set_grid)
 };
 
 constexpr int kMaxThreads = 512; // __launch_bounds__(512): up to 128 registers a thread, VPT 8 fits unspilled
 constexpr int kWsAlign    = 256;
+constexpr int kDynHeader  = 256; // the backward workspace's DynHeader, before the partial rows (aligned)
 constexpr size_t kStaticSmem = 32 * sizeof(float); // block_sum's buffer
 
 // Block per row (rows the row groups do not take: wider than 1024 vectors, or not 16-byte aligned): block
@@ -1189,7 +1279,7 @@ void choose_shape(int64_t nvec, bool bwd, Plan *pl) {
 
 // The row-group instances: the shapes of fk_rms_rows_fwd / _fwd_res / _bwd (src/core/ops_select.h), each with
 // and without tail code. A shape not listed here answers nullptr (make_plan then reports it).
-template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool ring) {
+template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool ring, bool dyn = false) {
     constexpr int N = kVec<T>;
     if (ring) { // backward only (fk_rms_rows_valid)
         if constexpr (BWD)
@@ -1197,8 +1287,10 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool r
         else return nullptr;
     }
     if constexpr (BWD) {
-        if constexpr (V == 1) // one vector a thread: rms_bwd_vec1_kernel, two blocks an SM
+        if constexpr (V == 1) { // one vector a thread: rms_bwd_vec1_kernel, two blocks an SM; rows at run time (dyn)
+            if (dyn && ex) return (const void *)rms_bwd_vec1_kernel<T, N, W, true, true>; // (with tail code it spilled)
             return ex ? (const void *)rms_bwd_vec1_kernel<T, N, W, true> : (const void *)rms_bwd_vec1_kernel<T, N, W, false>;
+        }
         else return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false>;
     }
     else return ex ? (const void *)rms_fwd_rows_kernel<T, N, W, V, true> : (const void *)rms_fwd_rows_kernel<T, N, W, V, false>;
@@ -1206,8 +1298,8 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool r
 template <typename T, bool BWD> const void *rows_kernel_for(const Plan &pl) {
     const int key = pl.w * 100 + pl.vpt;
     switch (key) {
-    case 801: return BWD && pl.stages == 0 ? rows_k<T, true, 8, 1>(pl.ex, false) : nullptr;
-    case 1601: return BWD && pl.stages == 0 ? rows_k<T, true, 16, 1>(pl.ex, false) : nullptr;
+    case 801: return BWD && pl.stages == 0 ? rows_k<T, true, 8, 1>(pl.ex, false, pl.dyn_k > 0) : nullptr;
+    case 1601: return BWD && pl.stages == 0 ? rows_k<T, true, 16, 1>(pl.ex, false, pl.dyn_k > 0) : nullptr;
     case 402: return rows_k<T, BWD, 4, 2>(pl.ex, pl.stages > 0);
     case 802: return rows_k<T, BWD, 8, 2>(pl.ex, pl.stages > 0);
     case 1002: return rows_k<T, BWD, 10, 2>(pl.ex, pl.stages > 0);
@@ -1317,6 +1409,7 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
     pl->nvec = ceil_div(p->hidden, pl->n);
     pl->ld   = ceil_div(p->hidden, 4) * 4;
     pl->ws   = 0;
+    pl->dyn_k = 0;
     pl->w = 0, pl->ex = false, pl->stages = 0, pl->row1 = 0, pl->res = false, pl->tma = false, pl->dres = false, pl->bps = 0;
     int r1_threads, r1_minb;
     if (allow_rows && !bwd && vec && p->hidden % pl->n == 0 && p->weight_dtype == p->dtype && (uintptr_t)p->weight % 16 == 0 &&
@@ -1376,7 +1469,15 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
     const int64_t full = (int64_t)ctx->sm_count * per_sm, need = ceil_div(rows, groups);
     pl->grid           = need < full ? need : full;
     pl->prows          = pl->grid * groups;
-    if (bwd) pl->ws = (size_t)pl->prows * (size_t)pl->ld * sizeof(float) + kWsAlign;
+    // One vector a thread, exact rows, not deterministic (rms_bwd_vec1_kernel's DYN instances: a group's rows,
+    // and so the fp32 order of the dweight sum, depend on timing): the last 15% (W 16) / 20% (W 8) of rows
+    // handed out at run time when every group keeps at least two static rows (an even count; docs/PERF.md,
+    // eighth session). The workspace: a DynHeader, then the partial rows (every backward plan).
+    if (bwd && !p->deterministic && !pl->tma && pl->w > 0 && pl->vpt == 1 && pl->stages == 0 && pl->ex) {
+        const int64_t k = rows * (pl->w >= 16 ? 85 : 80) / 100 / pl->prows / 2 * 2;
+        if (k >= 2 && k * pl->prows <= rows && rows < 0x7fffffff) pl->dyn_k = (int)k;
+    }
+    if (bwd) pl->ws = (size_t)pl->prows * (size_t)pl->ld * sizeof(float) + kWsAlign + kDynHeader;
     return FK_STATUS_SUCCESS;
 }
 
@@ -1384,6 +1485,16 @@ fk_status make_plan(const char *op, const struct fk_context *ctx, const fk_rmsno
                     bool allow_rows = true) {
     FK_TRY(plan_shape(op, ctx, p, bwd, pl, allow_rows));
     return set_grid(op, ctx, p, bwd, pl);
+}
+
+// The DYN launches' tags (DynHeader): even, nonzero, unique in the process, from a salt that differs from run to run.
+unsigned long long dyn_next_tag() {
+    static std::atomic<unsigned long long> count{0};
+    static const unsigned long long        salt =
+        ((unsigned long long)std::chrono::steady_clock::now().time_since_epoch().count() * 0x9e3779b97f4a7c15ull) ^
+        (unsigned long long)(uintptr_t)&count;
+    const unsigned long long t = (salt + (count.fetch_add(1, std::memory_order_relaxed) + 1) * 2) & ~1ull;
+    return t ? t : 2; // even and not 0 (tag | 1 must not be 1, the reset value)
 }
 
 RmsArgs make_args(const fk_rmsnorm_problem *p, const Plan &pl) {
@@ -1398,6 +1509,7 @@ RmsArgs make_args(const fk_rmsnorm_problem *p, const Plan &pl) {
     a.eps = p->eps, a.off = p->weight_offset;
     a.wvec   = ((uintptr_t)p->weight % 16) == 0;
     a.stages = pl.stages;
+    a.dyn_k = pl.dyn_k, a.dyn_tag = 0, a.dyn = nullptr;
     return a;
 }
 
@@ -1414,7 +1526,7 @@ cudaError_t launch_reduce(const struct fk_context *ctx, const Plan &pl, const Rm
     cfg.gridDim = dim3((unsigned)ceil_div(hidden, 32)), cfg.blockDim = dim3(32, kRedRows), cfg.stream = st;
     cfg.attrs = at, cfg.numAttrs = ctx->cc_major >= 9 ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, rms_dweight_reduce_kernel, (const float *)a.partial, (int64_t)pl.prows, (int64_t)pl.ld,
-                              hidden, a.dweight, a.dwdt);
+                              hidden, a.dweight, a.dwdt, a.dyn_k > 0 ? &a.dyn->tag : (unsigned long long *)nullptr);
 }
 
 } // namespace
@@ -1451,7 +1563,9 @@ extern "C" fk_status fk_cuda_rmsnorm_bwd(const struct fk_context *ctx, const fk_
     if (ws_bytes < pl.ws || !ws)
         return fk_error(FK_STATUS_WORKSPACE_TOO_SMALL, "%s: workspace of %zu bytes, %zu needed", op, ws_bytes, pl.ws);
     RmsArgs a = make_args(p, pl);
-    a.partial = (float *)(((uintptr_t)ws + kWsAlign - 1) & ~(uintptr_t)(kWsAlign - 1));
+    a.dyn     = (DynHeader *)(((uintptr_t)ws + kWsAlign - 1) & ~(uintptr_t)(kWsAlign - 1));
+    a.partial = (float *)((char *)a.dyn + kDynHeader);
+    a.dyn_tag = pl.dyn_k > 0 ? dyn_next_tag() : 0;
     cudaStream_t st = (cudaStream_t)stream;
     FK_TRY(launch_result(op, pl.tma ? "rms_bwd_tma_kernel" : pl.w ? "rms_bwd_rows_kernel" : "rms_bwd_kernel",
                          launch(pick_kernel(p->dtype, pl, true), pl, a, st)));
