@@ -168,7 +168,7 @@ static int sweep(fk_context &ctx) {
                     CK(rn::launch(k, pl, ra, 0));
                     if (mode == 2)
                         rn::rms_dweight_reduce_kernel<<<(unsigned)rn::ceil_div(H, 32), dim3(32, rn::kRedRows)>>>(
-                            ws, pl.prows, pl.ld, H, dw, FK_DTYPE_BF16, nullptr);
+                            ws, pl.prows, pl.ld, H, dw, FK_DTYPE_BF16, (rn::DynHeader *)nullptr);
                 };
                 printf("rmsnorm %s H=%lld vpt=%d threads=%lld grid=%lld%s: %.0f GB/s\n",
                        mode == 0 ? "fwd" : mode == 1 ? "fwd+res" : "bwd", (long long)H, vpt, (long long)thr,

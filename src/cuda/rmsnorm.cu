@@ -50,22 +50,24 @@ struct RmsArgs {
     float       eps, off;
     bool        wvec; // weight 16-byte aligned
     int         stages; // ring kernels: rows in the shared-memory ring (2..8)
-    // Backward, rms_bwd_vec1_kernel's DYN instances: the group's first dyn_k rows static, the rest handed out at run
-    // time from the counter of the workspace's header (DynHeader), claimed for this launch by its tag (dyn_tag).
+    // Backward, rms_bwd_vec1_kernel's DYN instances: the group's first dyn_k + 4 rows static, the rest handed out
+    // at run time from the counter of the workspace's header (DynHeader; dyn_tag: this launch's, for a claim).
     int                 dyn_k;
     unsigned long long  dyn_tag;
     struct DynHeader   *dyn;
 };
 
-// The backward workspace's first 256 bytes (the partial dweight rows follow): the run-time row counter of the
-// DYN kernels and the tag of the launch it belongs to. Stale (another launch's tag) or never written (any bytes):
-// the first group leader of a launch to see it claims it (tag | 1), zeroes the count and publishes the tag; the
-// others wait for the tag before they take tickets. Tags are even and unique in the process (a random salt plus
-// a counter): a workspace reused by any call, or holding any bytes, is claimed afresh.
+// The backward workspace's first 256 bytes (the partial dweight rows follow): the DYN kernels' run-time row
+// counter and its state. The dweight sum leaves {count 0, state kDynReady} for the next launch (stream order,
+// also in a CUDA graph), whose group leaders then only read the state at their start. Any other state (a new
+// workspace: any bytes) is claimed by the first leader to reach its dynamic rows: state = tag | 1 while it
+// zeroes the count, then tag (this launch's: even, unique in the process); the others wait for the tag. No
+// ticket is taken before the state is known, so none comes from a count about to be zeroed.
 struct DynHeader {
-    unsigned long long tag;
+    unsigned long long state;
     unsigned int       count;
 };
+constexpr unsigned long long kDynReady = 0x5eed5eed5eed5eedull; // odd: no tag
 
 // Valid elements of vector idx (N elements each) of a row of `hidden`: N, fewer for the tail, <= 0 past it.
 template <int N> __device__ __forceinline__ int valid(int64_t idx, int64_t hidden) {
@@ -365,16 +367,15 @@ constexpr int kRedRows = 32;
 // and block start overlap the main kernel's last rows: +0.5..+2.7% of the backward at hidden 2048-8192 on the
 // H200, docs/PERF.md); griddepcontrol.wait then holds it until the main grid is done and its partials are visible
 // (without that launch attribute the wait returns at once: the stream already ordered the two).
-// dyn_tag (the DYN main kernels' DynHeader::tag, else null): set to 1, no launch's tag, so that the next launch
-// claims the header afresh even with this launch's tag (a CUDA graph replays its kernels' arguments as recorded).
+// dyn (the workspace's DynHeader, or null): left ready for the next launch of a DYN kernel (count 0, kDynReady).
 __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
                                                                             int64_t ld, int64_t hidden,
                                                                             void *dweight, fk_dtype dwdt,
-                                                                            unsigned long long *dyn_tag) {
+                                                                            DynHeader *dyn) {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-    if (dyn_tag && blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) *dyn_tag = 1;
+    if (dyn && blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) dyn->count = 0, dyn->state = kDynReady;
     __shared__ float s[kRedRows][33];
     const int64_t    j = (int64_t)blockIdx.x * 32 + threadIdx.x;
     float            acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -799,6 +800,7 @@ struct DynRows {
     int64_t   s;        // the first dynamic row: dyn_k x groups
     unsigned  pend;     // leader: the ticket requested at the previous row, for slot pslot
     int       dk, pslot;
+    int       off;      // tickets count from 4 x groups (the group's first four dynamic rows are static)
 };
 template <typename T, int N, int W, bool EX, bool DYN = false>
 __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G, const float *ws, float *gred,
@@ -828,7 +830,7 @@ __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G
     if constexpr (DYN) {
         after = dr->s + dr->tick[dr->dk & 3];
         if (G.gt == 0) {
-            if (dr->pslot >= 0) dr->tick[dr->pslot] = (int)dr->pend;
+            if (dr->pslot >= 0) dr->tick[dr->pslot] = (int)dr->pend + dr->off;
             dr->pend = atomicAdd(dr->count, 1u), dr->pslot = dr->dk & 3;
         }
         dr->dk++;
@@ -855,22 +857,24 @@ __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G
     else r += step;
     return true;
 }
-// The launch's claim of the workspace header (DynHeader), by each group's leader before its first ticket.
+// A leader's check of the workspace header before its first ticket: ready (read at its start: `ready`), or
+// claimed for this launch (see DynHeader).
 __device__ __forceinline__ void dyn_claim(DynHeader *h, unsigned long long tag) {
     for (;;) {
         unsigned long long t;
-        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(t) : "l"(&h->tag) : "memory");
+        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(t) : "l"(&h->state) : "memory");
         if (t == tag) return;
         if (t == (tag | 1)) continue; // another leader of this launch is zeroing the count
-        if (atomicCAS(&h->tag, t, tag | 1) == t) {
+        if (atomicCAS(&h->state, t, tag | 1) == t) {
             atomicExch(&h->count, 0u);
-            asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(&h->tag), "l"(tag) : "memory");
+            asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(&h->state), "l"(tag) : "memory");
             return;
         }
     }
 }
-// DYN: rows gi + i x groups for i < dyn_k (even, >= 2; dyn_k x groups <= rows: fk_cuda_rmsnorm_bwd's plan)
-// through the static rows' code, then rows dyn_k x groups + t for tickets t (H200, bf16, 16384 rows: the blocks
+// DYN: rows gi + i x groups for i < dyn_k + 4 (dyn_k even, >= 2, dyn_k x groups <= rows: set_grid) through the
+// static rows' code (the last four through the dynamic rows' ring), then rows (dyn_k + 4) x groups + t for
+// tickets t (H200, bf16, 16384 rows: the blocks
 // of the static grid end 93-103 us apart at hidden 4096 and the grid's last 8 us run at a third of the rate; the
 // last 15% of rows handed out at run time: +2.2..+2.7% at 4096, +0.8..+2.0% at 2048 with 20%; docs/PERF.md).
 template <typename T, int N, int W, bool EX, bool DYN = false>
@@ -899,9 +903,13 @@ __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
         }
     } else {
         __shared__ int tick[512 / 32][4];
-        if (G.gt == 0) { // the group's first four tickets (published by the barrier below)
-            dyn_claim(a.dyn, a.dyn_tag);
-            for (int u = 0; u < 4; u++) tick[G.grp][u] = (int)atomicAdd(&a.dyn->count, 1u);
+        __shared__ int ready[512 / 32];
+        const int      ng = (int)step;
+        if (G.gt == 0) { // the ring starts with the group's four next static rows; the header's state, read now
+            for (int u = 0; u < 4; u++) tick[G.grp][u] = u * ng + (int)r;
+            unsigned long long st;
+            asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(st) : "l"(&a.dyn->state) : "memory");
+            ready[G.grp] = st == kDynReady;
         }
         load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0);
         stage_weight<N>(a, nvec, ws);
@@ -912,11 +920,14 @@ __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
             bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R1, R0);
         }
         bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1); // row dyn_k - 2: loads dyn_k - 1
-        // Row dyn_k - 1 (in R1) loads the first ticket's row; slot 0 is read here, so its refill is requested.
+        // Row dyn_k - 1 (in R1) loads the ring's first row; slot 0 is read here, so its refill is requested.
         DynRows dr;
-        dr.s = (int64_t)a.dyn_k * step, dr.tick = tick[G.grp], dr.count = &a.dyn->count;
+        dr.s = (int64_t)a.dyn_k * step, dr.tick = tick[G.grp], dr.count = &a.dyn->count, dr.off = 4 * ng;
         dr.rn = dr.s + tick[G.grp][0], dr.dk = 1, dr.pslot = -1, dr.pend = 0;
-        if (G.gt == 0) dr.pend = atomicAdd(dr.count, 1u), dr.pslot = 0;
+        if (G.gt == 0) {
+            if (!ready[G.grp]) dyn_claim(a.dyn, a.dyn_tag);
+            dr.pend = atomicAdd(dr.count, 1u), dr.pslot = 0;
+        }
         for (;;) {
             if (!bwd_vec1_row<T, N, W, EX, true>(a, G, ws, gred, dw[0], parity, r, step, R1, R0, &dr)) break;
             if (!bwd_vec1_row<T, N, W, EX, true>(a, G, ws, gred, dw[0], parity, r, step, R0, R1, &dr)) break;
@@ -1526,7 +1537,7 @@ cudaError_t launch_reduce(const struct fk_context *ctx, const Plan &pl, const Rm
     cfg.gridDim = dim3((unsigned)ceil_div(hidden, 32)), cfg.blockDim = dim3(32, kRedRows), cfg.stream = st;
     cfg.attrs = at, cfg.numAttrs = ctx->cc_major >= 9 ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, rms_dweight_reduce_kernel, (const float *)a.partial, (int64_t)pl.prows, (int64_t)pl.ld,
-                              hidden, a.dweight, a.dwdt, a.dyn_k > 0 ? &a.dyn->tag : (unsigned long long *)nullptr);
+                              hidden, a.dweight, a.dwdt, a.dyn);
 }
 
 } // namespace
