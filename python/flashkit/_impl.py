@@ -226,8 +226,9 @@ def rmsnorm_fwd(be, x, weight, residual=None, eps=1e-6, weight_offset=0.0):
     return y, h, rstd
 
 
-def rmsnorm_bwd(be, dy, h, weight, rstd, dresidual_out=None, eps=1e-6, weight_offset=0.0):
-    """h: the normalized input (x, or x + residual when fused). Returns (dx, dweight)."""
+def rmsnorm_bwd(be, dy, h, weight, rstd, dresidual_out=None, eps=1e-6, weight_offset=0.0, deterministic=False):
+    """h: the normalized input (x, or x + residual when fused). Returns (dx, dweight). deterministic: dweight
+    bit-identical from run to run (a GPU otherwise may hand the last rows out at run time)."""
     dy, h, weight, rstd = be.dense(dy), be.dense(h), be.dense(weight), be.dense(rstd)
     a = _lib.new_args(_lib.fk_rmsnorm_args, _lib.RMSNORM_DEFAULTS)
     code, dk, di = _fill(a.x, be, h, "x")
@@ -244,6 +245,7 @@ def rmsnorm_bwd(be, dy, h, weight, rstd, dresidual_out=None, eps=1e-6, weight_of
     _fill(a.dweight, be, dw, "dweight")
     a.eps = eps
     a.weight_offset = weight_offset
+    a.deterministic = 1 if deterministic else 0
     ctx = _lib.context(dk, di)
     _buf, ws, nws = _workspace(be, fn.rmsnorm_bwd_workspace_size, ctx, a, h)
     check(fn.rmsnorm_bwd(ctx, _byref(a), ws, nws, be.stream(h)))

@@ -95,7 +95,9 @@ def _(x, weight, residual, eps, weight_offset):
 @torch.library.custom_op("flashkit::rmsnorm_bwd", mutates_args=())
 def rmsnorm_bwd(dy: Tensor, h: Tensor, weight: Tensor, rstd: Tensor, dresidual_out: Optional[Tensor], eps: float,
                 weight_offset: float) -> Tuple[Tensor, Tensor]:
-    return _impl.rmsnorm_bwd(_be, dy, h, weight, rstd, dresidual_out, eps, weight_offset)
+    # torch.use_deterministic_algorithms(True) asks for a dweight bit-identical from run to run
+    return _impl.rmsnorm_bwd(_be, dy, h, weight, rstd, dresidual_out, eps, weight_offset,
+                             torch.are_deterministic_algorithms_enabled())
 
 
 @rmsnorm_bwd.register_fake
