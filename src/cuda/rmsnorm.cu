@@ -874,9 +874,9 @@ __device__ __forceinline__ void dyn_claim(DynHeader *h, unsigned long long tag) 
 }
 // DYN: rows gi + i x groups for i < dyn_k + 4 (dyn_k even, >= 2, dyn_k x groups <= rows: set_grid) through the
 // static rows' code (the last four through the dynamic rows' ring), then rows (dyn_k + 4) x groups + t for
-// tickets t (H200, bf16, 16384 rows: the blocks
-// of the static grid end 93-103 us apart at hidden 4096 and the grid's last 8 us run at a third of the rate; the
-// last 15% of rows handed out at run time: +2.2..+2.7% at 4096, +0.8..+2.0% at 2048 with 20%; docs/PERF.md).
+// tickets t. H200, bf16, 16384 rows (docs/PERF.md, eighth session): the static grid's blocks end 93-104 us apart
+// at hidden 4096 and its last ~8 us run at a fraction of the rate; with the last rows from tickets the backward
+// ran +2.2..+2.7% in ops_tune (3728 -> 3798 GB/s in bench_ops), at 2048 3373-3412 against 3324-3388.
 template <typename T, int N, int W, bool EX, bool DYN = false>
 __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
