@@ -94,14 +94,12 @@ def _(x, weight, residual, eps, weight_offset):
 
 @torch.library.custom_op("flashkit::rmsnorm_bwd", mutates_args=())
 def rmsnorm_bwd(dy: Tensor, h: Tensor, weight: Tensor, rstd: Tensor, dresidual_out: Optional[Tensor], eps: float,
-                weight_offset: float) -> Tuple[Tensor, Tensor]:
-    # torch.use_deterministic_algorithms(True) asks for a dweight bit-identical from run to run
-    return _impl.rmsnorm_bwd(_be, dy, h, weight, rstd, dresidual_out, eps, weight_offset,
-                             torch.are_deterministic_algorithms_enabled())
+                weight_offset: float, deterministic: bool) -> Tuple[Tensor, Tensor]:
+    return _impl.rmsnorm_bwd(_be, dy, h, weight, rstd, dresidual_out, eps, weight_offset, deterministic)
 
 
 @rmsnorm_bwd.register_fake
-def _(dy, h, weight, rstd, dresidual_out, eps, weight_offset):
+def _(dy, h, weight, rstd, dresidual_out, eps, weight_offset, deterministic):
     return h.new_empty(h.shape), weight.new_empty(weight.shape)
 
 
@@ -119,7 +117,8 @@ def _rms_backward(ctx, dy, dh, drstd):
     if dy is None:
         dy = torch.zeros_like(h)
     dres = dh if (ctx.has_residual and dh is not None) else None
-    dx, dw = rmsnorm_bwd(dy, h, weight, rstd, dres, eps, wo)
+    # torch.use_deterministic_algorithms(True) asks for a dweight bit-identical from run to run
+    dx, dw = rmsnorm_bwd(dy, h, weight, rstd, dres, eps, wo, torch.are_deterministic_algorithms_enabled())
     return dx, dw, (dx if ctx.has_residual else None), None, None
 
 

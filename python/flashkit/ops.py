@@ -47,15 +47,19 @@ def rms_norm(x, weight, residual=None, eps=1e-6, prenorm=False, zero_centered_we
     return y, (wrap(h.reshape(shape)) if h is not None else wrap(x))
 
 
-def rms_norm_backward(dy, x, weight, residual=None, eps=1e-6, dresidual_out=None, zero_centered_weight=False):
+def rms_norm_backward(dy, x, weight, residual=None, eps=1e-6, dresidual_out=None, zero_centered_weight=False,
+                      deterministic=False):
     """Gradients of rms_norm: returns (dx, dweight). dx is also the gradient of `residual` when one was given;
-    dresidual_out is the gradient arriving at the prenorm output h (added in). Recomputes 1/rms."""
+    dresidual_out is the gradient arriving at the prenorm output h (added in). Recomputes 1/rms.
+    deterministic: dweight bit-identical from run to run on a GPU (torch tensors: also when
+    torch.use_deterministic_algorithms(True) is on)."""
     wo = 1.0 if zero_centered_weight else 0.0
     shape = tuple(x.shape)
     tops = _arrays.torch_ops(x)
     if tops is not None:
         impl_fwd = lambda *a: tops.rmsnorm_fwd(*a)  # noqa: E731
-        impl_bwd = tops.rmsnorm_bwd
+        det = deterministic or tops.torch.are_deterministic_algorithms_enabled()
+        impl_bwd = lambda *a: tops.rmsnorm_bwd(*a, det)  # noqa: E731
         be, wrap = None, lambda t: t
     else:
         be, x, wrap = _arrays.unwrap(x, "x")
@@ -64,7 +68,7 @@ def rms_norm_backward(dy, x, weight, residual=None, eps=1e-6, dresidual_out=None
         residual = _arrays.same_kind(be, residual, "residual")
         dresidual_out = _arrays.same_kind(be, dresidual_out, "dresidual_out")
         impl_fwd = lambda *a: _impl.rmsnorm_fwd(be, *a)  # noqa: E731
-        impl_bwd = lambda *a: _impl.rmsnorm_bwd(be, *a)  # noqa: E731
+        impl_bwd = lambda *a: _impl.rmsnorm_bwd(be, *a, deterministic)  # noqa: E731
     x2 = _rows(x, "x")
     r2 = _rows(residual, "residual") if residual is not None else None
     _y, h, rstd = impl_fwd(x2, weight, r2, float(eps), wo)

@@ -61,6 +61,24 @@ def test_rms_norm_plain_return(fw):
     assert rel_l2(fw.np(y), rmsnorm_ref(x, w)[0]) < 2e-6
 
 
+def test_rms_norm_backward_deterministic(fw):
+    # 2000 x 1024 fp32 rows: on a GPU the backward hands its last rows out at run time unless deterministic, which
+    # may change dweight's summation order from run to run (never dx)
+    r = rng(7)
+    x, w, dy = randn(r, 2000, 1024), randn(r, 1024), randn(r, 2000, 1024)
+    _, _, dx_r, dw_r = rmsnorm_ref(x, w, None, 1e-5, 0.0, dy=dy)
+    tx, tw, tdy = fw.arr(x), fw.arr(w), fw.arr(dy)
+    runs = {det: [flashkit.rms_norm_backward(tdy, tx, tw, eps=1e-5, deterministic=det) for _ in range(2)]
+            for det in (False, True)}
+    for det, ((dx1, dw1), (dx2, dw2)) in runs.items():
+        assert rel_l2(fw.np(dx1), dx_r) < 2e-5 and rel_l2(fw.np(dw1), dw_r) < 2e-5
+        assert np.array_equal(fw.np(dx1), fw.np(dx2))
+        if det:
+            assert np.array_equal(fw.np(dw1), fw.np(dw2))
+        else:
+            assert rel_l2(fw.np(dw2), dw_r) < 2e-5
+
+
 # --- RoPE ----------------------------------------------------------------------------------------------
 
 ROPE_CASES = [  # (B, S, H, D, rotary_dim)
