@@ -450,16 +450,20 @@ int main(int argc, char **argv) {
             static const struct {
                 fk_dtype dt;
                 int64_t  hidden;
-            } ring[] = {{FK_DTYPE_BF16, 2048}, {FK_DTYPE_BF16, 3000}, {FK_DTYPE_F16, 4096}, {FK_DTYPE_BF16, 5120},
-                        {FK_DTYPE_BF16, 8192}, {FK_DTYPE_F32, 1024}, {FK_DTYPE_F32, 4096}};
-            // Variant 2 is variant 0 with deterministic = 1: exact rows of 256 / 512 vectors without dresidual_out
-            // (bf16 2048, fp16 4096, fp32 1024) otherwise take the run-time rows (rms_bwd_vec1_kernel's DYN).
+                int      wf32; // weight and dweight in fp32
+            } ring[] = {{FK_DTYPE_BF16, 2048, 0}, {FK_DTYPE_BF16, 3000, 0}, {FK_DTYPE_F16, 4096, 0},
+                        {FK_DTYPE_BF16, 5120, 1}, {FK_DTYPE_BF16, 8192, 0}, {FK_DTYPE_F32, 1024, 0},
+                        {FK_DTYPE_F32, 4096, 0},  {FK_DTYPE_F32, 2048, 0},  {FK_DTYPE_BF16, 4096, 1}};
+            // Variant 2 is variant 0 with deterministic = 1: exact rows of 256 / 512 vectors (bf16 2048 and 4096,
+            // fp16 4096, fp32 1024 and 2048) otherwise take the run-time rows (rms_bwd_vec1_kernel's DYN: two
+            // groups a block, 1024 threads at 512 vectors; the weight staged first when it has the rows' dtype,
+            // else the fp32 weight's staging; variant 1 with dresidual_out's instance).
             for (size_t i = 0; i < sizeof ring / sizeof ring[0]; i++)
                 for (int variant = 0; variant < 3; variant++) {
                     rms_case c = {.dt = ring[i].dt, .wdt = ring[i].dt, .dwdt = ring[i].dt, .rows = 1500,
                                   .hidden = ring[i].hidden, .pad = 0, .residual = variant == 1, .inplace = (int)(i % 2),
                                   .dres = variant == 1, .eps = 1e-6f, .offset = (float)(variant == 1), .det = variant == 2};
-                    if (i == 3) c.wdt = c.dwdt = FK_DTYPE_F32;
+                    if (ring[i].wf32) c.wdt = c.dwdt = FK_DTYPE_F32;
                     run_case(&bes[b], &c, seed++);
                 }
             cuda_f64_refused(&bes[b]);

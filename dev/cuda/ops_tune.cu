@@ -10,6 +10,7 @@
 #include "../../src/core/ops_select.h" // before the namespaces below: one global copy
 #include "../../src/cuda/ops_common.cuh"
 
+#include <sstream>
 #include <algorithm>
 #include <atomic> // before the namespaces below (rmsnorm.cu includes them)
 #include <chrono>

@@ -358,8 +358,10 @@ template <typename T, int N> __global__ void __launch_bounds__(512) rms_bwd_loop
 }
 
 // dweight[j] = sum over the G partial rows, in a fixed order: thread (tx, ty) of a 32 x 32 block adds rows
-// ty, ty + 32, ... of column blockIdx.x * 32 + tx in order (8 independent chains, combined in order), then
-// thread ty = 0 adds the 32 sums in order. Independent of timing, so bit-identical from run to run. 32 row
+// ty, ty + 32, ... of column blockIdx.x * 32 + tx in order (8 independent chains, combined in order; up to 9 x 32
+// rows, all of the thread's rows are loaded in one batch first: one L2 round trip instead of two at G = 264,
+// +0.3..+0.6% of the backward at bf16 16384 x 4096, docs/PERF.md, ninth session), then thread ty = 0 adds the 32
+// sums in order. 32 registers (two blocks an SM): one block fits as soon as one block of the main kernel has left. Independent of timing, so bit-identical from run to run. 32 row
 // slices and 8 chains (was 8 and 4): the G rows are few (grid x groups), so the time is latency, not bytes; on
 // the H200 this pass cost 10% of the backward at hidden 2048 (3098 GB/s with it, 3430 without; docs/PERF.md).
 constexpr int kRedRows = 32;
@@ -368,7 +370,7 @@ constexpr int kRedRows = 32;
 // H200, docs/PERF.md); griddepcontrol.wait then holds it until the main grid is done and its partials are visible
 // (without that launch attribute the wait returns at once: the stream already ordered the two).
 // dyn (the workspace's DynHeader, or null): left ready for the next launch of a DYN kernel (count 0, kDynReady).
-__global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const float *partial, int64_t G,
+__global__ void __launch_bounds__(32 * kRedRows, 2) rms_dweight_reduce_kernel(const float *partial, int64_t G,
                                                                             int64_t ld, int64_t hidden,
                                                                             void *dweight, fk_dtype dwdt,
                                                                             DynHeader *dyn) {
@@ -378,8 +380,14 @@ __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const
     if (dyn && blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) dyn->count = 0, dyn->state = kDynReady;
     __shared__ float s[kRedRows][33];
     const int64_t    j = (int64_t)blockIdx.x * 32 + threadIdx.x;
-    float            acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (j < hidden) {
+    float            acc[9] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (G <= 9 * kRedRows) { // every row of the thread in one batch (predicated): one L2 round trip
+#pragma unroll
+        for (int u = 0; u < 9; u++) {
+            const int64_t b = threadIdx.y + (int64_t)u * kRedRows;
+            if (j < hidden && b < G) acc[u] = partial[b * ld + j];
+        }
+    } else if (j < hidden) {
         int64_t b = threadIdx.y;
         for (; b + 7 * kRedRows < G; b += 8 * kRedRows) {
 #pragma unroll
@@ -387,7 +395,7 @@ __global__ void __launch_bounds__(32 * kRedRows) rms_dweight_reduce_kernel(const
         }
         for (; b < G; b += kRedRows) acc[0] += partial[b * ld + j];
     }
-    s[threadIdx.y][threadIdx.x] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    s[threadIdx.y][threadIdx.x] = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) + acc[8];
     __syncthreads();
     if (threadIdx.y == 0 && j < hidden) {
         float t = s[0][threadIdx.x];
@@ -459,6 +467,24 @@ template <int N> __device__ __forceinline__ void stage_weight(const RmsArgs &a, 
 #pragma unroll
         for (int k = 0; k < N; k++) ws[split_at<N>(nvec, idx, k)] = k < n ? a.off + w[k] : 0.f;
     }
+}
+
+// The staged weight in two steps (WF, the weight first): a thread's 16 bytes of it are loaded before the
+// thread's first row, and converted into shared memory after that row's loads went out, so the weight's reads
+// do not queue behind every block's first rows. One vector a thread (nvec <= blockDim), whole vectors only (no
+// read past the weight's end), the weight in the rows' dtype and 16-byte aligned (weight_first_ok); else
+// stage_weight.
+template <typename T, int N> __device__ __forceinline__ bool weight_first_ok(const RmsArgs &a, int nvec) {
+    constexpr fk_dtype dt = std::is_same<T, float>::value ? FK_DTYPE_F32 : std::is_same<T, __half>::value ? FK_DTYPE_F16 : FK_DTYPE_BF16;
+    return a.wvec && a.wdt == dt && a.hidden % N == 0 && nvec <= (int)blockDim.x;
+}
+template <typename T, int N> __device__ __forceinline__ void weight_first_store(const RmsArgs &a, int nvec, float *ws,
+                                                                               const Pack<T, N> &raw) {
+    if ((int)threadIdx.x >= nvec) return;
+    float w[N];
+    unpack<T, N>(raw, w);
+#pragma unroll
+    for (int k = 0; k < N; k++) ws[split_at<N>(nvec, threadIdx.x, k)] = a.off + w[k];
 }
 
 // Row accesses: EX (the row fills the group's VPL x 32 W vectors exactly) drops every tail check, so a
@@ -672,6 +698,27 @@ __device__ __forceinline__ void write_dw_partial(const RmsArgs &a, const Group<W
     }
 }
 
+// The DYN kernels' partial: group 1 leaves its partial in shared memory (comb: nvec x N floats, 16-byte aligned,
+// after the group sums' buffer), group 0 adds it to its own and writes the block's one row of the workspace. Two
+// groups a block, whole vectors, one a thread (DYN runs exact rows only).
+template <int N, int W>
+__device__ __forceinline__ void dw_pair_partial(const RmsArgs &a, const Group<W> &G, const float (&dw)[N], float *comb) {
+    float4 *c = reinterpret_cast<float4 *>(comb + G.gt * N);
+    if (G.grp == 1) {
+#pragma unroll
+        for (int k = 0; k < N; k += 4) c[k / 4] = make_float4(dw[k], dw[k + 1], dw[k + 2], dw[k + 3]);
+    }
+    __syncthreads();
+    if (G.grp == 0) {
+        float4 *part = reinterpret_cast<float4 *>(a.partial + (int64_t)blockIdx.x * a.ld + G.gt * N);
+#pragma unroll
+        for (int k = 0; k < N; k += 4) {
+            const float4 o = c[k / 4];
+            part[k / 4]    = make_float4(dw[k] + o.x, dw[k + 1] + o.y, dw[k + 2] + o.z, dw[k + 3] + o.w);
+        }
+    }
+}
+
 // One row's operands in registers (backward): h, dy and the row's rstd; dresidual_out, needed only after the
 // reduction, apart (load_bwd_dres).
 template <typename T, int N, int VPL> struct BwdRegs {
@@ -802,7 +849,7 @@ struct DynRows {
     int       dk, pslot;
     int       off;      // tickets count from 4 x groups (the group's first four dynamic rows are static)
 };
-template <typename T, int N, int W, bool EX, bool DYN = false>
+template <typename T, int N, int W, bool EX, bool DYN = false, bool DRES = true>
 __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G, const float *ws, float *gred,
                                              float (&dw)[N], int &parity, int64_t &r, int64_t step,
                                              BwdRegs<T, N, 1> &cur, BwdRegs<T, N, 1> &issue, DynRows *dr = nullptr) {
@@ -845,7 +892,7 @@ __device__ __forceinline__ bool bwd_vec1_row(const RmsArgs &a, const Group<W> &G
         lds_split<N>(ws, nvec, idx, w);
 #pragma unroll
         for (int k = 0; k < N; k++) d[k] = rstd * (d[k] * w[k] - h[k] * coef);
-        if (a.dres) {
+        if (DRES && a.dres) {
             float dr[N];
             unpack<T, N>(ld_row<T, N, EX>(static_cast<const T *>(a.dres) + r * a.dres_rs + j, n), dr);
 #pragma unroll
@@ -877,8 +924,11 @@ __device__ __forceinline__ void dyn_claim(DynHeader *h, unsigned long long tag) 
 // tickets t. H200, bf16, 16384 rows (docs/PERF.md, eighth session): the static grid's blocks end 93-104 us apart
 // at hidden 4096 and its last ~8 us run at a fraction of the rate; with the last rows from tickets the backward
 // ran +2.2..+2.7% in ops_tune (3728 -> 3798 GB/s in bench_ops), at 2048 3373-3412 against 3324-3388.
-template <typename T, int N, int W, bool EX, bool DYN = false>
-__global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
+// The DYN instances run two groups a block (W 16: 1024 threads, one block an SM; W 8: 512) and add the two
+// groups' dweight partials in shared memory at the end (dw_pair_partial): one partial row a block, half the rows
+// the dweight sum reads. DRES = false: an instance without dresidual_out's code (the plan picks it when absent).
+template <typename T, int N, int W, bool EX, bool DYN = false, bool DRES = true>
+__global__ void __launch_bounds__(DYN ? 64 * W : 512, DYN ? 1024 / (64 * W) : 2) rms_bwd_vec1_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
     extern __shared__ float4 rows_sm4[];
     const int      nvec = (int)a.nvec;
@@ -892,9 +942,13 @@ __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
     const int64_t    step = (int64_t)gridDim.x * G.groups;
     int64_t          r    = (int64_t)blockIdx.x * G.groups + G.grp;
     BwdRegs<T, N, 1> R0, R1;
+    const bool wf = weight_first_ok<T, N>(a, nvec); // the weight's 16 bytes first (docs/PERF.md, eighth session: WF)
+    Pack<T, N> wraw = {};
+    if (wf && (int)threadIdx.x < nvec) wraw = load_pack<T, N>(static_cast<const T *>(a.weight) + (int64_t)threadIdx.x * N);
     if constexpr (!DYN) {
         if (r < a.rows) load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0); // before the weight, as above
-        stage_weight<N>(a, nvec, ws);
+        if (wf) weight_first_store<T, N>(a, nvec, ws, wraw);
+        else stage_weight<N>(a, nvec, ws);
         __syncthreads();
         int parity = 0;
         for (;;) {
@@ -902,24 +956,27 @@ __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
             if (!bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R1, R0)) break;
         }
     } else {
-        __shared__ int tick[512 / 32][4];
-        __shared__ int ready[512 / 32];
+        __shared__ int tick[2][4];
+        __shared__ int ready[2];
         const int      ng = (int)step;
-        if (G.gt == 0) { // the ring starts with the group's four next static rows; the header's state, read now
+        load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0);
+        // The header's state, read after the row's loads went out and written to shared memory after the weight
+        // is staged: its latency overlaps the weight's instead of holding the leader's first row back.
+        unsigned long long st = 0;
+        if (G.gt == 0) asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(st) : "l"(&a.dyn->state) : "memory");
+        if (wf) weight_first_store<T, N>(a, nvec, ws, wraw);
+        else stage_weight<N>(a, nvec, ws);
+        if (G.gt == 0) { // the ring starts with the group's four next static rows
             for (int u = 0; u < 4; u++) tick[G.grp][u] = u * ng + (int)r;
-            unsigned long long st;
-            asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(st) : "l"(&a.dyn->state) : "memory");
             ready[G.grp] = st == kDynReady;
         }
-        load_bwd_regs<T, N, W, 1, EX>(a, r, G.gt, (int)a.hidden, R0);
-        stage_weight<N>(a, nvec, ws);
         __syncthreads();
         int parity = 0;
         for (int i = 0; i < a.dyn_k - 2; i += 2) { // static rows 0 .. dyn_k - 3
-            bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1);
-            bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R1, R0);
+            bwd_vec1_row<T, N, W, EX, false, DRES>(a, G, ws, gred, dw[0], parity, r, step, R0, R1);
+            bwd_vec1_row<T, N, W, EX, false, DRES>(a, G, ws, gred, dw[0], parity, r, step, R1, R0);
         }
-        bwd_vec1_row<T, N, W, EX>(a, G, ws, gred, dw[0], parity, r, step, R0, R1); // row dyn_k - 2: loads dyn_k - 1
+        bwd_vec1_row<T, N, W, EX, false, DRES>(a, G, ws, gred, dw[0], parity, r, step, R0, R1); // row dyn_k - 2: loads dyn_k - 1
         // Row dyn_k - 1 (in R1) loads the ring's first row; slot 0 is read here, so its refill is requested.
         DynRows dr;
         dr.s = (int64_t)a.dyn_k * step, dr.tick = tick[G.grp], dr.count = &a.dyn->count, dr.off = 4 * ng;
@@ -929,11 +986,12 @@ __global__ void __launch_bounds__(512, 2) rms_bwd_vec1_kernel(const RmsArgs a) {
             dr.pend = atomicAdd(dr.count, 1u), dr.pslot = 0;
         }
         for (;;) {
-            if (!bwd_vec1_row<T, N, W, EX, true>(a, G, ws, gred, dw[0], parity, r, step, R1, R0, &dr)) break;
-            if (!bwd_vec1_row<T, N, W, EX, true>(a, G, ws, gred, dw[0], parity, r, step, R0, R1, &dr)) break;
+            if (!bwd_vec1_row<T, N, W, EX, true, DRES>(a, G, ws, gred, dw[0], parity, r, step, R1, R0, &dr)) break;
+            if (!bwd_vec1_row<T, N, W, EX, true, DRES>(a, G, ws, gred, dw[0], parity, r, step, R0, R1, &dr)) break;
         }
     }
-    write_dw_partial<N, W, 1, EX>(a, G, dw, nvec, (int)a.hidden);
+    if constexpr (DYN) dw_pair_partial<N, W>(a, G, dw[0], red + G.groups * 2 * W + 4);
+    else write_dw_partial<N, W, 1, EX>(a, G, dw, nvec, (int)a.hidden);
 }
 
 // --- row groups with a shared-memory ring (cp.async) -------------------------------------------------------
@@ -1252,7 +1310,7 @@ struct Plan {
     int     row1;    // forward one row a block (rms_fwd_row_kernel): its MINB (3 or 4), 0 = not that kernel
     bool    res;     // row1: with the residual add
     bool    tma;     // backward through bulk copies (rms_bwd_tma_kernel): vpt, threads, stages (the ring's rows), bps
-    bool    dres;    // tma: with dresidual_out
+    bool    dres;    // tma and the DYN instances (dyn_k > 0): with dresidual_out
     int     bps;     // tma: at most this many blocks an SM (0: as many as fit)
     int     dyn_k;   // backward one vector a thread: > 0 = the DYN instance, its static rows a group (set_grid)
 };
@@ -1290,7 +1348,7 @@ void choose_shape(int64_t nvec, bool bwd, Plan *pl) {
 
 // The row-group instances: the shapes of fk_rms_rows_fwd / _fwd_res / _bwd (src/core/ops_select.h), each with
 // and without tail code. A shape not listed here answers nullptr (make_plan then reports it).
-template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool ring, bool dyn = false) {
+template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool ring, bool dyn = false, bool dres = true) {
     constexpr int N = kVec<T>;
     if (ring) { // backward only (fk_rms_rows_valid)
         if constexpr (BWD)
@@ -1299,7 +1357,8 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool r
     }
     if constexpr (BWD) {
         if constexpr (V == 1) { // one vector a thread: rms_bwd_vec1_kernel, two blocks an SM; rows at run time (dyn)
-            if (dyn && ex) return (const void *)rms_bwd_vec1_kernel<T, N, W, true, true>; // (with tail code it spilled)
+            if (dyn && ex) // (with tail code it spilled)
+                return dres ? (const void *)rms_bwd_vec1_kernel<T, N, W, true, true> : (const void *)rms_bwd_vec1_kernel<T, N, W, true, true, false>;
             return ex ? (const void *)rms_bwd_vec1_kernel<T, N, W, true> : (const void *)rms_bwd_vec1_kernel<T, N, W, false>;
         }
         else return ex ? (const void *)rms_bwd_rows_kernel<T, N, W, V, true> : (const void *)rms_bwd_rows_kernel<T, N, W, V, false>;
@@ -1309,8 +1368,8 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool r
 template <typename T, bool BWD> const void *rows_kernel_for(const Plan &pl) {
     const int key = pl.w * 100 + pl.vpt;
     switch (key) {
-    case 801: return BWD && pl.stages == 0 ? rows_k<T, true, 8, 1>(pl.ex, false, pl.dyn_k > 0) : nullptr;
-    case 1601: return BWD && pl.stages == 0 ? rows_k<T, true, 16, 1>(pl.ex, false, pl.dyn_k > 0) : nullptr;
+    case 801: return BWD && pl.stages == 0 ? rows_k<T, true, 8, 1>(pl.ex, false, pl.dyn_k > 0, pl.dres) : nullptr;
+    case 1601: return BWD && pl.stages == 0 ? rows_k<T, true, 16, 1>(pl.ex, false, pl.dyn_k > 0, pl.dres) : nullptr;
     case 402: return rows_k<T, BWD, 4, 2>(pl.ex, pl.stages > 0);
     case 802: return rows_k<T, BWD, 8, 2>(pl.ex, pl.stages > 0);
     case 1002: return rows_k<T, BWD, 10, 2>(pl.ex, pl.stages > 0);
@@ -1483,10 +1542,24 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
     // One vector a thread, exact rows, not deterministic (rms_bwd_vec1_kernel's DYN instances: a group's rows,
     // and so the fp32 order of the dweight sum, depend on timing): the last 15% (W 16) / 20% (W 8) of rows
     // handed out at run time when every group keeps at least two static rows (an even count; docs/PERF.md,
-    // eighth session). The workspace: a DynHeader, then the partial rows (every backward plan).
-    if (bwd && !p->deterministic && !pl->tma && pl->w > 0 && pl->vpt == 1 && pl->stages == 0 && pl->ex) {
-        const int64_t k = rows * (pl->w >= 16 ? 85 : 80) / 100 / pl->prows / 2 * 2;
-        if (k >= 2 && k * pl->prows <= rows && rows < 0x7fffffff) pl->dyn_k = (int)k;
+    // eighth session). Two groups a block (W 16: 1024 threads), one partial dweight row a block (ninth session).
+    // The workspace: a DynHeader, then the partial rows (every backward plan).
+    if (bwd && !p->deterministic && !pl->tma && pl->w > 0 && pl->vpt == 1 && pl->stages == 0 && pl->ex && rows < 0x7fffffff) {
+        Plan d    = *pl;
+        d.threads = 64 * d.w, d.smem = rows_smem(d.nvec, d.n, d.threads) + (size_t)d.nvec * d.n * sizeof(float);
+        d.dyn_k = 1, d.dres = p->dresidual_out != nullptr; // (pick_kernel: the DYN instance)
+        const void *kd  = pick_kernel(p->dtype, d, true);
+        int         pd  = 0;
+        cudaError_t ed  = kd ? cudaSuccess : cudaErrorInvalidDeviceFunction;
+        if (ed == cudaSuccess && d.smem > 48 * 1024)
+            ed = cudaFuncSetAttribute(kd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)d.smem);
+        if (ed == cudaSuccess) ed = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&pd, kd, d.threads, d.smem);
+        if (ed == cudaSuccess && pd >= 1) {
+            const int64_t dfull = (int64_t)ctx->sm_count * pd, dneed = ceil_div(rows, 2);
+            d.grid = dneed < dfull ? dneed : dfull, d.prows = d.grid;
+            const int64_t ng = 2 * d.grid, k = rows * (d.w >= 16 ? 85 : 80) / 100 / ng / 2 * 2;
+            if (k >= 2 && k * ng <= rows) d.dyn_k = (int)k, *pl = d;
+        }
     }
     if (bwd) pl->ws = (size_t)pl->prows * (size_t)pl->ld * sizeof(float) + kWsAlign + kDynHeader;
     return FK_STATUS_SUCCESS;
