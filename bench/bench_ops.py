@@ -215,6 +215,8 @@ def case_rmsnorm(fk, T, H, dt, residual, sweep_torch=True):
     t_bwd = bench(runb)
     # deterministic = 1 (a GPU keeps the static rows; the default 0 may hand the last rows out at run time)
     b_.deterministic = 1
+    fk.check(fk.lib.fk_rmsnorm_bwd_workspace_size(fk.ctx, C.byref(b_), C.byref(wsz)), "workspace_size")
+    ws = torch.empty(max(wsz.value, 1), device="cuda", dtype=torch.uint8)
     runb()
     errd = max((dx.float() - gx).abs().max().item(), (dw.float() - gw).abs().max().item() / math.sqrt(T))
     t_det = bench(runb)

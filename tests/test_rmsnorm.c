@@ -171,6 +171,16 @@ static void run_case(const backend *be, const rms_case *c, uint64_t seed) {
     snprintf(s2, sizeof s2, "%s bwd", sig);
     size_t   wsb = 0;
     fk_status st = fk_rmsnorm_bwd_workspace_size(be->ctx, &a, &wsb);
+    if (st == FK_STATUS_SUCCESS) { // the size asked for does not depend on `deterministic`
+        size_t other = 0;
+        a.deterministic = !c->det;
+        if (fk_rmsnorm_bwd_workspace_size(be->ctx, &a, &other) != FK_STATUS_SUCCESS || other != wsb) {
+            char why[128];
+            snprintf(why, sizeof why, "workspace size %zu with deterministic = %d, %zu with %d", wsb, c->det, other, !c->det);
+            fk_test_fail(s2, why);
+        }
+        a.deterministic = c->det;
+    }
     ref_buf  ws;
     if (!call_ok(st, s2)) {
         // reported

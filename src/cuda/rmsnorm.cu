@@ -1543,7 +1543,9 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
     // and so the fp32 order of the dweight sum, depend on timing): the last 15% (W 16) / 20% (W 8) of rows
     // handed out at run time when every group keeps at least two static rows (an even count; docs/PERF.md,
     // eighth session). Two groups a block (W 16: 1024 threads), one partial dweight row a block (ninth session).
-    // The workspace: a DynHeader, then the partial rows (every backward plan).
+    // The workspace: a DynHeader, then the partial rows (every backward plan), sized for the static plan's rows
+    // whether or not DYN takes it (so `deterministic` does not change the size asked for).
+    const int64_t sprows = pl->prows;
     if (bwd && !p->deterministic && !pl->tma && pl->w > 0 && pl->vpt == 1 && pl->stages == 0 && pl->ex && rows < 0x7fffffff) {
         Plan d    = *pl;
         d.threads = 64 * d.w, d.smem = rows_smem(d.nvec, d.n, d.threads) + (size_t)d.nvec * d.n * sizeof(float);
@@ -1561,7 +1563,7 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
             if (k >= 2 && k * ng <= rows) d.dyn_k = (int)k, *pl = d;
         }
     }
-    if (bwd) pl->ws = (size_t)pl->prows * (size_t)pl->ld * sizeof(float) + kWsAlign + kDynHeader;
+    if (bwd) pl->ws = (size_t)(pl->prows > sprows ? pl->prows : sprows) * (size_t)pl->ld * sizeof(float) + kWsAlign + kDynHeader;
     return FK_STATUS_SUCCESS;
 }
 
