@@ -1302,7 +1302,7 @@ struct Plan {
     int     threads; // block size
     int64_t nvec;    // vectors per row
     int64_t grid;    // blocks
-    int64_t prows;   // backward: G, the partial dweight rows (one per block, or per group of the row kernels)
+    int64_t prows;   // backward: G, the partial dweight rows (one per block, or per group of the row kernels; DYN: a block)
     int64_t ld;      // workspace row stride (floats)
     size_t  ws;      // workspace bytes (backward)
     size_t  smem;    // dynamic shared memory (row groups: the staged weight; backward block per row: + dweight)
