@@ -361,9 +361,10 @@ template <typename T, int N> __global__ void __launch_bounds__(512) rms_bwd_loop
 // ty, ty + 32, ... of column blockIdx.x * 32 + tx in order (8 independent chains, combined in order; up to 9 x 32
 // rows, all of the thread's rows are loaded in one batch first: one L2 round trip instead of two at G = 264,
 // +0.3..+0.6% of the backward at bf16 16384 x 4096, docs/PERF.md, ninth session), then thread ty = 0 adds the 32
-// sums in order. 32 registers (two blocks an SM): one block fits as soon as one block of the main kernel has left. Independent of timing, so bit-identical from run to run. 32 row
-// slices and 8 chains (was 8 and 4): the G rows are few (grid x groups), so the time is latency, not bytes; on
-// the H200 this pass cost 10% of the backward at hidden 2048 (3098 GB/s with it, 3430 without; docs/PERF.md).
+// sums in order. Independent of timing, so bit-identical from run to run. 32 registers (two blocks an SM): one
+// block fits an SM as soon as one block of the main kernel has left it. 32 row slices and 8 chains (was 8 and
+// 4): the G rows are few (grid x groups), so the time is latency, not bytes; on the H200 this pass cost 10% of
+// the backward at hidden 2048 (3098 GB/s with it, 3430 without; docs/PERF.md).
 constexpr int kRedRows = 32;
 // On 9.0+ devices fk_cuda_rmsnorm_bwd launches it behind the main kernel with a programmatic dependency (its launch
 // and block start overlap the main kernel's last rows: +0.5..+2.7% of the backward at hidden 2048-8192 on the
@@ -1356,7 +1357,7 @@ template <typename T, bool BWD, int W, int V> const void *rows_k(bool ex, bool r
         else return nullptr;
     }
     if constexpr (BWD) {
-        if constexpr (V == 1) { // one vector a thread: rms_bwd_vec1_kernel, two blocks an SM; rows at run time (dyn)
+        if constexpr (V == 1) { // one vector a thread: rms_bwd_vec1_kernel; rows at run time (dyn): two groups a block
             if (dyn && ex) // (with tail code it spilled)
                 return dres ? (const void *)rms_bwd_vec1_kernel<T, N, W, true, true> : (const void *)rms_bwd_vec1_kernel<T, N, W, true, true, false>;
             return ex ? (const void *)rms_bwd_vec1_kernel<T, N, W, true> : (const void *)rms_bwd_vec1_kernel<T, N, W, false>;
