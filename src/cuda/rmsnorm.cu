@@ -701,7 +701,7 @@ __device__ __forceinline__ void write_dw_partial(const RmsArgs &a, const Group<W
 
 // The DYN kernels' partial: group 1 leaves its partial in shared memory (comb: nvec x N floats, 16-byte aligned,
 // after the group sums' buffer), group 0 adds it to its own and writes the block's one row of the workspace. Two
-// groups a block, whole vectors, one a thread (DYN runs exact rows only).
+// groups a block, whole vectors, one a thread (exact rows: the DYN instances, and the static ones at W 8).
 template <int N, int W>
 __device__ __forceinline__ void dw_pair_partial(const RmsArgs &a, const Group<W> &G, const float (&dw)[N], float *comb) {
     float4 *c = reinterpret_cast<float4 *>(comb + G.gt * N);
@@ -927,7 +927,9 @@ __device__ __forceinline__ void dyn_claim(DynHeader *h, unsigned long long tag) 
 // ran +2.2..+2.7% in ops_tune (3728 -> 3798 GB/s in bench_ops), at 2048 3373-3412 against 3324-3388.
 // The DYN instances run two groups a block (W 16: 1024 threads, one block an SM; W 8: 512) and add the two
 // groups' dweight partials in shared memory at the end (dw_pair_partial): one partial row a block, half the rows
-// the dweight sum reads. DRES = false: an instance without dresidual_out's code (the plan picks it when absent).
+// the dweight sum reads. So do the static exact rows at W 8 (already two groups of 512: 3272-3292 -> 3417-3429
+// GB/s at bf16 16384 x 2048 with deterministic; at W 16 the static rows in blocks of 1024 lost 0.4%: ninth
+// session). DRES = false: an instance without dresidual_out's code (the plan picks it when absent).
 template <typename T, int N, int W, bool EX, bool DYN = false, bool DRES = true>
 __global__ void __launch_bounds__(DYN ? 64 * W : 512, DYN ? 1024 / (64 * W) : 2) rms_bwd_vec1_kernel(const RmsArgs a) {
     static_assert(N % 4 == 0, "row kernels: 16-byte vectors of 4 or 8 elements (float4 partial stores)");
@@ -991,7 +993,7 @@ __global__ void __launch_bounds__(DYN ? 64 * W : 512, DYN ? 1024 / (64 * W) : 2)
             if (!bwd_vec1_row<T, N, W, EX, true, DRES>(a, G, ws, gred, dw[0], parity, r, step, R0, R1, &dr)) break;
         }
     }
-    if constexpr (DYN) dw_pair_partial<N, W>(a, G, dw[0], red + G.groups * 2 * W + 4);
+    if constexpr (DYN || (EX && W == 8)) dw_pair_partial<N, W>(a, G, dw[0], red + G.groups * 2 * W + 4);
     else write_dw_partial<N, W, 1, EX>(a, G, dw, nvec, (int)a.hidden);
 }
 
@@ -1522,6 +1524,10 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
         pl->grid = rows < 0x7fffffff ? rows : 0x7fffffff;
         return FK_STATUS_SUCCESS;
     }
+    // rms_bwd_vec1_kernel's static exact rows at W 8 (two groups: 512 threads, fk_rms_rows_bwd) add their
+    // partials in shared memory: one partial row a block.
+    const bool pair8 = bwd && !pl->tma && pl->w == 8 && pl->vpt == 1 && pl->stages == 0 && pl->ex;
+    if (pair8) pl->smem = rows_smem(pl->nvec, pl->n, pl->threads) + (size_t)pl->nvec * pl->n * sizeof(float);
     const void *k = pick_kernel(p->dtype, *pl, bwd);
     if (!k) return fk_error(FK_STATUS_INTERNAL, "%s: no RMSNorm instance for %d warps x %d vectors", op, pl->w, pl->vpt);
     const size_t static_smem = pl->w > 0 ? 0 : kStaticSmem;
@@ -1539,7 +1545,7 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
     const int64_t groups = pl->w > 0 ? pl->threads / (32 * pl->w) : 1;
     const int64_t full = (int64_t)ctx->sm_count * per_sm, need = ceil_div(rows, groups);
     pl->grid           = need < full ? need : full;
-    pl->prows          = pl->grid * groups;
+    pl->prows          = pair8 ? pl->grid : pl->grid * groups;
     // One vector a thread, exact rows, not deterministic (rms_bwd_vec1_kernel's DYN instances: a group's rows,
     // and so the fp32 order of the dweight sum, depend on timing): the last 15% (W 16) / 20% (W 8) of rows
     // handed out at run time when every group keeps at least two static rows (an even count; docs/PERF.md,
