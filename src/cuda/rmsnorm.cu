@@ -699,9 +699,9 @@ __device__ __forceinline__ void write_dw_partial(const RmsArgs &a, const Group<W
     }
 }
 
-// The DYN kernels' partial: group 1 leaves its partial in shared memory (comb: nvec x N floats, 16-byte aligned,
-// after the group sums' buffer), group 0 adds it to its own and writes the block's one row of the workspace. Two
-// groups a block, whole vectors, one a thread (exact rows: the DYN instances, and the static ones at W 8).
+// The two-group blocks' partial: group 1 leaves its partial in shared memory (comb: nvec x N floats, 16-byte aligned,
+// after the group sums' buffer: pair_smem), group 0 adds it to its own and writes the block's one row of the
+// workspace. Two groups a block, whole vectors, one a thread (exact rows: the DYN instances, the static ones at W 8).
 template <int N, int W>
 __device__ __forceinline__ void dw_pair_partial(const RmsArgs &a, const Group<W> &G, const float (&dw)[N], float *comb) {
     float4 *c = reinterpret_cast<float4 *>(comb + G.gt * N);
@@ -1518,25 +1518,35 @@ fk_status plan_shape(const char *op, const struct fk_context *ctx, const fk_rmsn
 // Needs the context's device selected (the occupancy query is per device). Persistent grid (row groups, and
 // the backward): SMs x resident blocks, at most one block per `groups` rows; the forward's block per row: a
 // block a row.
+// Shared memory of rms_bwd_vec1_kernel's two-group blocks: the rows kernels' (weight, group sums), then group 1's
+// dweight partial (dw_pair_partial's comb).
+inline size_t pair_smem(int64_t nvec, int n, int threads) {
+    return rows_smem(nvec, n, threads) + (size_t)nvec * n * sizeof(float);
+}
+
+// Blocks of kernel k that fit an SM with `threads` and `smem` (plus static_smem of static buffers); past 48 KB in
+// all a kernel must opt in to more first.
+cudaError_t blocks_per_sm(const void *k, int threads, size_t smem, size_t static_smem, int *per_sm) {
+    cudaError_t e = cudaSuccess;
+    if (smem + static_smem > 48 * 1024) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    return e == cudaSuccess ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, k, threads, smem) : e;
+}
+
 fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnorm_problem *p, bool bwd, Plan *pl) {
     const int64_t rows = p->rows > 0 ? p->rows : 1;
     if (!bwd && pl->w == 0) {
         pl->grid = rows < 0x7fffffff ? rows : 0x7fffffff;
         return FK_STATUS_SUCCESS;
     }
-    // rms_bwd_vec1_kernel's static exact rows at W 8 (two groups: 512 threads, fk_rms_rows_bwd) add their
-    // partials in shared memory: one partial row a block.
-    const bool pair8 = bwd && !pl->tma && pl->w == 8 && pl->vpt == 1 && pl->stages == 0 && pl->ex;
-    if (pair8) pl->smem = rows_smem(pl->nvec, pl->n, pl->threads) + (size_t)pl->nvec * pl->n * sizeof(float);
+    // rms_bwd_vec1_kernel's exact rows (one vector a thread). Its static rows at W 8 (two groups: 512 threads,
+    // fk_rms_rows_bwd) add their partials in shared memory: one partial row a block.
+    const bool vec1ex = bwd && !pl->tma && pl->w > 0 && pl->vpt == 1 && pl->stages == 0 && pl->ex;
+    const bool pair8  = vec1ex && pl->w == 8;
+    if (pair8) pl->smem = pair_smem(pl->nvec, pl->n, pl->threads);
     const void *k = pick_kernel(p->dtype, *pl, bwd);
     if (!k) return fk_error(FK_STATUS_INTERNAL, "%s: no RMSNorm instance for %d warps x %d vectors", op, pl->w, pl->vpt);
-    const size_t static_smem = pl->w > 0 ? 0 : kStaticSmem;
-    cudaError_t  e           = cudaSuccess;
-    // Past 48 KB in all (static buffers included) a kernel must opt in to more.
-    if (pl->smem + static_smem > 48 * 1024)
-        e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl->smem);
-    int per_sm = 0;
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, pl->threads, pl->smem);
+    int               per_sm = 0;
+    const cudaError_t e      = blocks_per_sm(k, pl->threads, pl->smem, pl->w > 0 ? 0 : kStaticSmem, &per_sm);
     if (e != cudaSuccess)
         return fk_error(FK_STATUS_CUDA_ERROR, "%s: cudaOccupancyMaxActiveBlocksPerMultiprocessor: %s", op,
                         cudaGetErrorString(e));
@@ -1553,17 +1563,13 @@ fk_status set_grid(const char *op, const struct fk_context *ctx, const fk_rmsnor
     // The workspace: a DynHeader, then the partial rows (every backward plan), sized for the static plan's rows
     // whether or not DYN takes it (so `deterministic` does not change the size asked for).
     const int64_t sprows = pl->prows;
-    if (bwd && !p->deterministic && !pl->tma && pl->w > 0 && pl->vpt == 1 && pl->stages == 0 && pl->ex && rows < 0x7fffffff) {
+    if (vec1ex && !p->deterministic && rows < 0x7fffffff) {
         Plan d    = *pl;
-        d.threads = 64 * d.w, d.smem = rows_smem(d.nvec, d.n, d.threads) + (size_t)d.nvec * d.n * sizeof(float);
+        d.threads = 64 * d.w, d.smem = pair_smem(d.nvec, d.n, d.threads);
         d.dyn_k = 1, d.dres = p->dresidual_out != nullptr; // (pick_kernel: the DYN instance)
-        const void *kd  = pick_kernel(p->dtype, d, true);
-        int         pd  = 0;
-        cudaError_t ed  = kd ? cudaSuccess : cudaErrorInvalidDeviceFunction;
-        if (ed == cudaSuccess && d.smem > 48 * 1024)
-            ed = cudaFuncSetAttribute(kd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)d.smem);
-        if (ed == cudaSuccess) ed = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&pd, kd, d.threads, d.smem);
-        if (ed == cudaSuccess && pd >= 1) {
+        const void *kd = pick_kernel(p->dtype, d, true);
+        int         pd = 0;
+        if (kd && blocks_per_sm(kd, d.threads, d.smem, 0, &pd) == cudaSuccess && pd >= 1) {
             const int64_t dfull = (int64_t)ctx->sm_count * pd, dneed = ceil_div(rows, 2);
             d.grid = dneed < dfull ? dneed : dfull, d.prows = d.grid;
             const int64_t ng = 2 * d.grid, k = rows * (d.w >= 16 ? 85 : 80) / 100 / ng / 2 * 2;
